@@ -1,0 +1,84 @@
+#pragma once
+// The interface every invertible block implements, and the adapter that lets any module with
+// `forward` and `inverse` methods be used where an invertible block is expected.
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace memcnn {
+
+// An invertible block: inverse_multi(forward_multi(xs)) == xs. Tensors travel as lists so a
+// block may take and return several of them; single-tensor blocks see lists of one.
+class InvertibleModule : public virtual torch::nn::Module {
+ public:
+  virtual std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& inputs) = 0;
+  virtual std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& outputs) = 0;
+};
+
+namespace detail {
+// The one tensor of a single-tensor call, with an error that names the caller otherwise.
+torch::Tensor only_tensor(const std::vector<torch::Tensor>& tensors, const char* who);
+
+template <typename T, typename = void>
+struct has_inverse : std::false_type {};
+template <typename T>
+struct has_inverse<T, std::void_t<decltype(std::declval<T&>().inverse(std::declval<torch::Tensor>()))>>
+    : std::true_type {};
+}  // namespace detail
+
+// Adapts a user module with `Tensor forward(Tensor)` and `Tensor inverse(Tensor)`.
+template <typename ModuleImpl>
+class InvertibleAdapterImpl : public torch::nn::Cloneable<InvertibleAdapterImpl<ModuleImpl>>,
+                              public InvertibleModule {
+ public:
+  explicit InvertibleAdapterImpl(std::shared_ptr<ModuleImpl> module)
+      : module_(this->register_module("module", std::move(module))) {}
+
+  void reset() override {}
+
+  std::shared_ptr<torch::nn::Module> clone(
+      const torch::optional<torch::Device>& device = torch::nullopt) const override {
+    auto copy = std::dynamic_pointer_cast<ModuleImpl>(module_->clone(device));
+    return std::make_shared<InvertibleAdapterImpl>(std::move(copy));
+  }
+
+  std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& inputs) override {
+    return {module_->forward(detail::only_tensor(inputs, "InvertibleAdapter::forward"))};
+  }
+  std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& outputs) override {
+    return {module_->inverse(detail::only_tensor(outputs, "InvertibleAdapter::inverse"))};
+  }
+
+  const std::shared_ptr<ModuleImpl>& module() const { return module_; }
+
+ private:
+  std::shared_ptr<ModuleImpl> module_;
+};
+
+// Turns a module (held by pointer) into an InvertibleModule: itself when it already is one,
+// otherwise an adapter around it. Modules without an `inverse` method are rejected at compile time.
+template <typename ModuleImpl>
+std::shared_ptr<InvertibleModule> as_invertible(std::shared_ptr<ModuleImpl> module) {
+  if constexpr (std::is_base_of_v<InvertibleModule, ModuleImpl>) {
+    return module;
+  } else {
+    static_assert(detail::has_inverse<ModuleImpl>::value,
+                  "memcnn: the wrapped module needs `Tensor inverse(Tensor)` besides forward, "
+                  "or must derive from memcnn::InvertibleModule");
+    return std::make_shared<InvertibleAdapterImpl<ModuleImpl>>(std::move(module));
+  }
+}
+
+template <typename ModuleImpl>
+std::shared_ptr<InvertibleModule> as_invertible(const torch::nn::ModuleHolder<ModuleImpl>& holder) {
+  return as_invertible(holder.ptr());
+}
+
+}  // namespace memcnn

@@ -1,0 +1,70 @@
+#pragma once
+// Random-number state that a memory-saving backward replays, so dropout (or any random op)
+// inside a rebuilt block draws exactly what it drew in forward.
+
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <cstddef>
+#include <memory>
+#include <utility>
+#include <vector>
+
+namespace memcnn {
+
+// States of the default generators of the CPU and of the given CUDA devices.
+class RngState {
+ public:
+  static RngState capture(const std::vector<c10::Device>& cuda_devices = {});
+  void restore() const;
+
+ private:
+  std::vector<std::pair<c10::Device, at::Tensor>> states_;
+};
+
+// Modules whose inverse calls their random sub-modules in another order than their forward
+// (a coupling evaluates F then G forward, G then F inverse) mark each sub-module call with a
+// sync point. Inside a memory-saving wrapper with preserve_rng_state, the first pass records
+// the generator state at every point and later passes restore it, so each sub-module sees the
+// same random numbers whichever direction runs. Outside such a wrapper it does nothing.
+void rng_sync_point(const void* key);
+
+namespace detail {
+
+// The states recorded at each sync point of one wrapped call.
+class RngTape {
+ public:
+  explicit RngTape(std::vector<c10::Device> cuda_devices);
+  void begin_recording();
+  void begin_replay();  // restores the state at the start of the recorded pass
+  void sync(const void* key);
+
+ private:
+  struct Point {
+    const void* key;
+    std::size_t occurrence;
+    RngState state;
+  };
+  std::vector<c10::Device> cuda_devices_;
+  RngState start_;
+  std::vector<Point> points_;
+  std::vector<std::pair<const void*, std::size_t>> seen_;  // occurrences in the current pass
+  bool recording_ = true;
+  std::size_t next_occurrence(const void* key);
+};
+
+// Makes a tape the current one on this thread for the lifetime of the scope.
+class RngTapeScope {
+ public:
+  explicit RngTapeScope(RngTape* tape);
+  ~RngTapeScope();
+  RngTapeScope(const RngTapeScope&) = delete;
+  RngTapeScope& operator=(const RngTapeScope&) = delete;
+
+ private:
+  RngTape* previous_;
+};
+
+}  // namespace detail
+}  // namespace memcnn

@@ -1,0 +1,62 @@
+#pragma once
+// InvertibleModuleWrapper: runs an invertible block so that, in training, the block's input
+// is freed after forward and rebuilt from the output in backward. Activation memory of a
+// stack of wrapped blocks therefore stays flat in depth.
+
+#include "memcnn/invertible_module.h"
+
+#include <torch/arg.h>
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+namespace memcnn {
+
+struct InvertibleModuleWrapperOptions {
+  // Keep the input of forward (no memory saving for that direction).
+  TORCH_ARG(bool, keep_input) = false;
+  // Keep the input of inverse when the inverse direction is what is trained.
+  TORCH_ARG(bool, keep_input_inverse) = false;
+  // How many backward passes the graph through this block may take (retain_graph=true).
+  TORCH_ARG(int64_t, num_bwd_passes) = 1;
+  // Plain computation with a full autograd graph: no memory saving.
+  TORCH_ARG(bool, disable) = false;
+  // Replay random numbers (dropout) when the block is rebuilt and recomputed in backward.
+  TORCH_ARG(bool, preserve_rng_state) = false;
+};
+
+class InvertibleModuleWrapperImpl : public torch::nn::Cloneable<InvertibleModuleWrapperImpl>,
+                                    public InvertibleModule {
+ public:
+  // Accepts a module holder or shared pointer of any module with forward and inverse.
+  template <typename Module,
+            typename = std::enable_if_t<!std::is_same_v<std::decay_t<Module>, std::shared_ptr<InvertibleModule>>>>
+  explicit InvertibleModuleWrapperImpl(Module&& fn, InvertibleModuleWrapperOptions options = {})
+      : InvertibleModuleWrapperImpl(as_invertible(std::forward<Module>(fn)), options) {}
+
+  InvertibleModuleWrapperImpl(std::shared_ptr<InvertibleModule> fn, InvertibleModuleWrapperOptions options);
+
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor inverse(const torch::Tensor& y);
+  std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& inputs) override;
+  std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& outputs) override;
+
+  const std::shared_ptr<InvertibleModule>& fn() const { return fn_; }
+
+  void reset() override {}
+  std::shared_ptr<torch::nn::Module> clone(
+      const torch::optional<torch::Device>& device = torch::nullopt) const override;
+  void pretty_print(std::ostream& stream) const override;
+
+  InvertibleModuleWrapperOptions options;
+
+ private:
+  std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& inputs, bool inverse_direction);
+  bool saves_memory(const std::vector<torch::Tensor>& inputs) const;
+
+  std::shared_ptr<InvertibleModule> fn_;
+};
+TORCH_MODULE(InvertibleModuleWrapper);
+
+}  // namespace memcnn

@@ -1,0 +1,298 @@
+// The memory-saving mechanism, in one place.
+//
+// Forward runs the block without an autograd graph, then frees the storage of each input that
+// can be rebuilt exactly (every alias of it sees the storage go). Backward rebuilds those
+// inputs from the saved outputs through the opposite direction of the block, refills the
+// original storage in place (so aliases and earlier nodes that saved the input see the values
+// again, without a version bump), recomputes the block with a graph and differentiates it.
+//
+// What makes this safe:
+// - Only tensors that own their whole dense storage are freed; views are kept.
+// - Inputs with exact zeros are kept: a ReLU (or similar) that produced them reads its saved
+//   output in backward, and a rebuilt +1e-17 instead of 0 flips its mask.
+// - Buffers (BatchNorm running statistics) are restored after the rebuild and recompute, so
+//   they end as after one plain forward.
+// - With preserve_rng_state the random numbers of forward are replayed, per sub-module.
+
+#include "invertible_function.h"
+
+#include "memcnn/log.h"
+#include "memcnn/rng.h"
+
+#include <torch/autograd.h>
+#include <torch/torch.h>
+
+#include <sstream>
+
+namespace memcnn {
+namespace detail {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// What one memory-saving call keeps between forward and backward.
+struct SavedCall : torch::CustomClassHolder {
+  std::shared_ptr<InvertibleModule> fn;
+  SavingOptions options;
+  int64_t passes_left = 0;
+  std::vector<torch::Tensor> inputs;   // the caller's tensors; freed ones hold no bytes
+  std::vector<bool> input_requires_grad;
+  std::vector<torch::Tensor> outputs;  // detached aliases of what the caller received
+  std::unique_ptr<RngTape> rng_tape;
+
+  std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& xs, bool inverse_direction) {
+    RngTapeScope scope(rng_tape.get());
+    return inverse_direction ? fn->inverse_multi(xs) : fn->forward_multi(xs);
+  }
+
+  void release() {
+    inputs.clear();
+    outputs.clear();
+    rng_tape.reset();
+  }
+};
+
+bool owns_whole_storage(const torch::Tensor& t) {
+  return t.has_storage() && t.storage_offset() == 0 && t.is_non_overlapping_and_dense() &&
+         t.storage().nbytes() == static_cast<size_t>(t.numel()) * t.element_size();
+}
+
+bool same_storage(const torch::Tensor& a, const torch::Tensor& b) {
+  return a.has_storage() && b.has_storage() && a.storage().is_alias_of(b.storage());
+}
+
+// Why input i must be kept, or nullptr when freeing it is safe.
+const char* reason_to_keep(std::size_t i, const std::vector<torch::Tensor>& inputs,
+                           const std::vector<torch::Tensor>& outputs) {
+  const auto& x = inputs[i];
+  if (!x.defined() || x.numel() == 0) return "it is empty";
+  if (!owns_whole_storage(x)) return "it is a view or does not own its whole storage";
+  for (std::size_t j = 0; j < inputs.size(); ++j) {
+    if (j != i && inputs[j].defined() && same_storage(x, inputs[j])) return "it shares storage with another input";
+  }
+  for (const auto& y : outputs) {
+    if (y.defined() && same_storage(x, y)) return "the block returned an alias of it";
+  }
+  if (x.count_nonzero().item<int64_t>() < x.numel()) {
+    return "it contains exact zeros (e.g. a ReLU output), which a rebuild cannot reproduce bit for bit";
+  }
+  return nullptr;
+}
+
+void free_storage(const torch::Tensor& t) {
+  auto* storage = t.storage().unsafeGetStorageImpl();
+  storage->set_data_ptr_noswap(c10::DataPtr(nullptr, t.device()));
+  storage->set_nbytes(0);
+}
+
+// Puts the rebuilt values into the freed storage without bumping its version counter.
+void refill_storage(const torch::Tensor& freed, torch::Tensor rebuilt) {
+  TORCH_CHECK(rebuilt.sizes() == freed.sizes() && rebuilt.scalar_type() == freed.scalar_type() &&
+                  rebuilt.device() == freed.device(),
+              "InvertibleModuleWrapper: the rebuilt input has shape ", rebuilt.sizes(), " ",
+              rebuilt.scalar_type(), " on ", rebuilt.device(), ", but the freed input had shape ",
+              freed.sizes(), " ", freed.scalar_type(), " on ", freed.device(),
+              "; the module's inverse does not match its forward");
+  const bool can_steal = rebuilt.strides() == freed.strides() && owns_whole_storage(rebuilt) &&
+                         rebuilt.storage().use_count() == 1;
+  if (!can_steal) {
+    torch::NoGradGuard no_grad;
+    rebuilt = torch::empty_strided(freed.sizes(), freed.strides(), freed.options()).copy_(rebuilt);
+  }
+  auto* source = rebuilt.storage().unsafeGetStorageImpl();
+  auto* target = freed.storage().unsafeGetStorageImpl();
+  target->set_data_ptr_noswap(std::move(source->data_ptr()));
+  target->set_nbytes(static_cast<size_t>(freed.numel()) * freed.element_size());
+  source->set_nbytes(0);
+}
+
+std::vector<c10::Device> cuda_devices_of(const std::vector<torch::Tensor>& tensors) {
+  std::vector<c10::Device> devices;
+  for (const auto& t : tensors) {
+    if (t.defined() && t.is_cuda() &&
+        std::find(devices.begin(), devices.end(), t.device()) == devices.end()) {
+      devices.push_back(t.device());
+    }
+  }
+  return devices;
+}
+
+// Restores buffers (BatchNorm running statistics) to their values at construction.
+class BufferSnapshot {
+ public:
+  explicit BufferSnapshot(torch::nn::Module& module) {
+    torch::NoGradGuard no_grad;
+    for (auto& buffer : module.buffers()) {
+      if (buffer.defined()) saved_.emplace_back(buffer, buffer.clone());
+    }
+  }
+  void restore() {
+    torch::NoGradGuard no_grad;
+    for (auto& entry : saved_) entry.first.copy_(entry.second);
+  }
+
+ private:
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved_;
+};
+
+// Restores the generators' states on scope exit, so backward leaves the random stream of the
+// surrounding program as it found it.
+class RngFork {
+ public:
+  RngFork(bool enabled, const std::vector<c10::Device>& devices) {
+    if (enabled) state_ = std::make_unique<RngState>(RngState::capture(devices));
+  }
+  ~RngFork() {
+    if (state_) state_->restore();
+  }
+
+ private:
+  std::unique_ptr<RngState> state_;
+};
+
+class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, c10::intrusive_ptr<SavedCall> call,
+                               torch::TensorList inputs, torch::TensorList /*parameters*/) {
+    call->inputs = inputs.vec();
+    for (const auto& x : call->inputs) call->input_requires_grad.push_back(x.defined() && x.requires_grad());
+    if (call->options.preserve_rng_state) {
+      call->rng_tape = std::make_unique<RngTape>(cuda_devices_of(call->inputs));
+      call->rng_tape->begin_recording();
+    }
+    std::vector<torch::Tensor> outputs = call->run(call->inputs, call->options.inverse_direction);
+    for (const auto& y : outputs) call->outputs.push_back(y.defined() ? y.detach() : y);
+    if (!call->options.keep_input) free_inputs(*call, outputs);
+    ctx->saved_data["call"] = c10::IValue::make_capsule(call);
+    return outputs;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    auto call = c10::static_intrusive_pointer_cast<SavedCall>(ctx->saved_data["call"].toCapsule());
+    const auto& options = call->options;
+    TORCH_CHECK(!torch::GradMode::is_enabled(),
+                "InvertibleModuleWrapper does not support double backward (create_graph=true); "
+                "construct the wrapper with .disable(true) to differentiate twice");
+    TORCH_CHECK(call->passes_left > 0,
+                "InvertibleModuleWrapper: backward ran through this block more often than "
+                "num_bwd_passes=", options.num_bwd_passes, " allows. Construct the wrapper with "
+                "InvertibleModuleWrapperOptions().num_bwd_passes(", options.num_bwd_passes + 1,
+                ") (or more) to backpropagate through the same graph several times");
+    for (std::size_t i = 0; i < call->outputs.size(); ++i) {
+      TORCH_CHECK(!is_freed(call->outputs[i]),
+                  "InvertibleModuleWrapper: output ", i, " of this block was freed by the block "
+                  "that consumed it and was never rebuilt; that consumer must take part in the "
+                  "same backward pass (or keep its input)");
+    }
+    --call->passes_left;
+
+    const auto devices = cuda_devices_of(call->inputs);
+    RngFork fork(options.preserve_rng_state, devices);
+    BufferSnapshot buffers(*call->fn);
+    rebuild_freed_inputs(*call);
+    auto grads = recompute_and_differentiate(*call, grad_outputs);
+    buffers.restore();
+    if (call->passes_left == 0) call->release();
+
+    variable_list result{torch::Tensor()};  // for the SavedCall argument
+    result.insert(result.end(), grads.begin(), grads.end());
+    return result;
+  }
+
+ private:
+  static void free_inputs(SavedCall& call, const std::vector<torch::Tensor>& outputs) {
+    for (std::size_t i = 0; i < call.inputs.size(); ++i) {
+      if (const char* reason = reason_to_keep(i, call.inputs, outputs)) {
+        std::ostringstream message;
+        message << "InvertibleModuleWrapper keeps input " << i << " (shape "
+                << call.inputs[i].sizes() << "): " << reason;
+        log(LogLevel::Debug, message.str());
+        continue;
+      }
+      free_storage(call.inputs[i]);
+    }
+  }
+
+  static void rebuild_freed_inputs(SavedCall& call) {
+    bool any_freed = false;
+    for (const auto& x : call.inputs) any_freed = any_freed || is_freed(x);
+    if (!any_freed) return;
+    if (call.rng_tape) call.rng_tape->begin_replay();
+    std::vector<torch::Tensor> rebuilt;
+    {
+      torch::NoGradGuard no_grad;
+      rebuilt = call.run(call.outputs, !call.options.inverse_direction);
+    }
+    TORCH_CHECK(rebuilt.size() == call.inputs.size(), "InvertibleModuleWrapper: the inverse returned ",
+                rebuilt.size(), " tensors, but the block took ", call.inputs.size());
+    for (std::size_t i = 0; i < rebuilt.size(); ++i) {
+      if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], rebuilt[i]);
+    }
+  }
+
+  // Gradients for every input, then every parameter (undefined where none flows).
+  static variable_list recompute_and_differentiate(SavedCall& call, const variable_list& grad_outputs) {
+    torch::AutoGradMode grad_mode(true);
+    std::vector<torch::Tensor> detached;
+    for (std::size_t i = 0; i < call.inputs.size(); ++i) {
+      const auto& x = call.inputs[i];
+      detached.push_back(x.defined() ? x.detach().requires_grad_(call.input_requires_grad[i]) : x);
+    }
+    if (call.rng_tape) call.rng_tape->begin_replay();
+    const auto outputs = call.run(detached, call.options.inverse_direction);
+    TORCH_CHECK(outputs.size() == grad_outputs.size(), "InvertibleModuleWrapper: the recomputed block "
+                "returned ", outputs.size(), " tensors, but forward returned ", grad_outputs.size());
+
+    variable_list roots, root_grads, wrt;
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      if (grad_outputs[i].defined() && outputs[i].defined() && outputs[i].requires_grad()) {
+        roots.push_back(outputs[i]);
+        root_grads.push_back(grad_outputs[i]);
+      }
+    }
+    const auto parameters = call.fn->parameters();
+    std::vector<int64_t> slot;  // index into wrt, or -1
+    for (std::size_t i = 0; i < detached.size(); ++i) {
+      slot.push_back(call.input_requires_grad[i] ? static_cast<int64_t>(wrt.size()) : -1);
+      if (call.input_requires_grad[i]) wrt.push_back(detached[i]);
+    }
+    for (const auto& p : parameters) {
+      slot.push_back(p.requires_grad() ? static_cast<int64_t>(wrt.size()) : -1);
+      if (p.requires_grad()) wrt.push_back(p);
+    }
+    variable_list grads;
+    if (!roots.empty() && !wrt.empty()) {
+      grads = torch::autograd::grad(roots, wrt, root_grads, /*retain_graph=*/false,
+                                    /*create_graph=*/false, /*allow_unused=*/true);
+    }
+    variable_list result;
+    for (const auto index : slot) {
+      result.push_back(index >= 0 && !grads.empty() ? grads[index] : torch::Tensor());
+    }
+    return result;
+  }
+};
+
+}  // namespace
+
+bool is_freed(const torch::Tensor& tensor) {
+  return tensor.defined() && tensor.has_storage() && tensor.numel() > 0 &&
+         tensor.storage().data() == nullptr;
+}
+
+std::vector<torch::Tensor> apply_memory_saving(const std::shared_ptr<InvertibleModule>& fn,
+                                               const std::vector<torch::Tensor>& inputs,
+                                               const SavingOptions& options) {
+  TORCH_CHECK(options.num_bwd_passes >= 1, "InvertibleModuleWrapper: num_bwd_passes must be at least 1, got ",
+              options.num_bwd_passes);
+  auto call = c10::make_intrusive<SavedCall>();
+  call->fn = fn;
+  call->options = options;
+  call->passes_left = options.num_bwd_passes;
+  const auto parameters = fn->parameters();
+  return InvertibleFunction::apply(call, torch::TensorList(inputs), torch::TensorList(parameters));
+}
+
+}  // namespace detail
+}  // namespace memcnn

@@ -1,0 +1,29 @@
+#pragma once
+// Internal: the autograd function behind InvertibleModuleWrapper.
+
+#include "memcnn/invertible_module.h"
+
+#include <memory>
+#include <vector>
+
+namespace memcnn {
+namespace detail {
+
+struct SavingOptions {
+  bool inverse_direction = false;  // the trained call is fn->inverse_multi
+  bool keep_input = false;
+  int64_t num_bwd_passes = 1;
+  bool preserve_rng_state = false;
+};
+
+// Runs fn in the given direction without a graph, frees the inputs that can be rebuilt and
+// returns outputs whose backward rebuilds those inputs through the opposite direction.
+std::vector<torch::Tensor> apply_memory_saving(const std::shared_ptr<InvertibleModule>& fn,
+                                               const std::vector<torch::Tensor>& inputs,
+                                               const SavingOptions& options);
+
+// True when the tensor's storage was freed by a memory-saving call and not yet rebuilt.
+bool is_freed(const torch::Tensor& tensor);
+
+}  // namespace detail
+}  // namespace memcnn
