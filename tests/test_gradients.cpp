@@ -1,0 +1,107 @@
+// Gradients through memory-saving stacks equal the plain computation's (wrapper disabled,
+// full autograd graph), for inputs, parameters and BatchNorm running statistics.
+
+#include "test_util.h"
+
+#include <tuple>
+
+using namespace memcnn_test;
+
+namespace {
+
+struct Case {
+  Coupling coupling;
+  torch::Dtype dtype;
+  bool inverse_direction;
+  int64_t tensors;
+};
+
+std::string case_name(const testing::TestParamInfo<Case>& info) {
+  const auto& c = info.param;
+  return name_of(c.coupling) + (c.dtype == torch::kFloat64 ? "_f64" : "_f32") +
+         (c.inverse_direction ? "_inverse" : "_forward") + "_" + std::to_string(c.tensors) + "tensor";
+}
+
+class StackGradients : public testing::TestWithParam<Case> {};
+
+TEST_P(StackGradients, EqualPlainComputation) {
+  const auto c = GetParam();
+  const double tolerance = c.dtype == torch::kFloat64 ? 1e-10 : 1e-4;
+  torch::manual_seed(1);
+  auto saving = make_stack(c.coupling, /*depth=*/10, /*channels=*/8, c.tensors);
+  saving.inverse_direction = c.inverse_direction;
+  saving.blocks->to(c.dtype);
+  auto plain = saving.clone();
+  plain.set_disable(true);
+
+  const auto options = torch::TensorOptions().dtype(c.dtype);
+  std::vector<torch::Tensor> inputs, plain_inputs, weights;
+  for (int64_t i = 0; i < c.tensors; ++i) {
+    inputs.push_back(torch::rand({4, 8, 6, 6}, options).requires_grad_());
+    plain_inputs.push_back(inputs.back().detach().clone().requires_grad_());
+    weights.push_back(torch::randn({4, 8, 6, 6}, options));
+  }
+  const auto originals = [&] {
+    std::vector<torch::Tensor> copies;
+    for (const auto& x : inputs) copies.push_back(x.detach().clone());
+    return copies;
+  }();
+
+  auto loss_of = [&](const std::vector<torch::Tensor>& outputs) {
+    auto loss = torch::zeros({}, options);
+    for (std::size_t i = 0; i < outputs.size(); ++i) loss = loss + (outputs[i] * weights[i]).sum();
+    return loss;
+  };
+
+  auto outputs = saving.run(inputs);
+  for (const auto& x : inputs) EXPECT_EQ(x.storage().nbytes(), 0u) << "the stack's input was not freed";
+  loss_of(outputs).backward();
+  auto plain_outputs = plain.run(plain_inputs);
+  loss_of(plain_outputs).backward();
+
+  double worst = 0;
+  for (std::size_t i = 0; i < inputs.size(); ++i) {
+    EXPECT_LT(relative_error(outputs[i], plain_outputs[i]), tolerance);
+    EXPECT_LT(relative_error(inputs[i], originals[i]), tolerance) << "input not rebuilt";
+    const double input_error = relative_error(inputs[i].grad(), plain_inputs[i].grad());
+    EXPECT_LT(input_error, tolerance) << "input gradient " << i;
+    worst = std::max(worst, input_error);
+  }
+  const auto params = saving.blocks->parameters();
+  const auto plain_params = plain.blocks->parameters();
+  ASSERT_EQ(params.size(), plain_params.size());
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    ASSERT_TRUE(params[i].grad().defined()) << "parameter " << i << " has no gradient";
+    const double error = relative_error(params[i].grad(), plain_params[i].grad());
+    EXPECT_LT(error, tolerance) << "parameter gradient " << i;
+    worst = std::max(worst, error);
+  }
+  const auto buffers = saving.blocks->buffers();
+  const auto plain_buffers = plain.blocks->buffers();
+  ASSERT_EQ(buffers.size(), plain_buffers.size());
+  for (std::size_t i = 0; i < buffers.size(); ++i) {
+    if (buffers[i].is_floating_point()) {
+      EXPECT_LT(relative_error(buffers[i], plain_buffers[i]), tolerance) << "running statistic " << i;
+    } else {
+      EXPECT_TRUE(torch::equal(buffers[i], plain_buffers[i])) << "num_batches_tracked " << i
+          << ": " << buffers[i].item<int64_t>() << " vs " << plain_buffers[i].item<int64_t>();
+    }
+  }
+  std::cout << "[figure] " << case_name({c, 0}) << ": worst relative gradient error " << worst << "\n";
+}
+
+std::vector<Case> all_cases() {
+  std::vector<Case> cases;
+  for (auto coupling : {Coupling::additive, Coupling::affine}) {
+    for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+      for (bool inverse : {false, true}) {
+        for (int64_t tensors : {1, 2}) cases.push_back({coupling, dtype, inverse, tensors});
+      }
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Stacks, StackGradients, testing::ValuesIn(all_cases()), case_name);
+
+}  // namespace
