@@ -53,7 +53,7 @@ int main() {
   wrapper->options.keep_input(false);
   torch::Tensor x = X.clone().requires_grad_();
   torch::Tensor y = wrapper->forward(x);
-  std::cout << "bytes held by the input after forward in training: " << x.storage().nbytes() << "\n";
+  std::cout << "input freed after forward in training: " << std::boolalpha << memcnn::is_freed(x) << "\n";
   y.pow(2).mean().backward();
   std::cout << "input rebuilt in backward: max |x - X| = " << (x - X).abs().max().item<double>()
             << "; gradient norm " << x.grad().norm().item<double>() << "\n";

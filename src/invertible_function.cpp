@@ -7,7 +7,11 @@
 // again, without a version bump), recomputes the block with a graph and differentiates it.
 //
 // What makes this safe:
-// - Only tensors that own their whole dense storage are freed; views are kept.
+// - Only tensors that own their whole dense storage, shared with no other tensor, are freed;
+//   views, and outputs that another operation saved for its backward, are kept. The caller's
+//   handle is detached from its storage too, so using a freed input again in forward raises
+//   "Cannot access data pointer of Tensor that doesn't have storage" instead of reading freed
+//   memory.
 // - Inputs with exact zeros are kept: a ReLU (or similar) that produced them reads its saved
 //   output in backward, and a rebuilt +1e-17 instead of 0 flips its mask.
 // - Buffers (BatchNorm running statistics) are restored after the rebuild and recompute, so
@@ -37,6 +41,7 @@ struct SavedCall : torch::CustomClassHolder {
   SavingOptions options;
   int64_t passes_left = 0;
   std::vector<torch::Tensor> inputs;   // the caller's tensors; freed ones hold no bytes
+  std::vector<c10::Storage> freed_storage;  // per input: the storage emptied by forward, if any
   std::vector<bool> input_requires_grad;
   std::vector<torch::Tensor> outputs;  // detached aliases of what the caller received
   std::unique_ptr<RngTape> rng_tape;
@@ -49,6 +54,7 @@ struct SavedCall : torch::CustomClassHolder {
   void release() {
     inputs.clear();
     outputs.clear();
+    freed_storage.clear();
     rng_tape.reset();
   }
 };
@@ -62,12 +68,17 @@ bool same_storage(const torch::Tensor& a, const torch::Tensor& b) {
   return a.has_storage() && b.has_storage() && a.storage().is_alias_of(b.storage());
 }
 
-// Why input i must be kept, or nullptr when freeing it is safe.
+// Why input i must be kept, or nullptr when freeing it is safe. `own_aliases` counts the
+// aliases of its storage that memcnn itself holds (the saved output of the block before).
 const char* reason_to_keep(std::size_t i, const std::vector<torch::Tensor>& inputs,
-                           const std::vector<torch::Tensor>& outputs) {
+                           const std::vector<torch::Tensor>& outputs, long own_aliases) {
   const auto& x = inputs[i];
   if (!x.defined() || x.numel() == 0) return "it is empty";
   if (!owns_whole_storage(x)) return "it is a view or does not own its whole storage";
+  if (x.storage().use_count() > 1 + own_aliases) {
+    return "another tensor shares its storage (a view of it, or an operation that saved it for "
+           "its backward)";
+  }
   for (std::size_t j = 0; j < inputs.size(); ++j) {
     if (j != i && inputs[j].defined() && same_storage(x, inputs[j])) return "it shares storage with another input";
   }
@@ -80,14 +91,20 @@ const char* reason_to_keep(std::size_t i, const std::vector<torch::Tensor>& inpu
   return nullptr;
 }
 
-void free_storage(const torch::Tensor& t) {
-  auto* storage = t.storage().unsafeGetStorageImpl();
-  storage->set_data_ptr_noswap(c10::DataPtr(nullptr, t.device()));
-  storage->set_nbytes(0);
+// Empties the storage and detaches the tensor from it; returns the storage for refilling.
+c10::Storage free_storage(const torch::Tensor& t) {
+  c10::Storage storage = t.storage();
+  storage.unsafeGetStorageImpl()->set_data_ptr_noswap(c10::DataPtr(nullptr, t.device()));
+  storage.unsafeGetStorageImpl()->set_nbytes(0);
+  auto storageless = c10::make_intrusive<c10::TensorImpl>(t.key_set(), t.dtype(), t.device());
+  storageless->set_sizes_and_strides(t.sizes(), t.strides());
+  t.set_data(torch::Tensor::wrap_tensor_impl(std::move(storageless)));
+  return storage;
 }
 
-// Puts the rebuilt values into the freed storage without bumping its version counter.
-void refill_storage(const torch::Tensor& freed, torch::Tensor rebuilt) {
+// Puts the rebuilt values into the freed storage, and the storage back under the tensor,
+// without bumping its version counter.
+void refill_storage(const torch::Tensor& freed, const c10::Storage& storage, torch::Tensor rebuilt) {
   TORCH_CHECK(rebuilt.sizes() == freed.sizes() && rebuilt.scalar_type() == freed.scalar_type() &&
                   rebuilt.device() == freed.device(),
               "InvertibleModuleWrapper: the rebuilt input has shape ", rebuilt.sizes(), " ",
@@ -101,10 +118,13 @@ void refill_storage(const torch::Tensor& freed, torch::Tensor rebuilt) {
     rebuilt = torch::empty_strided(freed.sizes(), freed.strides(), freed.options()).copy_(rebuilt);
   }
   auto* source = rebuilt.storage().unsafeGetStorageImpl();
-  auto* target = freed.storage().unsafeGetStorageImpl();
+  auto* target = storage.unsafeGetStorageImpl();
   target->set_data_ptr_noswap(std::move(source->data_ptr()));
   target->set_nbytes(static_cast<size_t>(freed.numel()) * freed.element_size());
   source->set_nbytes(0);
+  torch::Tensor restored = torch::empty({0}, freed.options());
+  restored.set_(storage, /*storage_offset=*/0, freed.sizes(), freed.strides());
+  freed.set_data(restored);
 }
 
 std::vector<c10::Device> cuda_devices_of(const std::vector<torch::Tensor>& tensors) {
@@ -202,15 +222,19 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
 
  private:
   static void free_inputs(SavedCall& call, const std::vector<torch::Tensor>& outputs) {
+    call.freed_storage.resize(call.inputs.size());
     for (std::size_t i = 0; i < call.inputs.size(); ++i) {
-      if (const char* reason = reason_to_keep(i, call.inputs, outputs)) {
+      const auto& x = call.inputs[i];
+      const bool from_memcnn =
+          x.defined() && dynamic_cast<torch::autograd::CppNode<InvertibleFunction>*>(x.grad_fn().get()) != nullptr;
+      if (const char* reason = reason_to_keep(i, call.inputs, outputs, from_memcnn ? 1 : 0)) {
         std::ostringstream message;
         message << "InvertibleModuleWrapper keeps input " << i << " (shape "
                 << call.inputs[i].sizes() << "): " << reason;
         log(LogLevel::Debug, message.str());
         continue;
       }
-      free_storage(call.inputs[i]);
+      call.freed_storage[i] = free_storage(x);
     }
   }
 
@@ -227,7 +251,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     TORCH_CHECK(rebuilt.size() == call.inputs.size(), "InvertibleModuleWrapper: the inverse returned ",
                 rebuilt.size(), " tensors, but the block took ", call.inputs.size());
     for (std::size_t i = 0; i < rebuilt.size(); ++i) {
-      if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], rebuilt[i]);
+      if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], call.freed_storage[i], rebuilt[i]);
     }
   }
 
@@ -276,10 +300,14 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
 
 }  // namespace
 
+}  // namespace detail
+
 bool is_freed(const torch::Tensor& tensor) {
-  return tensor.defined() && tensor.has_storage() && tensor.numel() > 0 &&
-         tensor.storage().data() == nullptr;
+  return tensor.defined() && tensor.numel() > 0 &&
+         (!tensor.has_storage() || tensor.storage().data() == nullptr);
 }
+
+namespace detail {
 
 std::vector<torch::Tensor> apply_memory_saving(const std::shared_ptr<InvertibleModule>& fn,
                                                const std::vector<torch::Tensor>& inputs,

@@ -2,6 +2,7 @@
 // Internal: the autograd function behind InvertibleModuleWrapper.
 
 #include "memcnn/invertible_module.h"
+#include "memcnn/wrapper.h"
 
 #include <memory>
 #include <vector>
@@ -21,9 +22,6 @@ struct SavingOptions {
 std::vector<torch::Tensor> apply_memory_saving(const std::shared_ptr<InvertibleModule>& fn,
                                                const std::vector<torch::Tensor>& inputs,
                                                const SavingOptions& options);
-
-// True when the tensor's storage was freed by a memory-saving call and not yet rebuilt.
-bool is_freed(const torch::Tensor& tensor);
 
 }  // namespace detail
 }  // namespace memcnn

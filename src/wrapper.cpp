@@ -46,7 +46,7 @@ bool InvertibleModuleWrapperImpl::saves_memory(const std::vector<torch::Tensor>&
 std::vector<torch::Tensor> InvertibleModuleWrapperImpl::run(const std::vector<torch::Tensor>& inputs,
                                                             bool inverse_direction) {
   for (std::size_t i = 0; i < inputs.size(); ++i) {
-    TORCH_CHECK(!detail::is_freed(inputs[i]), "InvertibleModuleWrapper: input ", i,
+    TORCH_CHECK(!is_freed(inputs[i]), "InvertibleModuleWrapper: input ", i,
                 " has no storage: it was freed by another memory-saving wrapper, so it cannot be "
                 "used again in forward. Construct the wrapper that consumed it first with "
                 "keep_input(true) (or keep_input_inverse(true) for its inverse)");

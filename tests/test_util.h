@@ -105,6 +105,9 @@ inline Stack make_stack(Coupling kind, int depth, int64_t channels, int64_t tens
   return stack;
 }
 
+// Bytes the tensor's storage holds (0 while a wrapper holds it freed).
+inline size_t bytes_of(const torch::Tensor& t) { return t.has_storage() ? t.storage().nbytes() : 0; }
+
 // max |a - b| / max |b|
 inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   const double scale = b.abs().max().item<double>();
