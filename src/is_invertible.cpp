@@ -31,8 +31,8 @@ torch::Device device_of(torch::nn::Module& module) {
 }  // namespace
 
 bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module,
-                          const std::vector<std::vector<int64_t>>& input_shapes, torch::Dtype dtype,
-                          double atol, uint64_t seed) {
+                          const InputShapes& shapes, torch::Dtype dtype, double atol, uint64_t seed) {
+  const auto& input_shapes = shapes.shapes;
   TORCH_CHECK(module != nullptr, "is_invertible_module: the module is null");
   TORCH_CHECK(!input_shapes.empty(), "is_invertible_module: give at least one input shape");
   auto* invertible = dynamic_cast<InvertibleModule*>(module.get());
@@ -58,12 +58,6 @@ bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module,
   for (auto& entry : buffers) entry.first.copy_(entry.second);
   outer_rng.restore();
   return invertible_both_ways;
-}
-
-bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module,
-                          const std::vector<int64_t>& input_shape, torch::Dtype dtype, double atol,
-                          uint64_t seed) {
-  return is_invertible_module(module, std::vector<std::vector<int64_t>>{input_shape}, dtype, atol, seed);
 }
 
 }  // namespace memcnn

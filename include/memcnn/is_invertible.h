@@ -13,42 +13,30 @@
 
 namespace memcnn {
 
-// For one input tensor of the given shape, or several (one shape each).
-bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module,
-                          const std::vector<std::vector<int64_t>>& input_shapes,
-                          torch::Dtype dtype = torch::kFloat32, double atol = 1e-6,
-                          uint64_t seed = 42);
+// The shape of the one input tensor ({2, 10, 8, 8}), or of each of several ({{2, 4}, {2, 6}}).
+struct InputShapes {
+  InputShapes(std::initializer_list<int64_t> shape) : shapes{std::vector<int64_t>(shape)} {}
+  InputShapes(std::initializer_list<std::vector<int64_t>> several) : shapes(several) {}
+  InputShapes(c10::IntArrayRef shape) : shapes{shape.vec()} {}
+  InputShapes(const std::vector<int64_t>& shape) : shapes{shape} {}
+  InputShapes(std::vector<std::vector<int64_t>> several) : shapes(std::move(several)) {}
+  std::vector<std::vector<int64_t>> shapes;
+};
 
-bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module,
-                          const std::vector<int64_t>& input_shape,
-                          torch::Dtype dtype = torch::kFloat32, double atol = 1e-6,
-                          uint64_t seed = 42);
+// A module that is not a memcnn::InvertibleModule is reported as not invertible.
+bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module, const InputShapes& input_shapes,
+                          torch::Dtype dtype = torch::kFloat32, double atol = 1e-6, uint64_t seed = 42);
 
-// Module holders: a module type without an `inverse` is reported as not invertible.
-template <typename ModuleImpl, typename Shape>
-bool is_invertible_module(const torch::nn::ModuleHolder<ModuleImpl>& module, const Shape& shapes,
-                          torch::Dtype dtype = torch::kFloat32, double atol = 1e-6,
-                          uint64_t seed = 42) {
+// Module holders: a module type without an `inverse` method is reported as not invertible.
+template <typename ModuleImpl>
+bool is_invertible_module(const torch::nn::ModuleHolder<ModuleImpl>& module, const InputShapes& input_shapes,
+                          torch::Dtype dtype = torch::kFloat32, double atol = 1e-6, uint64_t seed = 42) {
   if constexpr (std::is_base_of_v<InvertibleModule, ModuleImpl> || detail::has_inverse<ModuleImpl>::value) {
     return is_invertible_module(std::static_pointer_cast<torch::nn::Module>(as_invertible(module.ptr())),
-                                shapes, dtype, atol, seed);
+                                input_shapes, dtype, atol, seed);
   } else {
     return false;
   }
-}
-
-template <typename ModuleImpl>
-bool is_invertible_module(const torch::nn::ModuleHolder<ModuleImpl>& module,
-                          std::initializer_list<int64_t> shape, torch::Dtype dtype = torch::kFloat32,
-                          double atol = 1e-6, uint64_t seed = 42) {
-  return is_invertible_module(module, std::vector<int64_t>(shape), dtype, atol, seed);
-}
-
-template <typename ModuleImpl>
-bool is_invertible_module(const torch::nn::ModuleHolder<ModuleImpl>& module,
-                          std::initializer_list<std::vector<int64_t>> shapes,
-                          torch::Dtype dtype = torch::kFloat32, double atol = 1e-6, uint64_t seed = 42) {
-  return is_invertible_module(module, std::vector<std::vector<int64_t>>(shapes), dtype, atol, seed);
 }
 
 }  // namespace memcnn

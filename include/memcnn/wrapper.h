@@ -35,7 +35,8 @@ class InvertibleModuleWrapperImpl : public torch::nn::Cloneable<InvertibleModule
   explicit InvertibleModuleWrapperImpl(Module&& fn, InvertibleModuleWrapperOptions options = {})
       : InvertibleModuleWrapperImpl(as_invertible(std::forward<Module>(fn)), options) {}
 
-  InvertibleModuleWrapperImpl(std::shared_ptr<InvertibleModule> fn, InvertibleModuleWrapperOptions options);
+  explicit InvertibleModuleWrapperImpl(std::shared_ptr<InvertibleModule> fn,
+                                       InvertibleModuleWrapperOptions options = {});
 
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor inverse(const torch::Tensor& y);
