@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package memcnn needs to build, test and train.
+# Safe to rerun: it only calls apt when something is missing.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake ccache
+  libtorch-dev            # LibTorch 1.13 (CPU)
+  libgtest-dev            # GoogleTest
+  libbenchmark-dev        # Google Benchmark
+  libcli11-dev            # command-line parsing
+  nlohmann-json3-dev      # experiment configuration
+  dataset-fashion-mnist   # training data that needs no download
+)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "[install-deps] all packages present"
+  exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "[install-deps] installing: ${missing[*]}"
+$SUDO apt-get update -q
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
