@@ -64,20 +64,18 @@ CouplingBase::Halves CouplingBase::split(const std::vector<torch::Tensor>& tenso
   return halves;
 }
 
-std::vector<torch::Tensor> CouplingBase::merge(const std::vector<torch::Tensor>& first,
-                                               const std::vector<torch::Tensor>& second) const {
+std::vector<torch::Tensor> CouplingBase::merge(const Halves& halves) const {
   std::vector<torch::Tensor> merged;
-  merged.reserve(first.size());
-  for (std::size_t i = 0; i < first.size(); ++i) {
-    merged.push_back(torch::cat({first[i], second[i]}, split_dim_));
+  merged.reserve(halves.first.size());
+  for (std::size_t i = 0; i < halves.first.size(); ++i) {
+    merged.push_back(torch::cat({halves.first[i], halves.second[i]}, split_dim_));
   }
   return merged;
 }
 
 std::vector<torch::Tensor> CouplingBase::call(torch::nn::AnyModule& module, const char* module_name,
                                               const std::vector<torch::Tensor>& halves,
-                                              const std::vector<torch::Tensor>& shaped_like,
-                                              int64_t split_dim_factor) const {
+                                              const std::vector<torch::Tensor>& shaped_like) const {
   rng_sync_point(module.ptr().get());
   std::vector<torch::Tensor> results;
   try {
@@ -96,62 +94,133 @@ std::vector<torch::Tensor> CouplingBase::call(torch::nn::AnyModule& module, cons
   }
   TORCH_CHECK(results.size() == shaped_like.size(), name_, ": ", module_name, " returned ",
               results.size(), " tensors for ", shaped_like.size(), " inputs");
+  const int64_t factor = module_output_factor();
   for (std::size_t i = 0; i < results.size(); ++i) {
     auto expected = shaped_like[i].sizes().vec();
-    expected[split_dim_ < 0 ? split_dim_ + expected.size() : split_dim_] *= split_dim_factor;
+    expected[split_dim_ < 0 ? split_dim_ + expected.size() : split_dim_] *= factor;
     TORCH_CHECK(results[i].sizes() == torch::IntArrayRef(expected), name_, ": ", module_name,
                 " returned a tensor of shape ", results[i].sizes(), " for output ", i,
                 ", but the coupling needs shape ", torch::IntArrayRef(expected),
-                split_dim_factor == 1
+                factor == 1
                     ? " (the shape of the other half); F and G must preserve the shape of their input"
                     : " (the sigmoid adapter needs split_dim doubled: scales and shifts interleaved)");
   }
   return results;
 }
 
+std::vector<CouplingBase::HalfStep> CouplingBase::half_steps(bool inverse_direction) {
+  const HalfStep f{0, &F_, "F", inverse_direction};
+  const HalfStep g{1, &G_, "G", inverse_direction};
+  if (inverse_direction) return {g, f};
+  return {f, g};
+}
+
+std::vector<torch::Tensor> CouplingBase::apply(const HalfStep& step, const std::vector<torch::Tensor>& target,
+                                               const std::vector<torch::Tensor>& h, bool invert) const {
+  std::vector<torch::Tensor> out;
+  out.reserve(target.size());
+  const bool uncoupling = step.uncoupling != invert;
+  for (std::size_t i = 0; i < target.size(); ++i) {
+    out.push_back(uncoupling ? uncouple(target[i], h[i]) : couple(target[i], h[i]));
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> CouplingBase::run(const std::vector<torch::Tensor>& tensors, bool inverse_direction) {
+  Halves state = split(tensors);
+  for (const auto& step : half_steps(inverse_direction)) {
+    const int source = 1 - step.target;
+    const auto h = call(*step.module, step.module_name, state[source], state[step.target]);
+    state[step.target] = apply(step, state[step.target], h, /*invert=*/false);
+  }
+  return merge(state);
+}
+
+std::vector<torch::Tensor> CouplingBase::forward_multi(const std::vector<torch::Tensor>& x) { return run(x, false); }
+
+std::vector<torch::Tensor> CouplingBase::inverse_multi(const std::vector<torch::Tensor>& y) { return run(y, true); }
+
+RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<torch::Tensor>& outputs,
+                                                            const std::vector<torch::Tensor>& grad_outputs,
+                                                            bool inverse_direction) {
+  torch::AutoGradMode grad_mode(true);
+  Halves state = split(outputs);
+  std::vector<torch::Tensor> filled_grads;
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    filled_grads.push_back(grad_outputs[i].defined() ? grad_outputs[i] : torch::zeros_like(outputs[i]));
+  }
+  Halves grads = split(filled_grads);
+  for (auto* half : {&state.first, &state.second}) {
+    for (auto& t : *half) t = t.detach();
+  }
+  std::unordered_map<const void*, torch::Tensor> parameter_grads;
+
+  auto steps = half_steps(inverse_direction);
+  for (auto step = steps.rbegin(); step != steps.rend(); ++step) {
+    const int target = step->target, source = 1 - target;
+    std::vector<torch::Tensor> source_leaves;
+    for (const auto& t : state[source]) source_leaves.push_back(t.detach().requires_grad_());
+    const auto h = call(*step->module, step->module_name, source_leaves, state[target]);
+    std::vector<torch::Tensor> h_values;
+    for (const auto& t : h) h_values.push_back(t.detach());
+    std::vector<torch::Tensor> rebuilt;
+    {
+      torch::NoGradGuard no_grad;
+      rebuilt = apply(*step, state[target], h_values, /*invert=*/true);
+    }
+    std::vector<torch::Tensor> target_leaves;
+    for (const auto& t : rebuilt) target_leaves.push_back(t.requires_grad_());
+    const auto redone = apply(*step, target_leaves, h, /*invert=*/false);
+
+    std::vector<torch::Tensor> wrt(target_leaves);
+    wrt.insert(wrt.end(), source_leaves.begin(), source_leaves.end());
+    const auto module_parameters = step->module->ptr()->parameters();
+    std::vector<torch::Tensor> trainable;
+    for (const auto& p : module_parameters) {
+      if (p.requires_grad()) trainable.push_back(p);
+    }
+    wrt.insert(wrt.end(), trainable.begin(), trainable.end());
+    const auto g = torch::autograd::grad(redone, wrt, grads[target], /*retain_graph=*/false,
+                                         /*create_graph=*/false, /*allow_unused=*/true);
+    const std::size_t n = target_leaves.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      grads[target][i] = g[i].defined() ? g[i] : torch::zeros_like(rebuilt[i]);
+      if (g[n + i].defined()) grads[source][i] = grads[source][i] + g[n + i];
+    }
+    for (std::size_t i = 0; i < trainable.size(); ++i) {
+      const auto& grad = g[2 * n + i];
+      if (!grad.defined()) continue;
+      auto& slot = parameter_grads[trainable[i].unsafeGetTensorImpl()];
+      slot = slot.defined() ? slot + grad : grad;
+    }
+    for (auto& t : rebuilt) t = t.detach();
+    state[target] = rebuilt;
+  }
+
+  RebuildAndGradients result;
+  {
+    torch::NoGradGuard no_grad;
+    result.inputs = merge(state);
+    result.input_grads = merge(grads);
+  }
+  for (const auto& p : parameters()) {
+    auto found = parameter_grads.find(p.unsafeGetTensorImpl());
+    result.parameter_grads.push_back(found == parameter_grads.end() ? torch::Tensor() : found->second);
+  }
+  return result;
+}
+
 }  // namespace detail
-
-namespace {
-
-std::vector<torch::Tensor> add(const std::vector<torch::Tensor>& a,
-                               const std::vector<torch::Tensor>& b) {
-  std::vector<torch::Tensor> out;
-  for (std::size_t i = 0; i < a.size(); ++i) out.push_back(a[i] + b[i]);
-  return out;
-}
-
-std::vector<torch::Tensor> subtract(const std::vector<torch::Tensor>& a,
-                                    const std::vector<torch::Tensor>& b) {
-  std::vector<torch::Tensor> out;
-  for (std::size_t i = 0; i < a.size(); ++i) out.push_back(a[i] - b[i]);
-  return out;
-}
-
-}  // namespace
 
 // ---- AdditiveCoupling ----
 
-torch::Tensor AdditiveCouplingImpl::forward(const torch::Tensor& x) {
-  return forward_multi({x}).front();
-}
+torch::Tensor AdditiveCouplingImpl::forward(const torch::Tensor& x) { return forward_multi({x}).front(); }
 
-torch::Tensor AdditiveCouplingImpl::inverse(const torch::Tensor& y) {
-  return inverse_multi({y}).front();
-}
+torch::Tensor AdditiveCouplingImpl::inverse(const torch::Tensor& y) { return inverse_multi({y}).front(); }
 
-std::vector<torch::Tensor> AdditiveCouplingImpl::forward_multi(const std::vector<torch::Tensor>& x) {
-  const auto halves = split(x);
-  const auto y1 = add(halves.first, call(F(), "F", halves.second, halves.first, 1));
-  const auto y2 = add(halves.second, call(G(), "G", y1, halves.second, 1));
-  return merge(y1, y2);
-}
+torch::Tensor AdditiveCouplingImpl::couple(const torch::Tensor& x, const torch::Tensor& h) const { return x + h; }
 
-std::vector<torch::Tensor> AdditiveCouplingImpl::inverse_multi(const std::vector<torch::Tensor>& y) {
-  const auto halves = split(y);
-  const auto x2 = subtract(halves.second, call(G(), "G", halves.first, halves.second, 1));
-  const auto x1 = subtract(halves.first, call(F(), "F", x2, halves.first, 1));
-  return merge(x1, x2);
-}
+torch::Tensor AdditiveCouplingImpl::uncouple(const torch::Tensor& y, const torch::Tensor& h) const { return y - h; }
 
 std::shared_ptr<torch::nn::Module> AdditiveCouplingImpl::clone(
     const torch::optional<torch::Device>& device) const {
@@ -165,48 +234,31 @@ void AdditiveCouplingImpl::pretty_print(std::ostream& stream) const {
 
 // ---- AffineCoupling ----
 
-AffineCouplingImpl::ScaleShift AffineCouplingImpl::scale_shift(
-    torch::nn::AnyModule& module, const char* module_name, const std::vector<torch::Tensor>& input,
-    const std::vector<torch::Tensor>& shaped_like) {
-  const bool sigmoid = options.adapter() == AffineAdapter::sigmoid;
-  const auto h = call(module, module_name, input, shaped_like, sigmoid ? 2 : 1);
-  ScaleShift result;
-  for (const auto& t : h) {
-    if (sigmoid) {
-      const int64_t n = t.size(split_dim());
-      result.scale.push_back(torch::sigmoid(t.slice(split_dim(), 1, n, 2) + 2.0));
-      result.shift.push_back(t.slice(split_dim(), 0, n, 2));
-    } else {
-      result.scale.push_back(torch::exp(t));
-      result.shift.push_back(t);
-    }
+std::pair<torch::Tensor, torch::Tensor> AffineCouplingImpl::scale_shift(const torch::Tensor& h) const {
+  if (options.adapter() == AffineAdapter::sigmoid) {
+    const int64_t n = h.size(split_dim());
+    return {torch::sigmoid(h.slice(split_dim(), 1, n, 2) + 2.0), h.slice(split_dim(), 0, n, 2)};
   }
-  return result;
+  return {torch::exp(h), h};
+}
+
+int64_t AffineCouplingImpl::module_output_factor() const {
+  return options.adapter() == AffineAdapter::sigmoid ? 2 : 1;
+}
+
+torch::Tensor AffineCouplingImpl::couple(const torch::Tensor& x, const torch::Tensor& h) const {
+  const auto st = scale_shift(h);
+  return x * st.first + st.second;
+}
+
+torch::Tensor AffineCouplingImpl::uncouple(const torch::Tensor& y, const torch::Tensor& h) const {
+  const auto st = scale_shift(h);
+  return (y - st.second) / st.first;
 }
 
 torch::Tensor AffineCouplingImpl::forward(const torch::Tensor& x) { return forward_multi({x}).front(); }
 
 torch::Tensor AffineCouplingImpl::inverse(const torch::Tensor& y) { return inverse_multi({y}).front(); }
-
-std::vector<torch::Tensor> AffineCouplingImpl::forward_multi(const std::vector<torch::Tensor>& x) {
-  const auto halves = split(x);
-  const auto f = scale_shift(F(), "F", halves.second, halves.first);
-  std::vector<torch::Tensor> y1, y2;
-  for (std::size_t i = 0; i < x.size(); ++i) y1.push_back(halves.first[i] * f.scale[i] + f.shift[i]);
-  const auto g = scale_shift(G(), "G", y1, halves.second);
-  for (std::size_t i = 0; i < x.size(); ++i) y2.push_back(halves.second[i] * g.scale[i] + g.shift[i]);
-  return merge(y1, y2);
-}
-
-std::vector<torch::Tensor> AffineCouplingImpl::inverse_multi(const std::vector<torch::Tensor>& y) {
-  const auto halves = split(y);
-  const auto g = scale_shift(G(), "G", halves.first, halves.second);
-  std::vector<torch::Tensor> x1, x2;
-  for (std::size_t i = 0; i < y.size(); ++i) x2.push_back((halves.second[i] - g.shift[i]) / g.scale[i]);
-  const auto f = scale_shift(F(), "F", x2, halves.first);
-  for (std::size_t i = 0; i < y.size(); ++i) x1.push_back((halves.first[i] - f.shift[i]) / f.scale[i]);
-  return merge(x1, x2);
-}
 
 std::shared_ptr<torch::nn::Module> AffineCouplingImpl::clone(
     const torch::optional<torch::Device>& device) const {

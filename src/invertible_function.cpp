@@ -17,6 +17,9 @@
 // - Buffers (BatchNorm running statistics) are restored after the rebuild and recompute, so
 //   they end as after one plain forward.
 // - With preserve_rng_state the random numbers of forward are replayed, per sub-module.
+//
+// Blocks that implement FusedBackward (couplings) rebuild and differentiate in one pass
+// instead: each sub-module runs once in backward, with its graph, rather than twice.
 
 #include "invertible_function.h"
 
@@ -210,8 +213,14 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     const auto devices = cuda_devices_of(call->inputs);
     RngFork fork(options.preserve_rng_state, devices);
     BufferSnapshot buffers(*call->fn);
-    rebuild_freed_inputs(*call);
-    auto grads = recompute_and_differentiate(*call, grad_outputs);
+    auto* fused = options.fused_backward ? dynamic_cast<FusedBackward*>(call->fn.get()) : nullptr;
+    variable_list grads;
+    if (fused != nullptr && any_freed(*call)) {
+      grads = rebuild_and_differentiate(*call, *fused, grad_outputs);
+    } else {
+      rebuild_freed_inputs(*call);
+      grads = recompute_and_differentiate(*call, grad_outputs);
+    }
     buffers.restore();
     if (call->passes_left == 0) call->release();
 
@@ -238,10 +247,15 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     }
   }
 
+  static bool any_freed(const SavedCall& call) {
+    for (const auto& x : call.inputs) {
+      if (is_freed(x)) return true;
+    }
+    return false;
+  }
+
   static void rebuild_freed_inputs(SavedCall& call) {
-    bool any_freed = false;
-    for (const auto& x : call.inputs) any_freed = any_freed || is_freed(x);
-    if (!any_freed) return;
+    if (!any_freed(call)) return;
     if (call.rng_tape) call.rng_tape->begin_replay();
     std::vector<torch::Tensor> rebuilt;
     {
@@ -253,6 +267,24 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     for (std::size_t i = 0; i < rebuilt.size(); ++i) {
       if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], call.freed_storage[i], rebuilt[i]);
     }
+  }
+
+  // The fused path; gradients as recompute_and_differentiate returns them.
+  static variable_list rebuild_and_differentiate(SavedCall& call, FusedBackward& fused,
+                                                 const variable_list& grad_outputs) {
+    if (call.rng_tape) call.rng_tape->begin_replay();
+    RngTapeScope scope(call.rng_tape.get());
+    auto result = fused.rebuild_and_differentiate(call.outputs, grad_outputs, call.options.inverse_direction);
+    TORCH_CHECK(result.inputs.size() == call.inputs.size() && result.input_grads.size() == call.inputs.size(),
+                "InvertibleModuleWrapper: the fused backward rebuilt ", result.inputs.size(),
+                " inputs, but the block took ", call.inputs.size());
+    variable_list grads;
+    for (std::size_t i = 0; i < call.inputs.size(); ++i) {
+      if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], call.freed_storage[i], result.inputs[i]);
+      grads.push_back(call.input_requires_grad[i] ? result.input_grads[i] : torch::Tensor());
+    }
+    grads.insert(grads.end(), result.parameter_grads.begin(), result.parameter_grads.end());
+    return grads;
   }
 
   // Gradients for every input, then every parameter (undefined where none flows).

@@ -15,6 +15,7 @@ struct SavingOptions {
   bool keep_input = false;
   int64_t num_bwd_passes = 1;
   bool preserve_rng_state = false;
+  bool fused_backward = true;
 };
 
 // Runs fn in the given direction without a graph, frees the inputs that can be rebuilt and

@@ -59,6 +59,7 @@ std::vector<torch::Tensor> InvertibleModuleWrapperImpl::run(const std::vector<to
   saving.keep_input = inverse_direction ? options.keep_input_inverse() : options.keep_input();
   saving.num_bwd_passes = options.num_bwd_passes();
   saving.preserve_rng_state = options.preserve_rng_state();
+  saving.fused_backward = options.fused_backward();
   return detail::apply_memory_saving(fn_, inputs, saving);
 }
 
@@ -76,7 +77,8 @@ void InvertibleModuleWrapperImpl::pretty_print(std::ostream& stream) const {
   stream << "memcnn::InvertibleModuleWrapper(keep_input=" << options.keep_input()
          << ", keep_input_inverse=" << options.keep_input_inverse()
          << ", num_bwd_passes=" << options.num_bwd_passes() << ", disable=" << options.disable()
-         << ", preserve_rng_state=" << options.preserve_rng_state() << ")";
+         << ", preserve_rng_state=" << options.preserve_rng_state()
+         << ", fused_backward=" << options.fused_backward() << ")";
 }
 
 }  // namespace memcnn

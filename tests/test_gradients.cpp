@@ -14,12 +14,14 @@ struct Case {
   torch::Dtype dtype;
   bool inverse_direction;
   int64_t tensors;
+  bool fused;  // the couplings' one-pass backward, or MemCNN's inverse-then-recompute
 };
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
   const auto& c = info.param;
   return name_of(c.coupling) + (c.dtype == torch::kFloat64 ? "_f64" : "_f32") +
-         (c.inverse_direction ? "_inverse" : "_forward") + "_" + std::to_string(c.tensors) + "tensor";
+         (c.inverse_direction ? "_inverse" : "_forward") + "_" + std::to_string(c.tensors) + "tensor" +
+         (c.fused ? "_fused" : "_recompute");
 }
 
 class StackGradients : public testing::TestWithParam<Case> {};
@@ -28,7 +30,8 @@ TEST_P(StackGradients, EqualPlainComputation) {
   const auto c = GetParam();
   const double tolerance = c.dtype == torch::kFloat64 ? 1e-10 : 1e-4;
   torch::manual_seed(1);
-  auto saving = make_stack(c.coupling, /*depth=*/10, /*channels=*/8, c.tensors);
+  auto saving = make_stack(c.coupling, /*depth=*/10, /*channels=*/8, c.tensors,
+                           memcnn::InvertibleModuleWrapperOptions().fused_backward(c.fused));
   saving.inverse_direction = c.inverse_direction;
   saving.blocks->to(c.dtype);
   auto plain = saving.clone();
@@ -95,7 +98,9 @@ std::vector<Case> all_cases() {
   for (auto coupling : {Coupling::additive, Coupling::affine}) {
     for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
       for (bool inverse : {false, true}) {
-        for (int64_t tensors : {1, 2}) cases.push_back({coupling, dtype, inverse, tensors});
+        for (int64_t tensors : {1, 2}) {
+          for (bool fused : {true, false}) cases.push_back({coupling, dtype, inverse, tensors, fused});
+        }
       }
     }
   }

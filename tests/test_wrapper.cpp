@@ -184,7 +184,9 @@ TEST(Wrapper, NonContiguousInputOwningItsStorageIsFreedAndRebuilt) {
         EXPECT_FALSE(transposed.is_contiguous());
         auto before = transposed.sin();  // sin's backward reads the rebuilt input
         auto y = w.forward(transposed);
-        if (!w.options.disable()) EXPECT_EQ(bytes_of(transposed), 0u);
+        if (!w.options.disable()) {
+          EXPECT_EQ(bytes_of(transposed), 0u);
+        }
         return (y * y).sum() + before.sum();
       },
       base);
@@ -245,12 +247,13 @@ TEST(Wrapper, AutogradGradIsSupported) {
 }
 
 TEST(Wrapper, DropoutIsReplayedWithPreserveRngState) {
-  auto run = [](bool preserve, bool disable) {
+  for (bool fused : {true, false}) {
+  auto run = [fused](bool preserve, bool disable) {
     torch::manual_seed(11);
     memcnn::AdditiveCoupling coupling(ConvBnRelu(4, 1.0, 0.3), ConvBnRelu(4, 1.0, 0.3));
     coupling->to(torch::kFloat64);
     memcnn::InvertibleModuleWrapper wrapper(coupling,
-        memcnn::InvertibleModuleWrapperOptions().preserve_rng_state(preserve).disable(disable));
+        memcnn::InvertibleModuleWrapperOptions().preserve_rng_state(preserve).disable(disable).fused_backward(fused));
     torch::manual_seed(5);
     auto x = torch::rand({2, 8, 4, 4}, torch::kFloat64).requires_grad_();
     wrapper->forward(x).pow(2).sum().backward();
@@ -263,6 +266,7 @@ TEST(Wrapper, DropoutIsReplayedWithPreserveRngState) {
   EXPECT_LT(relative_error(replayed.first, plain.first), 1e-10);
   EXPECT_GT(relative_error(not_replayed.first, plain.first), 1e-3) << "without replay the masks differ";
   EXPECT_TRUE(torch::equal(replayed.second, plain.second)) << "backward must leave the random stream as forward left it";
+  }
 }
 
 TEST(Wrapper, WrapsAnyModuleWithForwardAndInverse) {

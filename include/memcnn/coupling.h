@@ -42,12 +42,23 @@ torch::nn::AnyModule to_any_module(T&& module) {
   return torch::nn::AnyModule(std::forward<T>(module));
 }
 
-// What both couplings share: the registered F and G, splitting, merging and calling them.
-class CouplingBase : public InvertibleModule {
+// What both couplings share. A coupling is two half steps, each changing one half from the
+// other through F or G with a rule (couple) that subclasses define with its inverse (uncouple):
+//   forward: x1 <- couple(x1, F(x2)); x2 <- couple(x2, G(x1))
+//   inverse: x2 <- uncouple(x2, G(x1)); x1 <- uncouple(x1, F(x2))
+class CouplingBase : public InvertibleModule, public FusedBackward {
  public:
   torch::nn::AnyModule& F() { return F_; }
   torch::nn::AnyModule& G() { return G_; }
   int64_t split_dim() const { return split_dim_; }
+
+  std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& x) final;
+  std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& y) final;
+  // The RevNet backward: walks the half steps backwards, rebuilding each half and
+  // differentiating the same sub-module call, so F and G run once each (MemCNN: twice).
+  RebuildAndGradients rebuild_and_differentiate(const std::vector<torch::Tensor>& outputs,
+                                                const std::vector<torch::Tensor>& grad_outputs,
+                                                bool inverse_direction) final;
 
  protected:
   CouplingBase(torch::nn::AnyModule F, torch::nn::AnyModule G, int64_t split_dim, const char* name);
@@ -55,21 +66,37 @@ class CouplingBase : public InvertibleModule {
   std::pair<torch::nn::AnyModule, torch::nn::AnyModule> cloned_parts(
       const torch::optional<torch::Device>& device) const;
 
-  struct Halves {
-    std::vector<torch::Tensor> first, second;
-  };
-  Halves split(const std::vector<torch::Tensor>& tensors) const;
-  std::vector<torch::Tensor> merge(const std::vector<torch::Tensor>& first,
-                                   const std::vector<torch::Tensor>& second) const;
-  // Calls F or G on the halves; `expected` gives the shape each result must have.
-  std::vector<torch::Tensor> call(torch::nn::AnyModule& module, const char* module_name,
-                                  const std::vector<torch::Tensor>& halves,
-                                  const std::vector<torch::Tensor>& shaped_like,
-                                  int64_t split_dim_factor) const;
+  // y = couple(x, h) with h the output of F or G, and its inverse.
+  virtual torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& h) const = 0;
+  virtual torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& h) const = 0;
+  // How much larger than a half along split_dim the output of F and G is.
+  virtual int64_t module_output_factor() const { return 1; }
 
   const char* name_;
 
  private:
+  struct HalfStep {
+    int target;  // 0: first half, 1: second half
+    torch::nn::AnyModule* module;
+    const char* module_name;
+    bool uncoupling;
+  };
+  std::vector<HalfStep> half_steps(bool inverse_direction);
+  std::vector<torch::Tensor> apply(const HalfStep& step, const std::vector<torch::Tensor>& target,
+                                   const std::vector<torch::Tensor>& h, bool invert) const;
+
+  struct Halves {
+    std::vector<torch::Tensor> first, second;
+    std::vector<torch::Tensor>& operator[](int i) { return i == 0 ? first : second; }
+  };
+  Halves split(const std::vector<torch::Tensor>& tensors) const;
+  std::vector<torch::Tensor> merge(const Halves& halves) const;
+  std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& tensors, bool inverse_direction);
+  // Calls F or G on the halves; each result must be shaped like `shaped_like` (times the factor).
+  std::vector<torch::Tensor> call(torch::nn::AnyModule& module, const char* module_name,
+                                  const std::vector<torch::Tensor>& halves,
+                                  const std::vector<torch::Tensor>& shaped_like) const;
+
   torch::nn::AnyModule F_, G_;
   int64_t split_dim_;
 };
@@ -99,8 +126,6 @@ class AdditiveCouplingImpl : public torch::nn::Cloneable<AdditiveCouplingImpl>,
 
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor inverse(const torch::Tensor& y);
-  std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& x) override;
-  std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& y) override;
 
   void reset() override {}
   std::shared_ptr<torch::nn::Module> clone(
@@ -108,6 +133,10 @@ class AdditiveCouplingImpl : public torch::nn::Cloneable<AdditiveCouplingImpl>,
   void pretty_print(std::ostream& stream) const override;
 
   AdditiveCouplingOptions options;
+
+ protected:
+  torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& h) const override;
+  torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& h) const override;
 
  private:
   AdditiveCouplingImpl(torch::nn::AnyModule F, AdditiveCouplingOptions options, int)
@@ -131,8 +160,6 @@ class AffineCouplingImpl : public torch::nn::Cloneable<AffineCouplingImpl>,
 
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor inverse(const torch::Tensor& y);
-  std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& x) override;
-  std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& y) override;
 
   void reset() override {}
   std::shared_ptr<torch::nn::Module> clone(
@@ -141,15 +168,16 @@ class AffineCouplingImpl : public torch::nn::Cloneable<AffineCouplingImpl>,
 
   AffineCouplingOptions options;
 
+ protected:
+  torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& h) const override;
+  torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& h) const override;
+  int64_t module_output_factor() const override;
+
  private:
   AffineCouplingImpl(torch::nn::AnyModule F, AffineCouplingOptions options, int)
       : AffineCouplingImpl(F, detail::clone_for_G(F, "AffineCoupling"), options) {}
-  struct ScaleShift {
-    std::vector<torch::Tensor> scale, shift;
-  };
-  ScaleShift scale_shift(torch::nn::AnyModule& module, const char* module_name,
-                         const std::vector<torch::Tensor>& input,
-                         const std::vector<torch::Tensor>& shaped_like);
+  // The adapter: scale and shift from the output h of F or G.
+  std::pair<torch::Tensor, torch::Tensor> scale_shift(const torch::Tensor& h) const;
 };
 TORCH_MODULE(AffineCoupling);
 

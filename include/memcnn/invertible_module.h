@@ -22,6 +22,23 @@ class InvertibleModule : public virtual torch::nn::Module {
   virtual std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& outputs) = 0;
 };
 
+// Blocks that can rebuild their inputs from their outputs and differentiate in the same pass
+// (couplings) implement this; the memory-saving wrapper then skips the separate recompute.
+struct RebuildAndGradients {
+  std::vector<torch::Tensor> inputs;           // rebuilt inputs of the wrapped call
+  std::vector<torch::Tensor> input_grads;      // one per input
+  std::vector<torch::Tensor> parameter_grads;  // in the order of parameters(); undefined: none
+};
+
+class FusedBackward {
+ public:
+  virtual ~FusedBackward() = default;
+  // Runs with grad mode on. `inverse_direction`: the wrapped call was inverse_multi.
+  virtual RebuildAndGradients rebuild_and_differentiate(const std::vector<torch::Tensor>& outputs,
+                                                        const std::vector<torch::Tensor>& grad_outputs,
+                                                        bool inverse_direction) = 0;
+};
+
 namespace detail {
 // The one tensor of a single-tensor call, with an error that names the caller otherwise.
 torch::Tensor only_tensor(const std::vector<torch::Tensor>& tensors, const char* who);

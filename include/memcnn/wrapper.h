@@ -24,6 +24,9 @@ struct InvertibleModuleWrapperOptions {
   TORCH_ARG(bool, disable) = false;
   // Replay random numbers (dropout) when the block is rebuilt and recomputed in backward.
   TORCH_ARG(bool, preserve_rng_state) = false;
+  // Use the block's one-pass rebuild-and-differentiate backward when it has one (couplings):
+  // F and G run once each in backward instead of twice. false: MemCNN's inverse-then-recompute.
+  TORCH_ARG(bool, fused_backward) = true;
 };
 
 class InvertibleModuleWrapperImpl : public torch::nn::Cloneable<InvertibleModuleWrapperImpl>,
