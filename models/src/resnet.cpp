@@ -1,0 +1,190 @@
+#include "memcnn/models/resnet.h"
+
+#include <memcnn/coupling.h>
+
+#include <torch/torch.h>
+
+#include <sstream>
+#include <stdexcept>
+
+namespace memcnn {
+namespace models {
+namespace {
+
+constexpr int64_t kBottleneckExpansion = 4;
+
+int64_t expansion(BlockKind kind) { return kind == BlockKind::bottleneck ? kBottleneckExpansion : 1; }
+
+torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
+  return torch::nn::Conv2d(
+      torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding((kernel - 1) / 2).bias(false));
+}
+
+torch::nn::BatchNorm2d batch_norm(int64_t channels, double momentum, double eps) {
+  return torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(channels).momentum(momentum).eps(eps));
+}
+
+}  // namespace
+
+std::vector<std::string> model_names() {
+  return {"resnet32", "resnet110", "resnet164", "revnet38", "revnet110", "revnet164"};
+}
+
+ResNetOptions model_options(const std::string& name, int64_t num_classes, int64_t in_channels) {
+  ResNetOptions options;
+  options.num_classes(num_classes).in_channels(in_channels);
+  if (name == "resnet32") return options.layers({5, 5, 5});
+  if (name == "resnet110") return options.layers({18, 18, 18});
+  if (name == "resnet164") return options.layers({18, 18, 18}).block(BlockKind::bottleneck);
+  options.reversible(true);
+  if (name == "revnet38") return options.layers({3, 3, 3}).channels_per_layer({32, 32, 64, 112});
+  if (name == "revnet110") return options.layers({9, 9, 9}).channels_per_layer({32, 32, 64, 128});
+  if (name == "revnet164") {
+    return options.layers({9, 9, 9}).channels_per_layer({32, 32, 64, 128}).block(BlockKind::bottleneck);
+  }
+  std::ostringstream names;
+  for (const auto& n : model_names()) names << " " << n;
+  throw std::invalid_argument("unknown model '" + name + "'; choose one of:" + names.str());
+}
+
+// ---- BlockSub ----
+
+BlockSubImpl::BlockSubImpl(BlockSubOptions options_) : options(std::move(options_)) { reset(); }
+
+void BlockSubImpl::reset() {
+  const auto& o = options;
+  convs.clear();
+  bns.clear();
+  pre_bn = nullptr;
+  if (!o.noactivation()) pre_bn = register_module("bn1", batch_norm(o.in_planes(), o.bn_momentum(), o.bn_eps()));
+  std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>> layers;  // in, out, kernel, stride
+  if (o.kind() == BlockKind::basic) {
+    layers = {{o.in_planes(), o.planes(), 3, o.stride()}, {o.planes(), o.planes(), 3, 1}};
+  } else {
+    layers = {{o.in_planes(), o.planes(), 1, 1},
+              {o.planes(), o.planes(), 3, o.stride()},
+              {o.planes(), o.planes() * kBottleneckExpansion, 1, 1}};
+  }
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    const auto& [in, out, kernel, stride] = layers[i];
+    convs.push_back(register_module("conv" + std::to_string(i + 1), conv(in, out, kernel, stride)));
+    if (i + 1 < layers.size()) {
+      bns.push_back(register_module("bn" + std::to_string(i + 2), batch_norm(out, o.bn_momentum(), o.bn_eps())));
+    }
+  }
+}
+
+torch::Tensor BlockSubImpl::forward(const torch::Tensor& input) {
+  torch::Tensor x = pre_bn ? torch::relu(pre_bn->forward(input)) : input;
+  for (std::size_t i = 0; i < convs.size(); ++i) {
+    x = convs[i]->forward(x);
+    if (i < bns.size()) x = torch::relu(bns[i]->forward(x));
+  }
+  return x;
+}
+
+// ---- ResidualBlock ----
+
+ResidualBlockImpl::ResidualBlockImpl(BlockSubOptions sub_options_, bool project_)
+    : sub_options(std::move(sub_options_)), project(project_) {
+  reset();
+}
+
+void ResidualBlockImpl::reset() {
+  sub = register_module("sub", BlockSub(sub_options));
+  shortcut = nullptr;
+  if (project) {
+    const int64_t out = sub_options.planes() * expansion(sub_options.kind());
+    shortcut = register_module("downsample", torch::nn::Sequential(
+        conv(sub_options.in_planes(), out, 1, sub_options.stride()),
+        batch_norm(out, sub_options.bn_momentum(), sub_options.bn_eps())));
+  }
+}
+
+torch::Tensor ResidualBlockImpl::forward(const torch::Tensor& x) {
+  return sub->forward(x) + (shortcut ? shortcut->forward(x) : x);
+}
+
+// ---- ResNet ----
+
+ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) { reset(); }
+
+torch::nn::Sequential ResNetImpl::make_stage(int64_t& in_planes, int64_t planes, int64_t blocks,
+                                             int64_t stride, bool noactivation) {
+  torch::nn::Sequential stage;
+  const auto kind = options.block();
+  const int64_t out_planes = planes * expansion(kind);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t block_stride = b == 0 ? stride : 1;
+    const bool project = b == 0 && (stride != 1 || in_planes != out_planes);
+    auto sub = BlockSubOptions(kind, in_planes, planes)
+                   .stride(block_stride)
+                   .noactivation(b == 0 && noactivation)
+                   .bn_momentum(options.bn_momentum())
+                   .bn_eps(options.bn_eps());
+    if (options.reversible() && !project) {
+      auto half = BlockSubOptions(sub).in_planes(in_planes / 2).planes(planes / 2);
+      stage->push_back(InvertibleModuleWrapper(AdditiveCoupling(BlockSub(half), BlockSub(half)), options.wrapper()));
+    } else {
+      stage->push_back(ResidualBlock(sub, project));
+    }
+    in_planes = out_planes;
+  }
+  return stage;
+}
+
+void ResNetImpl::reset() {
+  const auto& channels = options.channels_per_layer();
+  const auto& strides = options.strides();
+  const auto& layers = options.layers();
+  TORCH_CHECK(channels.size() == layers.size() + 1 && strides.size() == layers.size() + 1,
+              "ResNet: channels_per_layer and strides need one entry for the stem and one per stage (",
+              layers.size() + 1, "), got ", channels.size(), " and ", strides.size());
+  stem = register_module("conv1", conv(options.in_channels(), channels[0], options.init_kernel_size(), strides[0]));
+  stem_bn = register_module("bn1", batch_norm(channels[0], options.bn_momentum(), options.bn_eps()));
+  stages = torch::nn::ModuleList();
+  int64_t in_planes = channels[0];
+  for (std::size_t s = 0; s < layers.size(); ++s) {
+    stages->push_back(make_stage(in_planes, channels[s + 1], layers[s], strides[s + 1], /*noactivation=*/s == 0));
+  }
+  register_module("layers", stages);
+  final_bn = register_module("bn_final", batch_norm(in_planes, options.bn_momentum(), options.bn_eps()));
+  fc = register_module("fc", torch::nn::Linear(in_planes, options.num_classes()));
+
+  // He initialisation (fan_out, ReLU) of every convolution, as MemCNN does.
+  torch::NoGradGuard no_grad;
+  for (auto& module : modules(/*include_self=*/false)) {
+    if (auto* c = module->as<torch::nn::Conv2dImpl>()) {
+      torch::nn::init::kaiming_normal_(c->weight, 0.0, torch::kFanOut, torch::kReLU);
+    }
+  }
+}
+
+torch::Tensor ResNetImpl::forward(torch::Tensor x) {
+  x = torch::relu(stem_bn->forward(stem->forward(x)));
+  for (const auto& stage : *stages) x = stage->as<torch::nn::SequentialImpl>()->forward(x);
+  x = torch::relu(final_bn->forward(x));
+  x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
+  return fc->forward(x);
+}
+
+std::vector<InvertibleModuleWrapper> ResNetImpl::wrappers() const {
+  std::vector<InvertibleModuleWrapper> found;
+  for (const auto& module : modules(/*include_self=*/false)) {
+    if (auto wrapper = std::dynamic_pointer_cast<InvertibleModuleWrapperImpl>(module)) found.emplace_back(wrapper);
+  }
+  return found;
+}
+
+ResNet make_model(const std::string& name, int64_t num_classes, int64_t in_channels) {
+  return ResNet(model_options(name, num_classes, in_channels));
+}
+
+int64_t count_parameters(const torch::nn::Module& module) {
+  int64_t total = 0;
+  for (const auto& p : module.parameters()) total += p.numel();
+  return total;
+}
+
+}  // namespace models
+}  // namespace memcnn

@@ -1,0 +1,107 @@
+// The RevNet experiment models: MemCNN's parameter counts, shapes, memory-saving structure,
+// and that a few SGD steps on a small generated problem lower the loss.
+
+#include <memcnn/models/resnet.h>
+
+#include <memcnn/memory.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+namespace {
+
+using memcnn::models::count_parameters;
+using memcnn::models::make_model;
+using memcnn::models::model_names;
+
+TEST(Models, ParameterCountsEqualMemcnnTable) {
+  const std::vector<std::pair<std::string, int64_t>> expected = {
+      {"resnet32", 466906}, {"resnet110", 1730714}, {"resnet164", 1704154},
+      {"revnet38", 573994}, {"revnet110", 1854890}, {"revnet164", 1983786}};
+  for (const auto& [name, count] : expected) {
+    EXPECT_EQ(count_parameters(*make_model(name)), count) << name;
+  }
+}
+
+TEST(Models, UnknownNameListsTheValidOnes) {
+  try {
+    make_model("resnet18");
+    FAIL() << "expected an error";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("revnet164"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Models, AnyInputSizeAndChannelCount) {
+  for (const auto& name : model_names()) {
+    auto model = make_model(name, /*num_classes=*/7, /*in_channels=*/1);
+    model->eval();
+    torch::NoGradGuard no_grad;
+    EXPECT_EQ(model->forward(torch::rand({2, 1, 28, 28})).sizes(), torch::IntArrayRef({2, 7})) << name;
+    auto cifar = make_model(name, 100);
+    cifar->eval();
+    EXPECT_EQ(cifar->forward(torch::rand({3, 3, 32, 32})).sizes(), torch::IntArrayRef({3, 100})) << name;
+  }
+}
+
+TEST(Models, RevNetsWrapExactlyTheShapeKeepingBlocks) {
+  // 3 stages of n blocks, the first block of stages 2 and 3 (and of stage 1 for bottlenecks,
+  // which widen) is a plain projection block.
+  EXPECT_EQ(make_model("revnet38")->wrappers().size(), 3u * 3 - 2);
+  EXPECT_EQ(make_model("revnet110")->wrappers().size(), 3u * 9 - 2);
+  EXPECT_EQ(make_model("revnet164")->wrappers().size(), 3u * 9 - 3);
+  EXPECT_TRUE(make_model("resnet110")->wrappers().empty());
+}
+
+TEST(Models, RevNetActivationMemoryBelowResNet) {
+  memcnn::enable_cpu_memory_tracking();
+  auto peak_of_step = [](const std::string& name) {
+    torch::manual_seed(0);
+    auto model = make_model(name);
+    auto x = torch::rand({8, 3, 32, 32});
+    model->forward(x).sum().backward();  // allocates the gradients once
+    memcnn::MemoryProbe probe;
+    model->forward(x).sum().backward();
+    return probe.peak_above_start();
+  };
+  const auto resnet = peak_of_step("resnet110");
+  const auto revnet = peak_of_step("revnet110");
+  std::cout << "[figure] peak step bytes above start, batch 8: resnet110 " << resnet << ", revnet110 " << revnet << "\n";
+  EXPECT_LT(revnet * 3, resnet);
+}
+
+// A small problem the models can learn quickly: the class is the brightest quadrant.
+std::pair<torch::Tensor, torch::Tensor> quadrant_problem(int64_t n) {
+  auto labels = torch::randint(4, {n}, torch::kLong);
+  auto images = torch::rand({n, 3, 16, 16}) * 0.5;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t q = labels[i].item<int64_t>();
+    images[i].narrow(1, (q / 2) * 8, 8).narrow(2, (q % 2) * 8, 8).add_(0.5);
+  }
+  return {images, labels};
+}
+
+class ModelTraining : public testing::TestWithParam<std::string> {};
+
+TEST_P(ModelTraining, FewStepsLowerTheLoss) {
+  torch::manual_seed(0);
+  auto model = make_model(GetParam(), 4);
+  const auto [images, labels] = quadrant_problem(32);
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.05).momentum(0.9));
+  auto loss_now = [&] {
+    return torch::nn::functional::cross_entropy(model->forward(images), labels);
+  };
+  const double first = loss_now().item<double>();
+  for (int step = 0; step < 12; ++step) {
+    optimizer.zero_grad();
+    loss_now().backward();
+    optimizer.step();
+  }
+  const double last = loss_now().item<double>();
+  std::cout << "[figure] " << GetParam() << ": loss " << first << " -> " << last << "\n";
+  EXPECT_LT(last, first * 0.8) << GetParam() << ": loss " << first << " -> " << last;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllModels, ModelTraining, testing::ValuesIn(model_names()));
+
+}  // namespace
