@@ -74,11 +74,13 @@ void BlockSubImpl::reset() {
   }
 }
 
+// ReLU runs in place on BatchNorm's output, as MemCNN's nn.ReLU(inplace=True) does: BatchNorm's
+// backward needs only its input, so one activation per BN-ReLU pair is saved instead of two.
 torch::Tensor BlockSubImpl::forward(const torch::Tensor& input) {
-  torch::Tensor x = pre_bn ? torch::relu(pre_bn->forward(input)) : input;
+  torch::Tensor x = pre_bn ? pre_bn->forward(input).relu_() : input;
   for (std::size_t i = 0; i < convs.size(); ++i) {
     x = convs[i]->forward(x);
-    if (i < bns.size()) x = torch::relu(bns[i]->forward(x));
+    if (i < bns.size()) x = bns[i]->forward(x).relu_();
   }
   return x;
 }
@@ -161,9 +163,9 @@ void ResNetImpl::reset() {
 }
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
-  x = torch::relu(stem_bn->forward(stem->forward(x)));
+  x = stem_bn->forward(stem->forward(x)).relu_();
   for (const auto& stage : *stages) x = stage->as<torch::nn::SequentialImpl>()->forward(x);
-  x = torch::relu(final_bn->forward(x));
+  x = final_bn->forward(x).relu_();
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);
   return fc->forward(x);
 }

@@ -1,0 +1,8 @@
+#pragma once
+// Everything in memcnn::data.
+
+#include <memcnn/data/cifar.h>
+#include <memcnn/data/dataset.h>
+#include <memcnn/data/download.h>
+#include <memcnn/data/fashion_mnist.h>
+#include <memcnn/data/loader.h>

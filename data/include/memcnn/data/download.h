@@ -1,0 +1,36 @@
+#pragma once
+// Fetching the CIFAR archives: download over HTTP(S), MD5 verification, and extraction.
+// Nothing here depends on LibTorch.
+
+#include <string>
+
+namespace memcnn::data {
+
+struct DownloadOptions {
+  // Folder URL holding the archives. Empty: the environment variable MEMCNN_CIFAR_URL if set,
+  // else https://www.cs.toronto.edu/~kriz/ .
+  std::string url_base;
+  // Hex MD5 the archive must have. Empty: the official checksum of the requested archive.
+  std::string expected_md5;
+  long connect_timeout_seconds = 20;
+  // A transfer slower than 1 KiB/s for this long is abandoned, so a stalled link cannot hang.
+  long stall_timeout_seconds = 60;
+  bool show_progress = false;  // progress lines on stderr
+};
+
+// Makes sure the binary files of "cifar10" or "cifar100" exist in dir (or in the archive's
+// standard subfolder of dir). When they are missing it uses dir/<archive> if present, or
+// downloads it, verifies its MD5 and extracts it into dir. Fails with one message saying
+// what is missing, why the download failed and where to put the files by hand.
+void ensure_cifar(const std::string& name, const std::string& dir,
+                  const DownloadOptions& options = {});
+
+// Lower-case hex MD5 of a file's contents.
+std::string md5_file(const std::string& path);
+
+// Extracts the regular files of a .tar.gz (ustar/GNU tar) into dest_dir. Entries with absolute
+// paths or ".." are rejected. On failure nothing is left in dest_dir: files are written into a
+// staging folder and moved into place only once the whole archive has been read.
+void extract_tar_gz(const std::string& archive, const std::string& dest_dir);
+
+}  // namespace memcnn::data

@@ -1,0 +1,17 @@
+#pragma once
+// Reader for Fashion-MNIST in IDX format, gzip'd (as distributed) or uncompressed.
+
+#include <memcnn/data/dataset.h>
+
+#include <string>
+
+namespace memcnn::data {
+
+// Where Debian's dataset-fashion-mnist package installs the files.
+std::string default_fashion_mnist_dir();
+
+// Reads {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] from dir: images [N,1,28,28] uint8,
+// 10 classes. Errors throw std::runtime_error naming the file and the problem.
+Dataset read_fashion_mnist(const std::string& dir, bool train);
+
+}  // namespace memcnn::data

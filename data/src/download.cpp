@@ -1,0 +1,435 @@
+#include <memcnn/data/download.h>
+
+#include "io.h"
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+#include <unistd.h>
+
+namespace memcnn::data {
+namespace {
+namespace fs = std::filesystem;
+
+constexpr const char* kDefaultUrlBase = "https://www.cs.toronto.edu/~kriz/";
+
+struct CifarSpec {
+  std::string title;
+  std::string archive;
+  std::string subfolder;  // what the archive extracts to
+  std::vector<std::string> files;
+  std::string md5;  // of the official archive, as published on the CIFAR page
+};
+
+CifarSpec cifar_spec(const std::string& name) {
+  if (name == "cifar10")
+    return {"CIFAR-10", "cifar-10-binary.tar.gz", "cifar-10-batches-bin",
+            {"data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin",
+             "test_batch.bin"},
+            "c32a1d4ab5d03f1284b67883e8d87530"};
+  if (name == "cifar100")
+    return {"CIFAR-100", "cifar-100-binary.tar.gz", "cifar-100-binary", {"train.bin", "test.bin"},
+            "03b5dce01913d631647c71ecec9e9cb8"};
+  throw std::invalid_argument("ensure_cifar: unknown data set '" + name + "'; valid names: cifar10, cifar100");
+}
+
+std::string join(const std::vector<std::string>& items) {
+  std::string text;
+  for (const auto& item : items) text += (text.empty() ? "" : ", ") + item;
+  return text;
+}
+
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+  return text;
+}
+
+std::vector<std::string> missing_in(const std::string& folder, const std::vector<std::string>& files) {
+  std::vector<std::string> missing;
+  for (const auto& file : files)
+    if (!detail::is_regular_file((fs::path(folder) / file).string())) missing.push_back(file);
+  return missing;
+}
+
+// Files missing from whichever of dir and dir/subfolder is more complete (empty: all present).
+std::vector<std::string> missing_files(const std::string& dir, const CifarSpec& spec) {
+  const auto in_dir = missing_in(dir, spec.files);
+  const auto in_sub = missing_in((fs::path(dir) / spec.subfolder).string(), spec.files);
+  return in_sub.size() <= in_dir.size() ? in_sub : in_dir;
+}
+
+std::string url_base(const DownloadOptions& options) {
+  std::string base = options.url_base;
+  if (base.empty()) {
+    const char* env = std::getenv("MEMCNN_CIFAR_URL");
+    base = env && *env ? env : kDefaultUrlBase;
+  }
+  if (base.back() != '/') base += '/';
+  return base;
+}
+
+// ---- HTTP(S) with libcurl ----
+
+struct Transfer {
+  std::FILE* out = nullptr;
+  bool write_failed = false;
+  bool show_progress = false;
+  int last_decile = -1;
+};
+
+size_t write_body(char* data, size_t size, size_t count, void* user) {
+  auto* transfer = static_cast<Transfer*>(user);
+  const size_t written = std::fwrite(data, 1, size * count, transfer->out);
+  if (written != size * count) transfer->write_failed = true;
+  return written;
+}
+
+int report_progress(void* user, curl_off_t total, curl_off_t now, curl_off_t, curl_off_t) {
+  auto* transfer = static_cast<Transfer*>(user);
+  if (total > 0) {
+    const int decile = static_cast<int>(10 * now / total);
+    if (decile != transfer->last_decile) {
+      transfer->last_decile = decile;
+      std::fprintf(stderr, "[memcnn::data] downloaded %d%% of %lld bytes\n", 10 * decile,
+                   static_cast<long long>(total));
+    }
+  }
+  return 0;
+}
+
+void init_curl_once() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+// Downloads url into path; returns "" on success, else why it failed.
+std::string http_get(const std::string& url, const std::string& path, const DownloadOptions& options) {
+  init_curl_once();
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+  if (!curl) return "libcurl could not be initialised";
+  Transfer transfer;
+  transfer.out = std::fopen(path.c_str(), "wb");
+  if (!transfer.out) return "cannot create " + path + ": " + std::strerror(errno);
+  transfer.show_progress = options.show_progress;
+  char error[CURL_ERROR_SIZE] = "";
+  CURL* handle = curl.get();
+  curl_easy_setopt(handle, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(handle, CURLOPT_WRITEFUNCTION, write_body);
+  curl_easy_setopt(handle, CURLOPT_WRITEDATA, &transfer);
+  curl_easy_setopt(handle, CURLOPT_ERRORBUFFER, error);
+  curl_easy_setopt(handle, CURLOPT_FAILONERROR, 1L);
+  curl_easy_setopt(handle, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(handle, CURLOPT_MAXREDIRS, 5L);
+  curl_easy_setopt(handle, CURLOPT_NOSIGNAL, 1L);  // signals are process-wide; we may run in a thread
+  curl_easy_setopt(handle, CURLOPT_CONNECTTIMEOUT, options.connect_timeout_seconds);
+  curl_easy_setopt(handle, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+  curl_easy_setopt(handle, CURLOPT_LOW_SPEED_TIME, options.stall_timeout_seconds);
+  curl_easy_setopt(handle, CURLOPT_NOPROXY, "localhost,127.0.0.1,::1");
+  curl_easy_setopt(handle, CURLOPT_USERAGENT, "memcnn-data/0.1");
+  if (options.show_progress) {
+    curl_easy_setopt(handle, CURLOPT_XFERINFOFUNCTION, report_progress);
+    curl_easy_setopt(handle, CURLOPT_XFERINFODATA, &transfer);
+    curl_easy_setopt(handle, CURLOPT_NOPROGRESS, 0L);
+  }
+  const CURLcode result = curl_easy_perform(handle);
+  const bool close_failed = std::fclose(transfer.out) != 0;
+  if (transfer.write_failed || close_failed) return "writing " + path + " failed (disk full?)";
+  if (result != CURLE_OK) {
+    std::string reason = curl_easy_strerror(result);
+    if (*error) reason += " (" + std::string(error) + ")";
+    return reason;
+  }
+  return "";
+}
+
+// ---- ustar reader ----
+
+constexpr size_t kBlock = 512;
+
+// A numeric header field, or nullopt when it is not one (then the data is no tar archive).
+std::optional<uint64_t> parse_octal(const uint8_t* field, size_t width) {
+  if (field[0] & 0x80) {  // GNU base-256 for sizes beyond 8 GiB
+    uint64_t value = field[0] & 0x7f;
+    for (size_t i = 1; i < width; ++i) value = (value << 8) | field[i];
+    return value;
+  }
+  uint64_t value = 0;
+  for (size_t i = 0; i < width && field[i]; ++i) {
+    if (field[i] == ' ') continue;
+    if (field[i] < '0' || field[i] > '7') return std::nullopt;
+    value = value * 8 + (field[i] - '0');
+  }
+  return value;
+}
+
+std::string field_string(const uint8_t* field, size_t width) {
+  const auto* begin = reinterpret_cast<const char*>(field);
+  return std::string(begin, strnlen(begin, width));
+}
+
+bool header_checksum_ok(const uint8_t* header) {
+  uint64_t sum = 0;
+  for (size_t i = 0; i < kBlock; ++i) sum += (i >= 148 && i < 156) ? ' ' : header[i];
+  return sum == parse_octal(header + 148, 8).value_or(~uint64_t{0});
+}
+
+// The "path" record of a pax extended header, or "".
+std::string pax_path(const std::string& records) {
+  size_t pos = 0;
+  while (pos < records.size()) {
+    const size_t space = records.find(' ', pos);
+    if (space == std::string::npos) break;
+    const size_t length = std::strtoul(records.c_str() + pos, nullptr, 10);
+    if (length == 0 || pos + length > records.size()) break;
+    const std::string record = records.substr(space + 1, pos + length - space - 2);  // drops '\n'
+    if (record.rfind("path=", 0) == 0) return record.substr(5);
+    pos += length;
+  }
+  return "";
+}
+
+// Archive member name as a safe relative path, or throws.
+fs::path safe_relative_path(const std::string& archive, const std::string& name) {
+  const fs::path path(name);
+  bool bad = name.empty() || path.is_absolute();
+  for (const auto& part : path) bad = bad || part == "..";
+  if (bad) throw std::runtime_error("archive " + archive + " contains an unsafe path '" + name + "'; nothing extracted");
+  return path.relative_path();
+}
+
+class TarGzReader {
+ public:
+  explicit TarGzReader(const std::string& archive) : archive_(archive), gzip_(archive) {}
+
+  // Calls on_file(relative path, size, read chunk) for every regular file.
+  void for_each_file(const std::function<void(const fs::path&, uint64_t)>& on_file) {
+    std::string long_name;
+    uint8_t header[kBlock];
+    while (read_header(header)) {
+      const char type = static_cast<char>(header[156]);
+      const std::optional<uint64_t> parsed_size = parse_octal(header + 124, 12);
+      if (!parsed_size) corrupt("bad size field in the header of '" + entry_name(header) + "'");
+      const uint64_t size = *parsed_size;
+      if (type == 'L' || type == 'x') {
+        const std::string text = read_text(size);
+        long_name = type == 'L' ? field_string(reinterpret_cast<const uint8_t*>(text.data()), text.size())
+                                : pax_path(text);
+        continue;
+      }
+      std::string name = long_name.empty() ? entry_name(header) : long_name;
+      long_name.clear();
+      if (type == '0' || type == '\0' || type == '7') {
+        remaining_ = size;
+        on_file(safe_relative_path(archive_, name), size);
+        skip(remaining_);  // whatever the callback left unread
+        remaining_ = 0;
+      } else {
+        skip(size);  // directories, links, devices: not needed, not extracted
+      }
+      skip_padding(size);
+    }
+  }
+
+  // Reads the current file's data; returns 0 at its end.
+  size_t read(uint8_t* out, size_t n) {
+    const size_t want = static_cast<size_t>(std::min<uint64_t>(n, remaining_));
+    read_exact(out, want);
+    remaining_ -= want;
+    return want;
+  }
+
+ private:
+  bool read_header(uint8_t* header) {
+    const size_t got = gzip_.read(header, kBlock);
+    if (got == 0) return false;  // end of data without end-of-archive blocks: tolerated
+    if (got != kBlock) corrupt("truncated header");
+    if (std::all_of(header, header + kBlock, [](uint8_t b) { return b == 0; })) return false;
+    if (!header_checksum_ok(header)) corrupt("bad header checksum (not a tar archive?)");
+    return true;
+  }
+
+  static std::string entry_name(const uint8_t* header) {
+    const std::string name = field_string(header, 100);
+    const bool ustar = std::memcmp(header + 257, "ustar", 5) == 0;
+    const std::string prefix = ustar ? field_string(header + 345, 155) : "";
+    return prefix.empty() ? name : prefix + "/" + name;
+  }
+
+  std::string read_text(uint64_t size) {
+    if (size > (1u << 20)) corrupt("oversized extended header");
+    std::string text(size, '\0');
+    read_exact(reinterpret_cast<uint8_t*>(text.data()), size);
+    skip_padding(size);
+    return text;
+  }
+
+  void read_exact(uint8_t* out, size_t n) {
+    if (gzip_.read(out, n) != n) corrupt("archive ends inside a member");
+  }
+
+  void skip(uint64_t n) {
+    uint8_t buffer[1 << 15];
+    while (n > 0) {
+      const size_t step = static_cast<size_t>(std::min<uint64_t>(n, sizeof(buffer)));
+      read_exact(buffer, step);
+      n -= step;
+    }
+  }
+
+  void skip_padding(uint64_t size) { skip((kBlock - size % kBlock) % kBlock); }
+
+  [[noreturn]] void corrupt(const std::string& what) const {
+    throw std::runtime_error("archive " + archive_ + " is not a valid tar.gz: " + what);
+  }
+
+  std::string archive_;
+  detail::GzipReader gzip_;
+  uint64_t remaining_ = 0;
+};
+
+void write_member(TarGzReader& reader, const fs::path& target) {
+  fs::create_directories(target.parent_path());
+  std::unique_ptr<std::FILE, decltype(&std::fclose)> out(std::fopen(target.c_str(), "wb"), std::fclose);
+  if (!out) throw std::runtime_error("cannot create " + target.string() + ": " + std::strerror(errno));
+  std::vector<uint8_t> buffer(1 << 16);
+  size_t got = 0;
+  while ((got = reader.read(buffer.data(), buffer.size())) > 0)
+    if (std::fwrite(buffer.data(), 1, got, out.get()) != got)
+      throw std::runtime_error("writing " + target.string() + " failed (disk full?)");
+  if (std::fclose(out.release()) != 0) throw std::runtime_error("writing " + target.string() + " failed");
+}
+
+// Distinct per process and per call, so concurrent downloads never share a temporary name.
+std::string unique_suffix() {
+  static std::atomic<int> counter{0};
+  return std::to_string(::getpid()) + "-" + std::to_string(counter++);
+}
+
+// ---- ensure_cifar pieces ----
+
+std::string manual_instructions(const CifarSpec& spec, const std::string& dir, const std::string& url,
+                                const std::string& md5) {
+  return "To install it by hand, fetch " + url + " (MD5 " + lower(md5) + ") on a machine with network access and " +
+         "either copy it to " + (fs::path(dir) / spec.archive).string() +
+         " (it is verified and extracted on the next run) or extract it there so that " +
+         (fs::path(dir) / spec.subfolder).string() + "/ holds " + join(spec.files) +
+         ". To use a mirror, set MEMCNN_CIFAR_URL to the folder URL holding " + spec.archive + ".";
+}
+
+void verify_md5(const std::string& path, const std::string& expected, const std::string& source) {
+  const std::string actual = md5_file(path);
+  if (actual != lower(expected))
+    throw std::runtime_error("checksum mismatch for " + source + ": MD5 is " + actual + ", expected " +
+                             lower(expected) + "; the file is corrupt or not the expected archive");
+}
+
+// Downloads into a temporary file and renames it to archive_path only once verified.
+void download_verified(const std::string& url, const std::string& archive_path, const std::string& md5,
+                       const CifarSpec& spec, const std::string& dir, const DownloadOptions& options) {
+  const std::string part = archive_path + ".part-" + unique_suffix();
+  if (options.show_progress) std::fprintf(stderr, "[memcnn::data] downloading %s\n", url.c_str());
+  const std::string failure = http_get(url, part, options);
+  if (!failure.empty()) {
+    std::error_code ignored;
+    fs::remove(part, ignored);
+    throw std::runtime_error(spec.title + " is missing from " + dir + " (" + join(missing_files(dir, spec)) +
+                             " not found there nor in " + (fs::path(dir) / spec.subfolder).string() +
+                             ") and downloading " + url + " failed: " + failure + ". " +
+                             manual_instructions(spec, dir, url, md5));
+  }
+  try {
+    verify_md5(part, md5, "the download of " + url);
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove(part, ignored);
+    throw;
+  }
+  fs::rename(part, archive_path);
+}
+
+}  // namespace
+
+std::string md5_file(const std::string& path) {
+  std::unique_ptr<std::FILE, decltype(&std::fclose)> file(std::fopen(path.c_str(), "rb"), std::fclose);
+  if (!file) throw std::runtime_error("cannot open file " + path + ": " + std::strerror(errno));
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!context || EVP_DigestInit_ex(context.get(), EVP_md5(), nullptr) != 1)
+    throw std::runtime_error("OpenSSL MD5 is unavailable");
+  std::vector<uint8_t> buffer(1 << 16);
+  size_t got = 0;
+  while ((got = std::fread(buffer.data(), 1, buffer.size(), file.get())) > 0)
+    EVP_DigestUpdate(context.get(), buffer.data(), got);
+  if (std::ferror(file.get())) throw std::runtime_error("error reading file " + path);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(context.get(), digest, &length);
+  static const char* kHex = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < length; ++i) {
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 15];
+  }
+  return hex;
+}
+
+void extract_tar_gz(const std::string& archive, const std::string& dest_dir) {
+  const fs::path staging = fs::path(dest_dir) / (".extract-" + fs::path(archive).filename().string() + "-" + unique_suffix());
+  std::vector<fs::path> extracted;
+  try {
+    fs::remove_all(staging);
+    fs::create_directories(staging);
+    TarGzReader reader(archive);
+    reader.for_each_file([&](const fs::path& relative, uint64_t) {
+      write_member(reader, staging / relative);
+      extracted.push_back(relative);
+    });
+    for (const auto& relative : extracted) {
+      const fs::path target = fs::path(dest_dir) / relative;
+      fs::create_directories(target.parent_path());
+      fs::rename(staging / relative, target);
+    }
+  } catch (...) {
+    std::error_code ignored;
+    fs::remove_all(staging, ignored);
+    throw;
+  }
+  fs::remove_all(staging);
+}
+
+void ensure_cifar(const std::string& name, const std::string& dir, const DownloadOptions& options) {
+  const CifarSpec spec = cifar_spec(name);
+  if (dir.empty()) throw std::invalid_argument("ensure_cifar: the data directory is empty");
+  if (missing_files(dir, spec).empty()) return;
+
+  const std::string md5 = options.expected_md5.empty() ? spec.md5 : options.expected_md5;
+  const std::string url = url_base(options) + spec.archive;
+  const std::string archive_path = (fs::path(dir) / spec.archive).string();
+  fs::create_directories(dir);
+  if (detail::is_regular_file(archive_path)) {
+    verify_md5(archive_path, md5, archive_path + " (delete it to download again)");
+  } else {
+    download_verified(url, archive_path, md5, spec, dir, options);
+  }
+  extract_tar_gz(archive_path, dir);
+  const auto still_missing = missing_files(dir, spec);
+  if (!still_missing.empty())
+    throw std::runtime_error("archive " + archive_path + " was extracted but " + join(still_missing) +
+                             " are still missing from " + (fs::path(dir) / spec.subfolder).string());
+}
+
+}  // namespace memcnn::data

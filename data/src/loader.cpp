@@ -1,0 +1,309 @@
+#include <memcnn/data/loader.h>
+
+#include <ATen/ops/empty.h>
+
+#include <algorithm>
+#include <array>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+namespace memcnn::data {
+namespace {
+
+constexpr int64_t kPad = 2;  // crop offsets run over [0, 2 * kPad]
+
+// splitmix64's finaliser: a bijective mixer, so distinct counters give unrelated outputs.
+uint64_t mix(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+enum class Stream : uint64_t { permutation = 1, augmentation = 2 };
+
+// A counter-based generator: the value for (seed, stream, epoch, counter) needs no state, so
+// any batch can be rebuilt on its own and the global torch generator is never touched.
+uint64_t random_bits(uint64_t seed, Stream stream, uint64_t epoch, uint64_t counter) {
+  uint64_t h = mix(seed + 0x9E3779B97F4A7C15ULL * (static_cast<uint64_t>(stream) + 1));
+  h = mix(h ^ (epoch + 0x632BE59BD9B4E019ULL));
+  return mix(h ^ (counter + 0x8CB92BA72F3D8DD7ULL));
+}
+
+// Uniform in [0, n) by multiply-shift (Lemire); the bias for n << 2^64 is negligible.
+uint64_t below(uint64_t bits, uint64_t n) {
+  return static_cast<uint64_t>((static_cast<unsigned __int128>(bits) * n) >> 64);
+}
+
+struct Augmentation {
+  int64_t dy = kPad, dx = kPad;  // window offset inside the padded image; kPad = no shift
+  bool flip = false;
+};
+
+Augmentation augmentation_for(uint64_t seed, int64_t epoch, int64_t position) {
+  const uint64_t bits = random_bits(seed, Stream::augmentation, epoch, position);
+  Augmentation a;
+  a.dy = static_cast<int64_t>(((bits & 0xFFFFULL) * (2 * kPad + 1)) >> 16);
+  a.dx = static_cast<int64_t>((((bits >> 16) & 0xFFFFULL) * (2 * kPad + 1)) >> 16);
+  a.flip = ((bits >> 32) & 1ULL) != 0;
+  return a;
+}
+
+}  // namespace
+
+at::Tensor mean_image(const Dataset& train) {
+  const at::Tensor images = train.images.contiguous();
+  TORCH_CHECK(images.dim() == 4 && images.scalar_type() == at::kByte && images.size(0) > 0,
+              "mean_image: expected non-empty uint8 images [N, C, H, W], got ", images.sizes(), " ",
+              images.scalar_type());
+  const int64_t n = images.size(0);
+  const int64_t pixels = images.numel() / n;
+  std::vector<uint64_t> sums(static_cast<size_t>(pixels), 0);
+  const uint8_t* data = images.data_ptr<uint8_t>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t p = 0; p < pixels; ++p) sums[p] += data[i * pixels + p];
+  at::Tensor mean = at::empty({images.size(1), images.size(2), images.size(3)}, at::kFloat);
+  float* out = mean.data_ptr<float>();
+  const double scale = 1.0 / (255.0 * static_cast<double>(n));
+  for (int64_t p = 0; p < pixels; ++p) out[p] = static_cast<float>(static_cast<double>(sums[p]) * scale);
+  return mean;
+}
+
+struct BatchLoader::Impl {
+  struct Slot {
+    Batch batch;
+    std::exception_ptr error;
+  };
+
+  Dataset data;
+  at::Tensor mean;
+  LoaderOptions options;
+  int64_t n = 0, channels = 0, height = 0, width = 0, batches = 0;
+  std::array<float, 256> unit{};  // byte / 255, exactly as a float division gives it
+
+  std::mutex permutation_mutex;
+  std::map<int64_t, std::shared_ptr<const std::vector<int64_t>>> permutations;
+
+  std::mutex mutex;
+  std::condition_variable work_cv, ready_cv;
+  std::deque<int64_t> queue;
+  std::set<int64_t> busy;
+  std::map<int64_t, Slot> ready;
+  int64_t window_start = 0;  // the last iteration requested; prefetch covers what follows
+  bool stop = false;
+  std::vector<std::thread> threads;
+
+  Impl(Dataset dataset, at::Tensor mean_image, LoaderOptions opts);
+  ~Impl();
+
+  std::shared_ptr<const std::vector<int64_t>> permutation(int64_t epoch);
+  void write_sample(const uint8_t* in, const Augmentation& a, float* out) const;
+  Batch prepare(int64_t iteration);
+  Batch get(int64_t iteration);
+  void worker();
+  bool in_window(int64_t iteration) const;
+  void drop_outside_window();
+  void schedule(int64_t first, int64_t last);
+};
+
+namespace {
+
+void validate(const Dataset& data, const at::Tensor& mean, const LoaderOptions& options) {
+  if (!data.images.defined() || data.images.dim() != 4 || data.images.scalar_type() != at::kByte ||
+      !data.images.device().is_cpu())
+    throw std::invalid_argument("BatchLoader: dataset images must be a CPU uint8 tensor [N, C, H, W]");
+  const int64_t n = data.images.size(0);
+  if (n == 0) throw std::invalid_argument("BatchLoader: the dataset is empty");
+  if (!data.labels.defined() || data.labels.dim() != 1 || data.labels.size(0) != n)
+    throw std::invalid_argument("BatchLoader: dataset labels must be a tensor [N] matching the images");
+  if (!mean.defined() || mean.sizes() != data.images.sizes().slice(1))
+    throw std::invalid_argument("BatchLoader: the mean image must have shape [C, H, W] of the dataset images");
+  if (options.batch_size() <= 0)
+    throw std::invalid_argument("BatchLoader: batch_size must be positive, got " +
+                                std::to_string(options.batch_size()));
+  if (options.drop_last() && options.batch_size() > n)
+    throw std::invalid_argument("BatchLoader: batch_size " + std::to_string(options.batch_size()) +
+                                " exceeds the " + std::to_string(n) +
+                                " samples of the dataset, so drop_last would leave no batch");
+  if (options.workers() < 0 || options.prefetch() < 0)
+    throw std::invalid_argument("BatchLoader: workers and prefetch must not be negative");
+}
+
+}  // namespace
+
+BatchLoader::Impl::Impl(Dataset dataset, at::Tensor mean_image, LoaderOptions opts)
+    : data(std::move(dataset)), options(opts) {
+  validate(data, mean_image, options);
+  data.images = data.images.contiguous();
+  data.labels = data.labels.to(at::kLong).contiguous();
+  mean = mean_image.to(at::kFloat).contiguous();
+  n = data.images.size(0);
+  channels = data.images.size(1);
+  height = data.images.size(2);
+  width = data.images.size(3);
+  batches = options.drop_last() ? n / options.batch_size() : (n + options.batch_size() - 1) / options.batch_size();
+  for (int v = 0; v < 256; ++v) unit[v] = static_cast<float>(v) / 255.0f;
+  if (options.workers() > 0 && options.prefetch() > 0) {
+    // Most runs start at iteration 0, so its batches are worth preparing straight away.
+    schedule(0, options.prefetch() - 1);
+    for (int i = 0; i < options.workers(); ++i) threads.emplace_back([this] { worker(); });
+  }
+}
+
+BatchLoader::Impl::~Impl() {
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    stop = true;
+  }
+  work_cv.notify_all();
+  ready_cv.notify_all();
+  for (auto& thread : threads) thread.join();
+}
+
+// Fisher-Yates driven by the counter-based generator; cached since every batch of an epoch
+// needs it.
+std::shared_ptr<const std::vector<int64_t>> BatchLoader::Impl::permutation(int64_t epoch) {
+  std::lock_guard<std::mutex> lock(permutation_mutex);
+  auto found = permutations.find(epoch);
+  if (found != permutations.end()) return found->second;
+  auto order = std::make_shared<std::vector<int64_t>>(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) (*order)[i] = i;
+  for (int64_t i = n - 1; i > 0; --i) {
+    const auto j = static_cast<int64_t>(
+        below(random_bits(options.seed(), Stream::permutation, epoch, i), static_cast<uint64_t>(i + 1)));
+    std::swap((*order)[i], (*order)[j]);
+  }
+  permutations[epoch] = order;
+  if (permutations.size() > 3) permutations.erase(permutations.begin());
+  return order;
+}
+
+// Crop of the zero-padded image at (dy, dx), mirrored if asked, then normalised.
+void BatchLoader::Impl::write_sample(const uint8_t* in, const Augmentation& a, float* out) const {
+  const float* mean_data = mean.data_ptr<float>();
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t y = 0; y < height; ++y) {
+      const int64_t row_offset = (c * height + y) * width;
+      const float* m = mean_data + row_offset;
+      float* o = out + row_offset;
+      const int64_t sy = y + a.dy - kPad;
+      if (sy < 0 || sy >= height) {
+        for (int64_t x = 0; x < width; ++x) o[x] = unit[0] - m[x];
+        continue;
+      }
+      const uint8_t* row = in + (c * height + sy) * width;
+      for (int64_t x = 0; x < width; ++x) {
+        const int64_t sx = (a.flip ? width - 1 - x : x) + a.dx - kPad;
+        const uint8_t v = (sx >= 0 && sx < width) ? row[sx] : 0;
+        o[x] = unit[v] - m[x];
+      }
+    }
+  }
+}
+
+Batch BatchLoader::Impl::prepare(int64_t iteration) {
+  const int64_t epoch = iteration / batches;
+  const int64_t first = (iteration % batches) * options.batch_size();
+  const int64_t count = std::min(options.batch_size(), n - first);
+  const auto order = options.shuffle() ? permutation(epoch) : nullptr;
+  const int64_t sample_size = channels * height * width;
+  Batch batch;
+  batch.images = at::empty({count, channels, height, width}, at::kFloat);
+  batch.labels = at::empty({count}, at::kLong);
+  float* images_out = batch.images.data_ptr<float>();
+  int64_t* labels_out = batch.labels.data_ptr<int64_t>();
+  const uint8_t* images_in = data.images.data_ptr<uint8_t>();
+  const int64_t* labels_in = data.labels.data_ptr<int64_t>();
+  for (int64_t k = 0; k < count; ++k) {
+    const int64_t position = first + k;
+    const int64_t index = order ? (*order)[position] : position;
+    const Augmentation a = options.augment() ? augmentation_for(options.seed(), epoch, position) : Augmentation{};
+    write_sample(images_in + index * sample_size, a, images_out + k * sample_size);
+    labels_out[k] = labels_in[index];
+  }
+  return batch;
+}
+
+bool BatchLoader::Impl::in_window(int64_t iteration) const {
+  return iteration >= window_start && iteration <= window_start + options.prefetch();
+}
+
+void BatchLoader::Impl::drop_outside_window() {
+  for (auto it = ready.begin(); it != ready.end();) it = in_window(it->first) ? std::next(it) : ready.erase(it);
+  queue.erase(std::remove_if(queue.begin(), queue.end(), [this](int64_t i) { return !in_window(i); }), queue.end());
+}
+
+void BatchLoader::Impl::schedule(int64_t first, int64_t last) {
+  for (int64_t i = first; i <= last; ++i)
+    if (!ready.count(i) && !busy.count(i) && std::find(queue.begin(), queue.end(), i) == queue.end())
+      queue.push_back(i);
+}
+
+void BatchLoader::Impl::worker() {
+  std::unique_lock<std::mutex> lock(mutex);
+  while (true) {
+    work_cv.wait(lock, [this] { return stop || !queue.empty(); });
+    if (stop) return;
+    const int64_t iteration = queue.front();
+    queue.pop_front();
+    busy.insert(iteration);
+    lock.unlock();
+    Slot slot;
+    try {
+      slot.batch = prepare(iteration);
+    } catch (...) {
+      slot.error = std::current_exception();
+    }
+    lock.lock();
+    busy.erase(iteration);
+    if (in_window(iteration)) ready[iteration] = std::move(slot);
+    ready_cv.notify_all();
+  }
+}
+
+Batch BatchLoader::Impl::get(int64_t iteration) {
+  if (threads.empty()) return prepare(iteration);
+  std::optional<Slot> slot;
+  {
+    std::unique_lock<std::mutex> lock(mutex);
+    window_start = iteration;
+    drop_outside_window();
+    // Another caller may move the window meanwhile; then the batch is simply built here.
+    ready_cv.wait(lock, [&] { return stop || ready.count(iteration) || !busy.count(iteration); });
+    auto found = ready.find(iteration);
+    if (found != ready.end()) {
+      slot = std::move(found->second);
+      ready.erase(found);
+    } else {
+      queue.erase(std::remove(queue.begin(), queue.end(), iteration), queue.end());
+    }
+    schedule(iteration + 1, iteration + options.prefetch());
+  }
+  work_cv.notify_all();
+  if (!slot) return prepare(iteration);
+  if (slot->error) std::rethrow_exception(slot->error);
+  return std::move(slot->batch);
+}
+
+BatchLoader::BatchLoader(Dataset dataset, torch::Tensor mean_image, LoaderOptions options)
+    : impl_(std::make_unique<Impl>(std::move(dataset), std::move(mean_image), options)) {}
+
+BatchLoader::~BatchLoader() = default;
+
+int64_t BatchLoader::batches_per_epoch() const { return impl_->batches; }
+int64_t BatchLoader::size() const { return impl_->n; }
+const LoaderOptions& BatchLoader::options() const { return impl_->options; }
+
+Batch BatchLoader::batch(int64_t iteration) {
+  if (iteration < 0) throw std::invalid_argument("BatchLoader::batch: iteration must not be negative");
+  return impl_->get(iteration);
+}
+
+}  // namespace memcnn::data

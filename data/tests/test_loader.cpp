@@ -1,0 +1,252 @@
+// The batch loader: determinism, augmentation geometry, normalisation, partial batches and
+// prefetching.
+
+#include <memcnn/data/loader.h>
+
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <set>
+#include <thread>
+#include <tuple>
+
+namespace memcnn::data::test {
+namespace {
+
+// n random images [n, c, h, w]; label i = i so the sample behind every output is known.
+Dataset random_dataset(int64_t n, int64_t c = 3, int64_t h = 8, int64_t w = 8) {
+  at::Generator generator = at::detail::createCPUGenerator(1234);
+  Dataset data;
+  data.images = at::randint(0, 256, {n, c, h, w}, generator, at::kByte);
+  data.labels = at::arange(n, at::kLong);
+  data.num_classes = n;
+  data.name = "random";
+  return data;
+}
+
+void expect_same(const Batch& a, const Batch& b) {
+  EXPECT_TRUE(at::equal(a.images, b.images));
+  EXPECT_TRUE(at::equal(a.labels, b.labels));
+}
+
+TEST(MeanImage, PerPixelMeanOverSamples) {
+  const Dataset data = random_dataset(50);
+  const at::Tensor mean = mean_image(data);
+  EXPECT_EQ(mean.scalar_type(), at::kFloat);
+  EXPECT_EQ(mean.sizes(), (at::IntArrayRef{3, 8, 8}));
+  const at::Tensor expected = data.images.to(at::kDouble).div(255).mean(0).to(at::kFloat);
+  EXPECT_TRUE(at::allclose(mean, expected, 1e-6, 1e-7));
+}
+
+TEST(BatchLoader, MeanSubtractionWithoutAugmentation) {
+  const Dataset data = random_dataset(10);
+  const at::Tensor mean = mean_image(data);
+  BatchLoader loader(data, mean, LoaderOptions().batch_size(4).augment(false).shuffle(false));
+  const Batch batch = loader.batch(1);
+  const at::Tensor expected = data.images.slice(0, 4, 8).to(at::kFloat).div(255) - mean;
+  EXPECT_TRUE(at::equal(batch.images, expected));
+  EXPECT_TRUE(at::equal(batch.labels, at::arange(4, 8, at::kLong)));
+  EXPECT_EQ(batch.images.scalar_type(), at::kFloat);
+}
+
+TEST(BatchLoader, SameIterationSameBatchAcrossLoadersAndAccessOrders) {
+  const Dataset data = random_dataset(37);
+  const at::Tensor mean = mean_image(data);
+  const auto options = LoaderOptions().batch_size(8).seed(42);
+  BatchLoader first(data, mean, options);
+  BatchLoader second(data, mean, options);
+  BatchLoader random_access(data, mean, LoaderOptions(options).workers(0));
+  std::vector<Batch> sequential;
+  for (int64_t i = 0; i < 12; ++i) sequential.push_back(first.batch(i));  // spans 3 epochs
+  for (int64_t i = 0; i < 12; ++i) expect_same(sequential[i], second.batch(i));
+  for (int64_t i : {9, 2, 11, 0, 5, 5}) expect_same(sequential[i], random_access.batch(i));
+}
+
+TEST(BatchLoader, ResumedLoaderMatchesUninterrupted) {
+  const Dataset data = random_dataset(30);
+  const at::Tensor mean = mean_image(data);
+  const auto options = LoaderOptions().batch_size(6).seed(7);
+  BatchLoader uninterrupted(data, mean, options);
+  std::vector<Batch> all;
+  for (int64_t i = 0; i < 15; ++i) all.push_back(uninterrupted.batch(i));
+  BatchLoader resumed(data, mean, options);
+  for (int64_t i = 8; i < 15; ++i) expect_same(all[i], resumed.batch(i));
+}
+
+TEST(BatchLoader, EpochsAndSeedsDiffer) {
+  const Dataset data = random_dataset(40);
+  const at::Tensor mean = mean_image(data);
+  BatchLoader loader(data, mean, LoaderOptions().batch_size(10).seed(1));
+  BatchLoader other_seed(data, mean, LoaderOptions().batch_size(10).seed(2));
+  ASSERT_EQ(loader.batches_per_epoch(), 4);
+  EXPECT_FALSE(at::equal(loader.batch(0).labels, loader.batch(4).labels));
+  EXPECT_FALSE(at::equal(loader.batch(0).labels, other_seed.batch(0).labels));
+  // Without shuffling the order repeats, but the augmentation still changes per epoch.
+  BatchLoader ordered(data, mean, LoaderOptions().batch_size(10).shuffle(false));
+  EXPECT_TRUE(at::equal(ordered.batch(0).labels, ordered.batch(4).labels));
+  EXPECT_FALSE(at::equal(ordered.batch(0).images, ordered.batch(4).images));
+}
+
+TEST(BatchLoader, EachEpochIsAPermutation) {
+  const Dataset data = random_dataset(23);
+  BatchLoader loader(data, mean_image(data), LoaderOptions().batch_size(5).drop_last(false).seed(3));
+  ASSERT_EQ(loader.batches_per_epoch(), 5);
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    std::vector<at::Tensor> labels;
+    for (int64_t b = 0; b < 5; ++b) labels.push_back(loader.batch(epoch * 5 + b).labels);
+    EXPECT_TRUE(at::equal(std::get<0>(at::sort(at::cat(labels))), at::arange(23, at::kLong)));
+  }
+}
+
+TEST(BatchLoader, LastPartialBatchUnlessDropLast) {
+  const Dataset data = random_dataset(10);
+  const at::Tensor mean = mean_image(data);
+  BatchLoader keep(data, mean, LoaderOptions().batch_size(4).drop_last(false).shuffle(false).augment(false));
+  EXPECT_EQ(keep.size(), 10);
+  EXPECT_EQ(keep.batches_per_epoch(), 3);
+  EXPECT_TRUE(at::equal(keep.batch(2).labels, at::tensor({8, 9}, at::kLong)));
+  EXPECT_EQ(keep.batch(2).images.size(0), 2);
+  EXPECT_TRUE(at::equal(keep.batch(3).labels, at::arange(4, at::kLong)));  // next epoch
+  BatchLoader drop(data, mean, LoaderOptions().batch_size(4).shuffle(false));
+  EXPECT_EQ(drop.batches_per_epoch(), 2);
+  EXPECT_TRUE(at::equal(drop.batch(2).labels, at::arange(4, at::kLong)));
+}
+
+// All 5 x 5 offsets x 2 flips of a zero-padded crop of `image` [1, h, w], by direct indexing.
+std::vector<std::tuple<int, int, bool, at::Tensor>> reference_crops(const at::Tensor& image) {
+  const int64_t h = image.size(1), w = image.size(2);
+  const at::Tensor padded = at::constant_pad_nd(image, {2, 2, 2, 2}, 0);
+  std::vector<std::tuple<int, int, bool, at::Tensor>> crops;
+  for (int dy = 0; dy <= 4; ++dy)
+    for (int dx = 0; dx <= 4; ++dx)
+      for (bool flip : {false, true}) {
+        at::Tensor crop = padded.slice(1, dy, dy + h).slice(2, dx, dx + w);
+        crops.emplace_back(dy, dx, flip, flip ? crop.flip({2}) : crop);
+      }
+  return crops;
+}
+
+TEST(BatchLoader, CropAndFlipOfHandMadeImage) {
+  Dataset data;
+  // One 4x5 single-channel image with distinct values 1..20 (0 marks padding), 40 copies.
+  const at::Tensor image = at::arange(1, 21, at::kByte).reshape({1, 4, 5});
+  data.images = image.unsqueeze(0).expand({40, 1, 4, 5}).contiguous();
+  data.labels = at::zeros({40}, at::kLong);
+  data.num_classes = 1;
+  const at::Tensor zero_mean = at::zeros({1, 4, 5}, at::kFloat);
+  BatchLoader loader(data, zero_mean, LoaderOptions().batch_size(40).seed(5));
+  const auto crops = reference_crops(image.to(at::kFloat).div(255));
+  std::set<std::tuple<int, int, bool>> seen;
+  for (int64_t i = 0; i < 5; ++i) {
+    const Batch batch = loader.batch(i);
+    for (int64_t k = 0; k < 40; ++k) {
+      bool matched = false;
+      for (const auto& [dy, dx, flip, crop] : crops) {
+        if (at::equal(batch.images[k], crop)) {
+          seen.insert({dy, dx, flip});
+          matched = true;
+          break;
+        }
+      }
+      ASSERT_TRUE(matched) << "sample " << k << " of batch " << i << " is no padded crop:\n" << batch.images[k];
+    }
+  }
+  EXPECT_GE(seen.size(), 40u) << "offsets and flips should cover (nearly) all 50 combinations";
+  // Identity (offset 2, 2, no flip) is among them, and the unshifted image is intact.
+  EXPECT_TRUE(seen.count({2, 2, false}));
+}
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  return values[values.size() / 2];
+}
+
+TEST(BatchLoader, PrefetchedEqualsOnDemandAndIsCheaper) {
+  const Dataset data = random_dataset(4000, 3, 32, 32);
+  const at::Tensor mean = mean_image(data);
+  const auto options = LoaderOptions().batch_size(1000).seed(9).prefetch(3);
+  BatchLoader prefetching(data, mean, options);
+  BatchLoader on_demand(data, mean, LoaderOptions(options).workers(0));
+  // CPU time of this thread, not wall time: on a loaded machine a woken worker may preempt the
+  // caller, which says nothing about the work the caller itself does.
+  const auto thread_seconds = [] {
+    timespec now{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+  };
+  std::vector<double> prefetched_seconds, on_demand_seconds;
+  for (int64_t i = 0; i < 21; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(40));  // a "training step": workers catch up
+    double start = thread_seconds();
+    const Batch fast = prefetching.batch(i);
+    prefetched_seconds.push_back(thread_seconds() - start);
+    start = thread_seconds();
+    const Batch slow = on_demand.batch(i);
+    on_demand_seconds.push_back(thread_seconds() - start);
+    expect_same(fast, slow);
+  }
+  EXPECT_LT(median(prefetched_seconds), 0.25 * median(on_demand_seconds))
+      << "median prefetched " << median(prefetched_seconds) << " s vs on demand " << median(on_demand_seconds)
+      << " s";
+}
+
+TEST(BatchLoader, DestroyWhileWorkersAreBusy) {
+  const Dataset data = random_dataset(2000, 3, 32, 32);
+  const at::Tensor mean = mean_image(data);
+  for (int round = 0; round < 5; ++round) {
+    BatchLoader loader(data, mean, LoaderOptions().batch_size(200).workers(3).prefetch(8));
+    loader.batch(round);
+  }
+}
+
+TEST(BatchLoader, ConcurrentCallersGetCorrectBatches) {
+  const Dataset data = random_dataset(64);
+  const at::Tensor mean = mean_image(data);
+  const auto options = LoaderOptions().batch_size(8).seed(11);
+  BatchLoader shared(data, mean, options);
+  BatchLoader reference(data, mean, LoaderOptions(options).workers(0));
+  std::vector<Batch> results(32);
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 4; ++t)
+    callers.emplace_back([&, t] {
+      for (int64_t i = t; i < 32; i += 4) results[i] = shared.batch(i);
+    });
+  for (auto& caller : callers) caller.join();
+  for (int64_t i = 0; i < 32; ++i) expect_same(results[i], reference.batch(i));
+}
+
+TEST(BatchLoader, LeavesGlobalGeneratorAlone) {
+  const Dataset data = random_dataset(20);
+  at::manual_seed(123);
+  const at::Tensor expected = at::randn({5});
+  at::manual_seed(123);
+  {
+    BatchLoader loader(data, mean_image(data), LoaderOptions().batch_size(5));
+    for (int64_t i = 0; i < 10; ++i) loader.batch(i);
+  }
+  EXPECT_TRUE(at::equal(at::randn({5}), expected));
+}
+
+TEST(BatchLoader, RejectsBadOptions) {
+  const Dataset data = random_dataset(10);
+  const at::Tensor mean = mean_image(data);
+  EXPECT_THROW(BatchLoader(data, mean, LoaderOptions().batch_size(0)), std::invalid_argument);
+  EXPECT_THROW(BatchLoader(data, mean, LoaderOptions().batch_size(-3)), std::invalid_argument);
+  EXPECT_THROW(BatchLoader(data, mean, LoaderOptions().batch_size(11)), std::invalid_argument);
+  EXPECT_NO_THROW(BatchLoader(data, mean, LoaderOptions().batch_size(11).drop_last(false)));
+  EXPECT_THROW(BatchLoader(data, mean, LoaderOptions().workers(-1).batch_size(2)), std::invalid_argument);
+  EXPECT_THROW(BatchLoader(data, at::zeros({3, 4, 4}), LoaderOptions().batch_size(2)), std::invalid_argument);
+  try {
+    BatchLoader(data, mean, LoaderOptions().batch_size(11));
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("batch_size 11"), std::string::npos) << error.what();
+  }
+  BatchLoader loader(data, mean, LoaderOptions().batch_size(2));
+  EXPECT_THROW(loader.batch(-1), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace memcnn::data::test

@@ -1,0 +1,55 @@
+#pragma once
+// Experiment configuration in MemCNN's style: a JSON file of named entries, each of which may
+// name one or more `base` entries it inherits from (objects merge recursively, the entry
+// itself wins). The experiment for MODEL and DATASET is the entry "MODEL_DATASET" when the
+// file has one, otherwise the entries DATASET and MODEL merged in that order.
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace memcnn {
+namespace train {
+
+using Json = nlohmann::json;
+
+// The experiments shipped with memcnn (train/experiments.json, built into the program).
+Json default_experiments();
+// Reads a file; a clear error names the file and what is wrong.
+Json load_experiments(const std::string& path);
+// An entry with its bases resolved; errors for unknown names and cycles.
+Json resolve_experiment(const Json& experiments, const std::string& name);
+// The experiment for a model and dataset (see above).
+Json experiment_for(const Json& experiments, const std::string& model, const std::string& dataset);
+
+struct TrainConfig {
+  std::string model;
+  std::string dataset;
+  int64_t num_classes = 10;
+  int64_t in_channels = 3;
+  int64_t batch_size = 100;
+  int64_t max_iterations = 80000;
+  double lr = 0.1;
+  double momentum = 0.9;
+  double weight_decay = 2e-4;
+  std::vector<int64_t> lr_milestones{40000, 60000};
+  double lr_gamma = 0.1;
+  int64_t checkpoint_every = 1000;
+  int64_t validate_every = 1000;
+  int64_t validation_batches = 0;  // 0: the whole test set
+  int64_t log_every = 10;
+  uint64_t seed = 0;
+  int64_t loader_workers = 2;
+  Json model_options = Json::object();  // overrides of the named model's architecture
+
+  // Validates every field; std::invalid_argument says which one and why.
+  static TrainConfig from_json(const Json& experiment);
+  Json to_json() const;
+  // The learning rate at an iteration: lr * gamma^(milestones passed).
+  double lr_at(int64_t iteration) const;
+};
+
+}  // namespace train
+}  // namespace memcnn

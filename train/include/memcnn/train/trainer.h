@@ -1,0 +1,74 @@
+#pragma once
+// The training loop of the RevNet experiments: SGD with momentum and weight decay, a
+// multi-step learning-rate schedule by iteration, MemCNN's TensorFlow-style cross-entropy,
+// periodic validation, metrics, atomic checkpoints and resumption, Ctrl-C handling.
+
+#include "memcnn/train/config.h"
+
+#include <memcnn/data/dataset.h>
+#include <memcnn/data/loader.h>
+#include <memcnn/models/resnet.h>
+
+#include <torch/types.h>
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+
+namespace memcnn {
+namespace train {
+
+// -sum(one_hot(labels) * log_softmax(logits)) averaged over the batch, as MemCNN computes it.
+torch::Tensor tf_style_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels);
+
+// The configured model: the named architecture with the overrides of config.model_options
+// (layers, channels_per_layer, strides, init_kernel_size, block, reversible, fused_backward).
+models::ResNet build_model(const TrainConfig& config);
+
+// Peak bytes allocated above the start by one forward and backward of the model on a batch
+// (its activation memory), on the device of the batch.
+int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels);
+
+struct TrainerOptions {
+  std::string results_dir;  // this experiment's folder: checkpoints, metrics.csv, metrics.svg
+  torch::Device device = torch::kCPU;
+  bool live_line = false;   // rewrite one progress line (a terminal) instead of printing lines
+  std::ostream* out = nullptr;  // progress output; std::cout when null
+};
+
+struct TrainSummary {
+  int64_t parameters = 0;
+  int64_t start_iteration = 0;  // where this run began (a resumed run starts above 0)
+  int64_t final_iteration = 0;
+  bool interrupted = false;
+  double seconds = 0;           // wall time of this run
+  double test_accuracy = -1;    // on the whole test set at the end; -1 when interrupted
+  int64_t activation_bytes = 0; // of the last training step
+  double data_wait_fraction = 0; // share of the run spent waiting for the batch loader
+};
+
+class Trainer {
+ public:
+  Trainer(TrainConfig config, data::Dataset train_set, data::Dataset test_set, TrainerOptions options);
+  ~Trainer();
+  // Trains from the newest checkpoint (if any) to config.max_iterations.
+  TrainSummary run();
+  // Accuracy on the test set (max_batches 0: all of it) with the current weights.
+  double evaluate(int64_t max_batches = 0);
+  // Loads the newest checkpoint; its iteration, or -1 without one.
+  int64_t restore();
+  models::ResNet& model();
+  // The (augmented) training batch of an iteration.
+  data::Batch training_batch(int64_t iteration);
+
+  // Asks a running trainer to checkpoint and stop after the current step (async-signal-safe).
+  static void request_stop();
+  static void clear_stop_request();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace train
+}  // namespace memcnn

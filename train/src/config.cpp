@@ -1,0 +1,153 @@
+#include "memcnn/train/config.h"
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+
+namespace memcnn {
+namespace train {
+
+extern const char* const kDefaultExperimentsJson;  // generated from train/experiments.json
+
+namespace {
+
+void merge_into(Json& target, const Json& source) {
+  for (auto it = source.begin(); it != source.end(); ++it) {
+    if (it.key() == "base") continue;
+    if (it.value().is_object() && target.contains(it.key()) && target[it.key()].is_object()) {
+      merge_into(target[it.key()], it.value());
+    } else {
+      target[it.key()] = it.value();
+    }
+  }
+}
+
+Json resolve(const Json& experiments, const std::string& name, std::vector<std::string>& chain) {
+  if (!experiments.contains(name)) throw std::invalid_argument("experiment configuration has no entry '" + name + "'");
+  for (const auto& seen : chain) {
+    if (seen == name) throw std::invalid_argument("experiment configuration: 'base' entries form a cycle through '" + name + "'");
+  }
+  const Json& entry = experiments.at(name);
+  if (!entry.is_object()) throw std::invalid_argument("experiment configuration: entry '" + name + "' is not an object");
+  chain.push_back(name);
+  Json result = Json::object();
+  if (entry.contains("base")) {
+    const Json& base = entry.at("base");
+    std::vector<std::string> bases;
+    if (base.is_string()) {
+      bases.push_back(base.get<std::string>());
+    } else if (base.is_array()) {
+      for (const auto& b : base) {
+        if (!b.is_string()) throw std::invalid_argument("experiment configuration: 'base' of '" + name + "' must hold names");
+        bases.push_back(b.get<std::string>());
+      }
+    } else {
+      throw std::invalid_argument("experiment configuration: 'base' of '" + name + "' must be a name or a list of names");
+    }
+    for (const auto& b : bases) merge_into(result, resolve(experiments, b, chain));
+  }
+  merge_into(result, entry);
+  chain.pop_back();
+  return result;
+}
+
+template <typename T>
+T field(const Json& j, const char* key, T fallback) {
+  if (!j.contains(key)) return fallback;
+  try {
+    return j.at(key).get<T>();
+  } catch (const Json::exception& e) {
+    throw std::invalid_argument(std::string("experiment field '") + key + "' has the wrong type: " + e.what());
+  }
+}
+
+void require(bool condition, const std::string& message) {
+  if (!condition) throw std::invalid_argument("experiment configuration: " + message);
+}
+
+}  // namespace
+
+Json default_experiments() { return Json::parse(kDefaultExperimentsJson); }
+
+Json load_experiments(const std::string& path) {
+  std::ifstream file(path);
+  if (!file) throw std::runtime_error("cannot open experiments file '" + path + "'");
+  try {
+    Json j = Json::parse(file);
+    if (!j.is_object()) throw std::runtime_error("the top level must be an object of named experiments");
+    return j;
+  } catch (const Json::exception& e) {
+    throw std::runtime_error("experiments file '" + path + "' is not valid JSON: " + e.what());
+  }
+}
+
+Json resolve_experiment(const Json& experiments, const std::string& name) {
+  std::vector<std::string> chain;
+  return resolve(experiments, name, chain);
+}
+
+Json experiment_for(const Json& experiments, const std::string& model, const std::string& dataset) {
+  const std::string combined = model + "_" + dataset;
+  if (experiments.contains(combined)) return resolve_experiment(experiments, combined);
+  Json result = resolve_experiment(experiments, dataset);
+  merge_into(result, resolve_experiment(experiments, model));
+  return result;
+}
+
+TrainConfig TrainConfig::from_json(const Json& j) {
+  TrainConfig c;
+  c.model = field<std::string>(j, "model", "");
+  c.dataset = field<std::string>(j, "dataset", "");
+  require(!c.model.empty(), "no 'model' given");
+  require(!c.dataset.empty(), "no 'dataset' given");
+  c.num_classes = field(j, "num_classes", c.num_classes);
+  c.in_channels = field(j, "in_channels", c.in_channels);
+  c.batch_size = field(j, "batch_size", c.batch_size);
+  c.max_iterations = field(j, "max_iterations", c.max_iterations);
+  const Json optimizer = j.contains("optimizer") ? j.at("optimizer") : Json::object();
+  c.lr = field(optimizer, "lr", c.lr);
+  c.momentum = field(optimizer, "momentum", c.momentum);
+  c.weight_decay = field(optimizer, "weight_decay", c.weight_decay);
+  c.lr_milestones = field(j, "lr_milestones", c.lr_milestones);
+  c.lr_gamma = field(j, "lr_gamma", c.lr_gamma);
+  c.checkpoint_every = field(j, "checkpoint_every", c.checkpoint_every);
+  c.validate_every = field(j, "validate_every", c.validate_every);
+  c.validation_batches = field(j, "validation_batches", c.validation_batches);
+  c.log_every = field(j, "log_every", c.log_every);
+  c.seed = field(j, "seed", c.seed);
+  c.loader_workers = field(j, "loader_workers", c.loader_workers);
+  c.model_options = field(j, "model_options", Json::object());
+  require(c.num_classes > 1, "num_classes must be at least 2");
+  require(c.in_channels > 0, "in_channels must be positive");
+  require(c.batch_size > 0, "batch_size must be positive");
+  require(c.max_iterations > 0, "max_iterations must be positive");
+  require(c.lr > 0, "optimizer.lr must be positive");
+  require(c.momentum >= 0 && c.weight_decay >= 0, "optimizer.momentum and weight_decay must not be negative");
+  require(c.checkpoint_every > 0 && c.validate_every > 0 && c.log_every > 0,
+          "checkpoint_every, validate_every and log_every must be positive");
+  require(c.validation_batches >= 0, "validation_batches must not be negative");
+  require(c.loader_workers >= 1, "loader_workers must be at least 1");
+  return c;
+}
+
+Json TrainConfig::to_json() const {
+  return Json{{"model", model}, {"dataset", dataset}, {"num_classes", num_classes}, {"in_channels", in_channels},
+              {"batch_size", batch_size}, {"max_iterations", max_iterations},
+              {"optimizer", {{"lr", lr}, {"momentum", momentum}, {"weight_decay", weight_decay}}},
+              {"lr_milestones", lr_milestones}, {"lr_gamma", lr_gamma}, {"checkpoint_every", checkpoint_every},
+              {"validate_every", validate_every}, {"validation_batches", validation_batches},
+              {"log_every", log_every}, {"seed", seed}, {"loader_workers", loader_workers},
+              {"model_options", model_options}};
+}
+
+double TrainConfig::lr_at(int64_t iteration) const {
+  double rate = lr;
+  for (const auto milestone : lr_milestones) {
+    if (iteration >= milestone) rate *= lr_gamma;
+  }
+  return rate;
+}
+
+}  // namespace train
+}  // namespace memcnn

@@ -1,0 +1,264 @@
+#include "memcnn/train/trainer.h"
+
+#include "memcnn/train/checkpoint.h"
+#include "memcnn/train/metrics.h"
+
+#include <memcnn/data/loader.h>
+#include <memcnn/memory.h>
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+
+namespace memcnn {
+namespace train {
+namespace {
+
+std::atomic<bool> stop_requested{false};
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::string format_duration(double seconds) {
+  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
+  std::ostringstream text;
+  text << s / 3600 << ':' << std::setw(2) << std::setfill('0') << (s / 60) % 60 << ':' << std::setw(2) << s % 60;
+  return text.str();
+}
+
+models::BlockKind block_from(const std::string& name) {
+  if (name == "basic") return models::BlockKind::basic;
+  if (name == "bottleneck") return models::BlockKind::bottleneck;
+  throw std::invalid_argument("model_options.block must be \"basic\" or \"bottleneck\", got \"" + name + "\"");
+}
+
+void set_learning_rate(torch::optim::SGD& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+}
+
+// Zeroes gradients in place: their memory stays allocated, so a step's peak counts activations.
+void zero_gradients(torch::nn::Module& model) {
+  for (auto& p : model.parameters()) {
+    if (p.grad().defined()) p.grad().zero_();
+  }
+}
+
+}  // namespace
+
+torch::Tensor tf_style_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels) {
+  const auto one_hot = torch::one_hot(labels, logits.size(1)).to(logits.dtype());
+  return -(one_hot * torch::log_softmax(logits, 1)).sum(1).mean();
+}
+
+models::ResNet build_model(const TrainConfig& config) {
+  auto options = models::model_options(config.model, config.num_classes, config.in_channels);
+  const Json& o = config.model_options;
+  try {
+    if (o.contains("layers")) options.layers(o.at("layers").get<std::vector<int64_t>>());
+    if (o.contains("channels_per_layer")) options.channels_per_layer(o.at("channels_per_layer").get<std::vector<int64_t>>());
+    if (o.contains("strides")) options.strides(o.at("strides").get<std::vector<int64_t>>());
+    if (o.contains("init_kernel_size")) options.init_kernel_size(o.at("init_kernel_size").get<int64_t>());
+    if (o.contains("block")) options.block(block_from(o.at("block").get<std::string>()));
+    if (o.contains("reversible")) options.reversible(o.at("reversible").get<bool>());
+    if (o.contains("fused_backward")) options.wrapper().fused_backward(o.at("fused_backward").get<bool>());
+  } catch (const Json::exception& e) {
+    throw std::invalid_argument(std::string("model_options: wrong type: ") + e.what());
+  }
+  return models::ResNet(options);
+}
+
+int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels) {
+  model->train();
+  tf_style_cross_entropy(model->forward(images), labels).backward();  // allocates the gradients
+  zero_gradients(*model);
+  MemoryProbe probe(images.device());
+  tf_style_cross_entropy(model->forward(images), labels).backward();
+  return probe.peak_above_start();
+}
+
+struct Trainer::State {
+  TrainConfig config;
+  TrainerOptions options;
+  std::ostream& out;
+  models::ResNet model{nullptr};
+  std::unique_ptr<torch::optim::SGD> optimizer;
+  std::unique_ptr<data::BatchLoader> train_loader, test_loader;
+  Checkpointer checkpointer;
+  MetricsLog metrics;
+
+  State(TrainConfig c, data::Dataset train_set, data::Dataset test_set, TrainerOptions o)
+      : config(std::move(c)), options(std::move(o)), out(options.out ? *options.out : std::cout),
+        checkpointer(options.results_dir), metrics(options.results_dir) {
+    enable_cpu_memory_tracking();
+    torch::manual_seed(config.seed);
+    model = build_model(config);
+    model->to(options.device);
+    optimizer = std::make_unique<torch::optim::SGD>(
+        model->parameters(),
+        torch::optim::SGDOptions(config.lr).momentum(config.momentum).weight_decay(config.weight_decay));
+    const auto mean = data::mean_image(train_set);
+    const int workers = static_cast<int>(config.loader_workers);
+    train_loader = std::make_unique<data::BatchLoader>(
+        std::move(train_set), mean,
+        data::LoaderOptions().batch_size(config.batch_size).seed(config.seed).workers(workers));
+    test_loader = std::make_unique<data::BatchLoader>(
+        std::move(test_set), mean,
+        data::LoaderOptions().batch_size(config.batch_size).augment(false).shuffle(false).drop_last(false).workers(workers));
+  }
+
+  std::string title() const { return config.model + " on " + config.dataset; }
+};
+
+Trainer::Trainer(TrainConfig config, data::Dataset train_set, data::Dataset test_set, TrainerOptions options)
+    : state_(std::make_unique<State>(std::move(config), std::move(train_set), std::move(test_set), std::move(options))) {}
+
+Trainer::~Trainer() = default;
+
+models::ResNet& Trainer::model() { return state_->model; }
+
+data::Batch Trainer::training_batch(int64_t iteration) { return state_->train_loader->batch(iteration); }
+
+void Trainer::request_stop() { stop_requested.store(true); }
+
+void Trainer::clear_stop_request() { stop_requested.store(false); }
+
+int64_t Trainer::restore() {
+  auto& s = *state_;
+  const auto iteration = s.checkpointer.load(*s.model, *s.optimizer);
+  s.model->to(s.options.device);
+  return iteration ? *iteration : -1;
+}
+
+double Trainer::evaluate(int64_t max_batches) {
+  auto& s = *state_;
+  torch::NoGradGuard no_grad;
+  s.model->eval();
+  int64_t correct = 0, seen = 0;
+  const int64_t batches = s.test_loader->batches_per_epoch();
+  const int64_t count = max_batches > 0 ? std::min(max_batches, batches) : batches;
+  for (int64_t b = 0; b < count; ++b) {
+    const auto batch = s.test_loader->batch(b);
+    const auto predictions = s.model->forward(batch.images.to(s.options.device)).argmax(1).cpu();
+    correct += predictions.eq(batch.labels).sum().item<int64_t>();
+    seen += batch.labels.size(0);
+  }
+  s.model->train();
+  return seen > 0 ? static_cast<double>(correct) / seen : 0.0;
+}
+
+TrainSummary Trainer::run() {
+  auto& s = *state_;
+  const auto& c = s.config;
+  TrainSummary summary;
+  summary.parameters = models::count_parameters(*s.model);
+  s.out << "[memcnn-train] " << s.title() << ": " << summary.parameters << " parameters, device "
+        << s.options.device << ", batch " << c.batch_size << ", " << c.max_iterations << " iterations" << std::endl;
+
+  const int64_t restored = restore();
+  summary.start_iteration = restored > 0 ? restored : 0;
+  if (restored >= 0) {
+    s.out << "[memcnn-train] resuming from the checkpoint at iteration " << restored << std::endl;
+    s.metrics.truncate_after(restored);
+  }
+  s.model->train();
+  const auto start = Clock::now();
+  auto window_start = Clock::now();
+  double window_loss = 0, window_wait = 0, total_wait = 0;
+  int64_t window_correct = 0, window_seen = 0, window_steps = 0;
+
+  int64_t iteration = summary.start_iteration;
+  while (iteration < c.max_iterations) {
+    const auto wait_start = Clock::now();
+    const auto batch = s.train_loader->batch(iteration);
+    const double wait = seconds_since(wait_start);
+    window_wait += wait;
+    total_wait += wait;
+    const auto images = batch.images.to(s.options.device);
+    const auto labels = batch.labels.to(s.options.device);
+    const double lr = c.lr_at(iteration);
+    set_learning_rate(*s.optimizer, lr);
+    zero_gradients(*s.model);
+
+    MemoryProbe probe(s.options.device);
+    const auto logits = s.model->forward(images);
+    const auto loss = tf_style_cross_entropy(logits, labels);
+    loss.backward();
+    summary.activation_bytes = probe.peak_above_start();
+    const double loss_value = loss.item<double>();
+    if (!std::isfinite(loss_value)) {
+      std::ostringstream message;
+      message << "the loss became " << loss_value << " at iteration " << iteration << " (learning rate " << lr
+              << "); training stopped. Lower optimizer.lr in the experiments file or check the data; the last "
+                 "checkpoint in " << s.options.results_dir << " is kept";
+      throw std::runtime_error(message.str());
+    }
+    s.optimizer->step();
+    ++iteration;
+
+    window_loss += loss_value;
+    window_correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+    window_seen += labels.size(0);
+    ++window_steps;
+
+    const bool validate = iteration % c.validate_every == 0 && iteration < c.max_iterations;
+    if (iteration % c.log_every == 0 || validate || iteration == c.max_iterations) {
+      MetricsRow row;
+      row.iteration = iteration;
+      row.loss = window_loss / window_steps;
+      row.train_accuracy = static_cast<double>(window_correct) / window_seen;
+      row.lr = lr;
+      const double window_seconds = std::max(1e-9, seconds_since(window_start));
+      row.iterations_per_second = window_steps / window_seconds;
+      row.activation_bytes = summary.activation_bytes;
+      if (validate) row.test_accuracy = evaluate(c.validation_batches);
+      s.metrics.append(row);
+      const double eta = (c.max_iterations - iteration) / std::max(1e-9, row.iterations_per_second);
+      std::ostringstream line;
+      line << "[" << s.title() << "] it " << iteration << "/" << c.max_iterations << "  loss " << std::fixed
+           << std::setprecision(4) << row.loss << "  acc " << std::setprecision(1) << 100 * row.train_accuracy
+           << "%  " << std::setprecision(2) << row.iterations_per_second << " it/s  ETA " << format_duration(eta)
+           << "  activations " << std::setprecision(1) << summary.activation_bytes / 1e6 << " MB  data wait "
+           << std::setprecision(0) << 100 * window_wait / window_seconds << "%";
+      if (row.test_accuracy) line << "  test acc " << std::setprecision(2) << 100 * *row.test_accuracy << "%";
+      if (s.options.live_line && !row.test_accuracy) {
+        s.out << "\r" << line.str() << "   " << std::flush;
+      } else {
+        s.out << (s.options.live_line ? "\r" : "") << line.str() << std::endl;
+      }
+      window_start = Clock::now();
+      window_loss = window_wait = 0;
+      window_correct = window_seen = window_steps = 0;
+    }
+    if (validate) s.metrics.plot(s.title());
+    if (iteration % c.checkpoint_every == 0 || iteration == c.max_iterations) {
+      s.checkpointer.save(*s.model, *s.optimizer, iteration);
+    }
+    if (stop_requested.load()) {
+      s.checkpointer.save(*s.model, *s.optimizer, iteration);
+      summary.interrupted = true;
+      s.out << "\n[memcnn-train] interrupted at iteration " << iteration << "; checkpoint saved in "
+            << s.options.results_dir << ", run the same command again to continue" << std::endl;
+      break;
+    }
+  }
+  summary.final_iteration = iteration;
+  summary.seconds = seconds_since(start);
+  summary.data_wait_fraction = total_wait / std::max(1e-9, summary.seconds);
+  if (!summary.interrupted) {
+    summary.test_accuracy = evaluate(0);
+    s.metrics.plot(s.title());
+  }
+  return summary;
+}
+
+}  // namespace train
+}  // namespace memcnn

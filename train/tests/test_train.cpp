@@ -1,0 +1,244 @@
+// Experiment configuration, checkpoints, metrics and the training loop on a tiny generated
+// problem: resumed equals uninterrupted, Ctrl-C checkpoints, a NaN loss stops clearly.
+
+#include <memcnn/train/checkpoint.h>
+#include <memcnn/train/config.h>
+#include <memcnn/train/metrics.h>
+#include <memcnn/train/trainer.h>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using namespace memcnn;
+using train::Json;
+
+namespace {
+
+fs::path scratch_dir(const std::string& name) {
+  const fs::path dir = fs::path(testing::TempDir()) / ("memcnn_train_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
+}
+
+// The class is the bright channel of a 3x8x8 image (3: none), which survives crops and flips.
+data::Dataset quadrant_dataset(int64_t n, uint64_t seed) {
+  torch::manual_seed(seed);
+  data::Dataset d;
+  d.labels = torch::randint(4, {n}, torch::kLong);
+  auto images = torch::randint(0, 100, {n, 3, 8, 8}, torch::kLong);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t q = d.labels[i].item<int64_t>();
+    if (q < 3) images[i][q].add_(150);
+  }
+  d.images = images.to(torch::kUInt8);
+  d.num_classes = 4;
+  d.name = "quadrants";
+  return d;
+}
+
+train::TrainConfig tiny_config(int64_t iterations) {
+  auto c = train::TrainConfig::from_json(Json{{"model", "revnet38"}, {"dataset", "quadrants"}});
+  c.num_classes = 4;
+  c.in_channels = 3;
+  c.batch_size = 16;
+  c.max_iterations = iterations;
+  c.lr = 0.05;
+  c.lr_milestones = {8};
+  c.checkpoint_every = 3;
+  c.validate_every = 5;
+  c.log_every = 2;
+  c.loader_workers = 1;
+  c.model_options = Json{{"layers", {1, 2, 1}}, {"channels_per_layer", {8, 8, 8, 16}}};
+  return c;
+}
+
+train::TrainSummary train_tiny(const fs::path& dir, int64_t iterations, std::ostream& log) {
+  train::TrainerOptions options;
+  options.results_dir = dir.string();
+  options.out = &log;
+  train::Trainer trainer(tiny_config(iterations), quadrant_dataset(128, 1), quadrant_dataset(48, 2), options);
+  return trainer.run();
+}
+
+std::vector<torch::Tensor> weights_in(const fs::path& dir) {
+  train::TrainerOptions options;
+  options.results_dir = dir.string();
+  std::ostringstream log;
+  options.out = &log;
+  train::Trainer trainer(tiny_config(1), quadrant_dataset(128, 1), quadrant_dataset(48, 2), options);
+  EXPECT_GE(trainer.restore(), 0);
+  std::vector<torch::Tensor> weights;
+  for (const auto& p : trainer.model()->parameters()) weights.push_back(p.detach().clone());
+  for (const auto& b : trainer.model()->buffers()) weights.push_back(b.detach().clone());
+  return weights;
+}
+
+TEST(Config, BaseInheritanceMergesInOrder) {
+  const Json experiments = Json::parse(R"({
+    "a": {"x": 1, "nested": {"p": 1, "q": 1}},
+    "b": {"base": "a", "x": 2, "nested": {"q": 2}},
+    "c": {"base": ["b", "d"], "y": 3},
+    "d": {"x": 4},
+    "loop1": {"base": "loop2"}, "loop2": {"base": "loop1"}
+  })");
+  const Json c = train::resolve_experiment(experiments, "c");
+  EXPECT_EQ(c["x"], 4);  // d comes after b
+  EXPECT_EQ(c["y"], 3);
+  EXPECT_EQ(c["nested"]["p"], 1);
+  EXPECT_EQ(c["nested"]["q"], 2);
+  EXPECT_FALSE(c.contains("base"));
+  EXPECT_THROW(train::resolve_experiment(experiments, "loop1"), std::invalid_argument);
+  EXPECT_THROW(train::resolve_experiment(experiments, "missing"), std::invalid_argument);
+}
+
+TEST(Config, ShippedExperimentsCoverEveryModelAndDataset) {
+  const Json experiments = train::default_experiments();
+  for (const std::string model : {"resnet32", "resnet110", "resnet164", "revnet38", "revnet110", "revnet164"}) {
+    for (const std::string dataset : {"cifar10", "cifar100", "fashion-mnist"}) {
+      const auto c = train::TrainConfig::from_json(train::experiment_for(experiments, model, dataset));
+      EXPECT_EQ(c.model, model);
+      EXPECT_EQ(c.dataset, dataset);
+      EXPECT_DOUBLE_EQ(c.lr, 0.1);
+      EXPECT_DOUBLE_EQ(c.momentum, 0.9);
+      EXPECT_DOUBLE_EQ(c.weight_decay, 2e-4);
+      EXPECT_EQ(c.batch_size, 100);
+    }
+  }
+  const auto cifar = train::TrainConfig::from_json(train::experiment_for(experiments, "revnet110", "cifar10"));
+  EXPECT_EQ(cifar.max_iterations, 80000);
+  EXPECT_EQ(cifar.lr_milestones, (std::vector<int64_t>{40000, 60000}));
+  EXPECT_NEAR(cifar.lr_at(39999), 0.1, 1e-12);
+  EXPECT_NEAR(cifar.lr_at(40000), 0.01, 1e-12);
+  EXPECT_NEAR(cifar.lr_at(60000), 0.001, 1e-12);
+  const auto main_job = train::TrainConfig::from_json(train::experiment_for(experiments, "revnet38", "fashion-mnist"));
+  EXPECT_LT(main_job.max_iterations, 5000) << "the main job uses the short schedule";
+  EXPECT_EQ(main_job.in_channels, 1);
+}
+
+TEST(Config, InvalidFieldsAreNamed) {
+  try {
+    train::TrainConfig::from_json(Json{{"model", "revnet38"}, {"dataset", "cifar10"}, {"batch_size", 0}});
+    FAIL();
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("batch_size"), std::string::npos) << e.what();
+  }
+  const auto dir = scratch_dir("badjson");
+  std::ofstream(dir / "bad.json") << "{ not json";
+  try {
+    train::load_experiments((dir / "bad.json").string());
+    FAIL();
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("bad.json"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Loss, TfStyleCrossEntropyEqualsCrossEntropy) {
+  const auto logits = torch::randn({5, 7}, torch::kFloat64);
+  const auto labels = torch::randint(7, {5}, torch::kLong);
+  EXPECT_NEAR(train::tf_style_cross_entropy(logits, labels).item<double>(),
+              torch::nn::functional::cross_entropy(logits, labels).item<double>(), 1e-12);
+}
+
+TEST(Checkpoint, CorruptLatestFallsBackToPrevious) {
+  const auto dir = scratch_dir("ckpt");
+  torch::nn::Linear model(3, 2);
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  train::Checkpointer checkpointer(dir.string());
+  checkpointer.save(*model, optimizer, 10);
+  const auto weights_at_10 = model->weight.detach().clone();
+  {
+    torch::NoGradGuard no_grad;
+    model->weight.add_(1);
+  }
+  checkpointer.save(*model, optimizer, 20);
+  std::ofstream(checkpointer.latest_path(), std::ios::trunc) << "garbage";
+  torch::nn::Linear fresh(3, 2);
+  torch::optim::SGD fresh_optimizer(fresh->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  testing::internal::CaptureStderr();
+  const auto iteration = checkpointer.load(*fresh, fresh_optimizer);
+  const std::string err = testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(iteration.has_value());
+  EXPECT_EQ(*iteration, 10);
+  EXPECT_TRUE(torch::equal(fresh->weight, weights_at_10));
+  EXPECT_NE(err.find("checkpoint.pt' cannot be loaded"), std::string::npos) << err;
+}
+
+TEST(Checkpoint, NoTemporaryFilesLeftBehind) {
+  const auto dir = scratch_dir("atomic");
+  train::write_file_atomically((dir / "a.txt").string(), "one");
+  train::write_file_atomically((dir / "a.txt").string(), "two");
+  std::ifstream in(dir / "a.txt");
+  std::string text((std::istreambuf_iterator<char>(in)), {});
+  EXPECT_EQ(text, "two");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);
+}
+
+TEST(Trainer, LearnsAndWritesMetrics) {
+  const auto dir = scratch_dir("learn");
+  std::ostringstream log;
+  const auto summary = train_tiny(dir, 12, log);
+  EXPECT_EQ(summary.final_iteration, 12);
+  EXPECT_GT(summary.test_accuracy, 0.4) << log.str();
+  EXPECT_GT(summary.activation_bytes, 0);
+  EXPECT_NE(log.str().find("parameters"), std::string::npos);
+  train::MetricsLog metrics(dir.string());
+  const auto rows = metrics.read();
+  ASSERT_FALSE(rows.empty());
+  EXPECT_EQ(rows.back().iteration, 12);
+  EXPECT_TRUE(fs::exists(metrics.svg_path()));
+}
+
+TEST(Trainer, ResumedRunEqualsUninterruptedRun) {
+  const auto straight = scratch_dir("straight");
+  const auto resumed = scratch_dir("resumed");
+  std::ostringstream log;
+  train_tiny(straight, 10, log);
+  train_tiny(resumed, 6, log);
+  const auto second = train_tiny(resumed, 10, log);
+  EXPECT_EQ(second.start_iteration, 6);
+  const auto a = weights_in(straight);
+  const auto b = weights_in(resumed);
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(torch::equal(a[i], b[i])) << "tensor " << i;
+  const auto rows = train::MetricsLog(resumed.string()).read();
+  for (std::size_t i = 1; i < rows.size(); ++i) EXPECT_LT(rows[i - 1].iteration, rows[i].iteration) << "no repeated rows";
+}
+
+TEST(Trainer, StopRequestCheckpointsAndExits) {
+  const auto dir = scratch_dir("stop");
+  std::ostringstream log;
+  train::Trainer::request_stop();
+  const auto summary = train_tiny(dir, 10, log);
+  train::Trainer::clear_stop_request();
+  EXPECT_TRUE(summary.interrupted);
+  EXPECT_EQ(summary.final_iteration, 1);
+  EXPECT_NE(log.str().find("interrupted at iteration 1"), std::string::npos) << log.str();
+  const auto rest = train_tiny(dir, 10, log);
+  EXPECT_EQ(rest.start_iteration, 1);
+  EXPECT_EQ(rest.final_iteration, 10);
+}
+
+TEST(Trainer, NanLossStopsWithAClearMessage) {
+  const auto dir = scratch_dir("nan");
+  auto config = tiny_config(5);
+  config.lr = 1e12;
+  train::TrainerOptions options;
+  options.results_dir = dir.string();
+  std::ostringstream log;
+  options.out = &log;
+  train::Trainer trainer(config, quadrant_dataset(64, 1), quadrant_dataset(16, 2), options);
+  try {
+    trainer.run();
+    FAIL() << "expected the run to stop";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("the loss became"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
