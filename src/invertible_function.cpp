@@ -20,6 +20,8 @@
 //
 // Blocks that implement FusedBackward (couplings) rebuild and differentiate in one pass
 // instead: each sub-module runs once in backward, with its graph, rather than twice.
+//
+// With drift_tolerance set, backward also checks each rebuild (one more forward) and warns.
 
 #include "invertible_function.h"
 
@@ -29,6 +31,7 @@
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <sstream>
 
 namespace memcnn {
@@ -78,7 +81,7 @@ const char* reason_to_keep(std::size_t i, const std::vector<torch::Tensor>& inpu
   const auto& x = inputs[i];
   if (!x.defined() || x.numel() == 0) return "it is empty";
   if (!owns_whole_storage(x)) return "it is a view or does not own its whole storage";
-  if (x.storage().use_count() > 1 + own_aliases) {
+  if (static_cast<long>(x.storage().use_count()) > 1 + own_aliases) {
     return "another tensor shares its storage (a view of it, or an operation that saved it for "
            "its backward)";
   }
@@ -215,12 +218,14 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     BufferSnapshot buffers(*call->fn);
     auto* fused = options.fused_backward ? dynamic_cast<FusedBackward*>(call->fn.get()) : nullptr;
     variable_list grads;
-    if (fused != nullptr && any_freed(*call)) {
+    const bool rebuilds = any_freed(*call);
+    if (fused != nullptr && rebuilds) {
       grads = rebuild_and_differentiate(*call, *fused, grad_outputs);
     } else {
       rebuild_freed_inputs(*call);
       grads = recompute_and_differentiate(*call, grad_outputs);
     }
+    if (rebuilds && options.drift_tolerance > 0) check_drift(*call);
     buffers.restore();
     if (call->passes_left == 0) call->release();
 
@@ -267,6 +272,33 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     for (std::size_t i = 0; i < rebuilt.size(); ++i) {
       if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], call.freed_storage[i], rebuilt[i]);
     }
+  }
+
+  // Debug aid: one more forward on the rebuilt inputs; a rebuild that lost precision (a block
+  // that is numerically hard to invert) shows as outputs that stray from the saved ones.
+  static void check_drift(SavedCall& call) {
+    std::vector<torch::Tensor> outputs;
+    {
+      torch::NoGradGuard no_grad;
+      if (call.rng_tape) call.rng_tape->begin_replay();
+      outputs = call.run(call.inputs, call.options.inverse_direction);
+    }
+    double worst = 0;
+    for (std::size_t i = 0; i < outputs.size() && i < call.outputs.size(); ++i) {
+      const auto& saved = call.outputs[i];
+      if (!outputs[i].defined() || !saved.defined() || !saved.is_floating_point()) continue;
+      const double scale = saved.abs().max().item<double>();
+      const double error = (outputs[i] - saved).abs().max().item<double>() / (scale > 0 ? scale : 1.0);
+      worst = std::max(worst, std::isnan(error) ? INFINITY : error);
+    }
+    if (worst <= call.options.drift_tolerance) return;
+    std::ostringstream message;
+    message << "InvertibleModuleWrapper: block ";
+    call.fn->pretty_print(message);
+    message << " reproduces its saved output from the rebuilt input only to relative error " << worst
+            << " (drift_tolerance " << call.options.drift_tolerance << "); its inverse loses precision, "
+            << "so gradients through it may be inaccurate (keep its input, or use float64)";
+    log(LogLevel::Warning, message.str());
   }
 
   // The fused path; gradients as recompute_and_differentiate returns them.

@@ -16,6 +16,7 @@ struct SavingOptions {
   int64_t num_bwd_passes = 1;
   bool preserve_rng_state = false;
   bool fused_backward = true;
+  double drift_tolerance = 0;  // 0: no check
 };
 
 // Runs fn in the given direction without a graph, frees the inputs that can be rebuilt and

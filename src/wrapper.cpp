@@ -60,6 +60,7 @@ std::vector<torch::Tensor> InvertibleModuleWrapperImpl::run(const std::vector<to
   saving.num_bwd_passes = options.num_bwd_passes();
   saving.preserve_rng_state = options.preserve_rng_state();
   saving.fused_backward = options.fused_backward();
+  saving.drift_tolerance = options.drift_tolerance();
   return detail::apply_memory_saving(fn_, inputs, saving);
 }
 
@@ -78,7 +79,9 @@ void InvertibleModuleWrapperImpl::pretty_print(std::ostream& stream) const {
          << ", keep_input_inverse=" << options.keep_input_inverse()
          << ", num_bwd_passes=" << options.num_bwd_passes() << ", disable=" << options.disable()
          << ", preserve_rng_state=" << options.preserve_rng_state()
-         << ", fused_backward=" << options.fused_backward() << ")";
+         << ", fused_backward=" << options.fused_backward();
+  if (options.drift_tolerance() > 0) stream << ", drift_tolerance=" << options.drift_tolerance();
+  stream << ")";
 }
 
 }  // namespace memcnn

@@ -111,7 +111,8 @@ torch::nn::AnyModule clone_for_G(const torch::nn::AnyModule& F, const char* coup
 }  // namespace detail
 
 class AdditiveCouplingImpl : public torch::nn::Cloneable<AdditiveCouplingImpl>,
-                             public detail::CouplingBase {
+                             public detail::CouplingBase,
+                             public LogDetModule {
  public:
   template <typename FModule, typename = detail::not_options_t<FModule>>
   explicit AdditiveCouplingImpl(FModule&& F, AdditiveCouplingOptions options = {})
@@ -126,6 +127,9 @@ class AdditiveCouplingImpl : public torch::nn::Cloneable<AdditiveCouplingImpl>,
 
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor inverse(const torch::Tensor& y);
+  // additive: zeros; affine: the sum of log s of both half steps (in src/coupling_logdet.cpp)
+  torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
+  torch::Tensor log_det(const torch::Tensor& x) { return log_det(std::vector<torch::Tensor>{x}); }
 
   void reset() override {}
   std::shared_ptr<torch::nn::Module> clone(
@@ -145,7 +149,8 @@ class AdditiveCouplingImpl : public torch::nn::Cloneable<AdditiveCouplingImpl>,
 TORCH_MODULE(AdditiveCoupling);
 
 class AffineCouplingImpl : public torch::nn::Cloneable<AffineCouplingImpl>,
-                           public detail::CouplingBase {
+                           public detail::CouplingBase,
+                           public LogDetModule {
  public:
   template <typename FModule, typename = detail::not_options_t<FModule>>
   explicit AffineCouplingImpl(FModule&& F, AffineCouplingOptions options = {})
@@ -160,6 +165,8 @@ class AffineCouplingImpl : public torch::nn::Cloneable<AffineCouplingImpl>,
 
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor inverse(const torch::Tensor& y);
+  torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
+  torch::Tensor log_det(const torch::Tensor& x) { return log_det(std::vector<torch::Tensor>{x}); }
 
   void reset() override {}
   std::shared_ptr<torch::nn::Module> clone(

@@ -39,6 +39,16 @@ class FusedBackward {
                                                         bool inverse_direction) = 0;
 };
 
+// Blocks with a tractable Jacobian (normalising-flow layers, couplings) report log|det dF/dx|
+// so that likelihoods can be computed without building the Jacobian.
+class LogDetModule {
+ public:
+  virtual ~LogDetModule() = default;
+  // log|det| of the Jacobian of forward_multi at `inputs`, per sample: shape [N]. With several
+  // input tensors it is the determinant of the joint map (the sum over the tensors).
+  virtual torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) = 0;
+};
+
 namespace detail {
 // The one tensor of a single-tensor call, with an error that names the caller otherwise.
 torch::Tensor only_tensor(const std::vector<torch::Tensor>& tensors, const char* who);

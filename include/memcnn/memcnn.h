@@ -1,9 +1,13 @@
 #pragma once
 // memcnn: memory-efficient invertible neural networks on LibTorch.
 
+#include "memcnn/checkpoint.h"
 #include "memcnn/coupling.h"
+#include "memcnn/drift.h"
 #include "memcnn/invertible_module.h"
+#include "memcnn/invertible_sequential.h"
 #include "memcnn/is_invertible.h"
+#include "memcnn/layers.h"
 #include "memcnn/log.h"
 #include "memcnn/memory.h"
 #include "memcnn/rng.h"

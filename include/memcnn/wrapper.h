@@ -27,6 +27,11 @@ struct InvertibleModuleWrapperOptions {
   // Use the block's one-pass rebuild-and-differentiate backward when it has one (couplings):
   // F and G run once each in backward instead of twice. false: MemCNN's inverse-then-recompute.
   TORCH_ARG(bool, fused_backward) = true;
+  // Debug aid, 0: off. In backward, after rebuilding a freed input, run the block once more on
+  // it and log a warning (memcnn::log) naming the block when its output differs from the saved
+  // one by more than this relative error (max |diff| / max |output|). Costs one more forward
+  // of the block per backward; see also measure_drift (drift.h).
+  TORCH_ARG(double, drift_tolerance) = 0;
 };
 
 class InvertibleModuleWrapperImpl : public torch::nn::Cloneable<InvertibleModuleWrapperImpl>,

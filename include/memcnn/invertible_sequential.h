@@ -1,0 +1,70 @@
+#pragma once
+// InvertibleSequential: a chain of invertible modules that is itself invertible. Wrapped in an
+// InvertibleModuleWrapper the whole chain becomes one autograd node: forward keeps no
+// activation of any member, and backward walks the members once in reverse, rebuilding each
+// member's input from its output and differentiating it, so at most one member's graph is
+// alive at a time however long the chain is.
+
+#include "memcnn/invertible_module.h"
+
+#include <torch/nn/cloneable.h>
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+namespace memcnn {
+
+class InvertibleSequentialImpl : public torch::nn::Cloneable<InvertibleSequentialImpl>,
+                                 public InvertibleModule,
+                                 public FusedBackward,
+                                 public LogDetModule {
+ public:
+  InvertibleSequentialImpl() = default;
+
+  // Members: module holders or shared pointers of invertible modules (or of any module with
+  // forward and inverse).
+  template <typename First, typename... Rest,
+            typename = std::enable_if_t<!std::is_base_of_v<InvertibleSequentialImpl, std::decay_t<First>>>>
+  explicit InvertibleSequentialImpl(First&& first, Rest&&... rest) {
+    push_back(std::forward<First>(first));
+    (push_back(std::forward<Rest>(rest)), ...);
+  }
+
+  void push_back(std::shared_ptr<InvertibleModule> module);
+  template <typename Module>
+  void push_back(Module&& module) {
+    push_back(as_invertible(std::forward<Module>(module)));
+  }
+
+  std::size_t size() const { return members_.size(); }
+  const std::shared_ptr<InvertibleModule>& operator[](std::size_t index) const;
+
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor inverse(const torch::Tensor& y);
+  std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& inputs) override;
+  std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& outputs) override;
+
+  // Members that are themselves FusedBackward (couplings, nested chains) use their own
+  // one-pass backward; the others are rebuilt with inverse_multi and recomputed with a graph.
+  RebuildAndGradients rebuild_and_differentiate(const std::vector<torch::Tensor>& outputs,
+                                                const std::vector<torch::Tensor>& grad_outputs,
+                                                bool inverse_direction) override;
+
+  // Sum of the members' log-determinants, each at its own input: runs the chain forward (in
+  // training that is a forward call, with its effects on BatchNorm and ActNorm). Every member
+  // must be a LogDetModule (a wrapped one counts as what it wraps).
+  torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
+  torch::Tensor log_det(const torch::Tensor& x) { return log_det(std::vector<torch::Tensor>{x}); }
+
+  void reset() override {}
+  std::shared_ptr<torch::nn::Module> clone(
+      const torch::optional<torch::Device>& device = torch::nullopt) const override;
+  void pretty_print(std::ostream& stream) const override;
+
+ private:
+  std::vector<std::shared_ptr<InvertibleModule>> members_;
+};
+TORCH_MODULE(InvertibleSequential);
+
+}  // namespace memcnn

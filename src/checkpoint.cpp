@@ -1,0 +1,228 @@
+// Checkpointing: an autograd function whose forward runs without a graph and keeps the inputs,
+// and whose backward runs the function again with a graph and differentiates it.
+
+#include "memcnn/checkpoint.h"
+
+#include "memcnn/rng.h"
+
+#include <torch/autograd.h>
+#include <torch/torch.h>
+
+#include <unordered_set>
+
+namespace memcnn {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// What one checkpointed call keeps between forward and backward (besides its inputs, which
+// the context saves so that an in-place change of them is reported instead of differentiated).
+struct CheckpointCall : torch::CustomClassHolder {
+  CheckpointFunction fn;
+  CheckpointOptions options;
+  torch::nn::Module* stateful = nullptr;
+  int64_t passes_left = 0;
+  std::vector<bool> input_requires_grad;
+  std::vector<torch::Tensor> parameters;  // as passed to apply(), to differentiate against
+  std::vector<c10::Device> cuda_devices;
+  std::unique_ptr<RngState> rng_at_forward;
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> buffers_after_forward;  // (buffer, value)
+
+  void release() {
+    fn = nullptr;
+    parameters.clear();
+    rng_at_forward.reset();
+    buffers_after_forward.clear();
+  }
+};
+
+std::vector<c10::Device> cuda_devices_of(const std::vector<torch::Tensor>& tensors) {
+  std::vector<c10::Device> devices;
+  for (const auto& t : tensors) {
+    if (t.defined() && t.is_cuda() && std::find(devices.begin(), devices.end(), t.device()) == devices.end()) {
+      devices.push_back(t.device());
+    }
+  }
+  return devices;
+}
+
+// Puts the random state of forward in place for the recompute and the surrounding state back
+// afterwards, also when the recompute throws.
+class ReplayRng {
+ public:
+  ReplayRng(const RngState* at_forward, const std::vector<c10::Device>& devices) {
+    if (at_forward == nullptr) return;
+    surrounding_ = std::make_unique<RngState>(RngState::capture(devices));
+    at_forward->restore();
+  }
+  ~ReplayRng() {
+    if (surrounding_) surrounding_->restore();
+  }
+
+ private:
+  std::unique_ptr<RngState> surrounding_;
+};
+
+class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
+ public:
+  static variable_list forward(AutogradContext* ctx, c10::intrusive_ptr<CheckpointCall> call,
+                               torch::TensorList inputs, torch::TensorList parameters) {
+    call->parameters = parameters.vec();
+    for (const auto& x : inputs) call->input_requires_grad.push_back(x.defined() && x.requires_grad());
+    if (call->options.preserve_rng_state()) {
+      call->cuda_devices = cuda_devices_of(inputs.vec());
+      call->rng_at_forward = std::make_unique<RngState>(RngState::capture(call->cuda_devices));
+    }
+    auto outputs = call->fn(inputs.vec());
+    if (call->stateful != nullptr) {
+      for (const auto& b : call->stateful->buffers()) {
+        if (b.defined()) call->buffers_after_forward.emplace_back(b, b.clone());
+      }
+    }
+    ctx->save_for_backward(inputs.vec());
+    ctx->saved_data["call"] = c10::IValue::make_capsule(call);
+    return outputs;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    auto call = c10::static_intrusive_pointer_cast<CheckpointCall>(ctx->saved_data["call"].toCapsule());
+    TORCH_CHECK(!torch::GradMode::is_enabled(),
+                "memcnn::checkpoint does not support double backward (create_graph=true); call the "
+                "function without checkpoint where you need to differentiate twice");
+    TORCH_CHECK(call->passes_left > 0,
+                "memcnn::checkpoint: backward ran through this checkpoint more often than "
+                "num_bwd_passes=", call->options.num_bwd_passes(), " allows. Pass CheckpointOptions()"
+                ".num_bwd_passes(", call->options.num_bwd_passes() + 1, ") (or more) to backpropagate "
+                "through the same graph several times");
+    --call->passes_left;
+    auto grads = recompute_and_differentiate(*call, ctx->get_saved_variables(), grad_outputs);
+    {
+      // Only now: the recompute's graph saved the buffers, so restoring them earlier would
+      // fail its version check.
+      torch::NoGradGuard no_grad;
+      for (auto& entry : call->buffers_after_forward) entry.first.copy_(entry.second);
+    }
+    if (call->passes_left == 0) call->release();
+    grads.insert(grads.begin(), torch::Tensor());  // for the CheckpointCall argument
+    return grads;
+  }
+
+ private:
+  // Gradients for every input, then every parameter (undefined where none flows).
+  static variable_list recompute_and_differentiate(CheckpointCall& call, const variable_list& saved,
+                                                   const variable_list& grad_outputs) {
+    ReplayRng rng(call.rng_at_forward.get(), call.cuda_devices);
+    torch::AutoGradMode grad_mode(true);  // the engine runs backward with grad mode off
+    std::vector<torch::Tensor> leaves;
+    for (std::size_t i = 0; i < saved.size(); ++i) {
+      leaves.push_back(saved[i].defined() ? saved[i].detach().requires_grad_(call.input_requires_grad[i]) : saved[i]);
+    }
+    const auto outputs = call.fn(leaves);
+    TORCH_CHECK(outputs.size() == grad_outputs.size(), "memcnn::checkpoint: the recomputed function returned ",
+                outputs.size(), " tensors, but forward returned ", grad_outputs.size(),
+                "; the function must be deterministic in its structure");
+
+    variable_list roots, root_grads, wrt;
+    for (std::size_t i = 0; i < outputs.size(); ++i) {
+      if (grad_outputs[i].defined() && outputs[i].defined() && outputs[i].requires_grad()) {
+        roots.push_back(outputs[i]);
+        root_grads.push_back(grad_outputs[i]);
+      }
+    }
+    std::vector<int64_t> slot;  // per input and parameter: index into wrt, or -1
+    auto add = [&](const torch::Tensor& t, bool wanted) {
+      slot.push_back(wanted ? static_cast<int64_t>(wrt.size()) : -1);
+      if (wanted) wrt.push_back(t);
+    };
+    for (std::size_t i = 0; i < leaves.size(); ++i) add(leaves[i], call.input_requires_grad[i]);
+    for (const auto& p : call.parameters) add(p, p.defined() && p.requires_grad());
+
+    variable_list grads;
+    if (!roots.empty() && !wrt.empty()) {
+      grads = torch::autograd::grad(roots, wrt, root_grads, /*retain_graph=*/false,
+                                    /*create_graph=*/false, /*allow_unused=*/true);
+    }
+    variable_list result;
+    for (const auto index : slot) result.push_back(index >= 0 && !grads.empty() ? grads[index] : torch::Tensor());
+    return result;
+  }
+};
+
+// Parameters of `stateful` that fn uses but that are not listed would silently get no gradient.
+void check_parameters_listed(const torch::nn::Module& stateful, const std::vector<torch::Tensor>& parameters) {
+  std::unordered_set<const void*> listed;
+  for (const auto& p : parameters) {
+    if (p.defined()) listed.insert(p.unsafeGetTensorImpl());
+  }
+  for (const auto& named : stateful.named_parameters()) {
+    TORCH_CHECK(!named.value().requires_grad() || listed.count(named.value().unsafeGetTensorImpl()) > 0,
+                "memcnn::checkpoint: parameter '", named.key(), "' of the stateful module is not in "
+                "`parameters`, so it would get no gradient; pass module->parameters()");
+  }
+}
+
+bool anything_requires_grad(const std::vector<torch::Tensor>& inputs, const std::vector<torch::Tensor>& parameters) {
+  for (const auto* list : {&inputs, &parameters}) {
+    for (const auto& t : *list) {
+      if (t.defined() && t.requires_grad()) return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<torch::Tensor> checkpoint(const CheckpointFunction& fn, const std::vector<torch::Tensor>& inputs,
+                                      const std::vector<torch::Tensor>& parameters, torch::nn::Module* stateful,
+                                      CheckpointOptions options) {
+  TORCH_CHECK(fn, "memcnn::checkpoint: the function is empty");
+  TORCH_CHECK(options.num_bwd_passes() >= 1, "memcnn::checkpoint: num_bwd_passes must be at least 1, got ",
+              options.num_bwd_passes());
+  // Backward would never run, so there is nothing to save memory for.
+  if (!torch::GradMode::is_enabled() || !anything_requires_grad(inputs, parameters)) return fn(inputs);
+  if (stateful != nullptr) check_parameters_listed(*stateful, parameters);
+  auto call = c10::make_intrusive<CheckpointCall>();
+  call->fn = fn;
+  call->options = options;
+  call->stateful = stateful;
+  call->passes_left = options.num_bwd_passes();
+  return CheckpointNode::apply(call, torch::TensorList(inputs), torch::TensorList(parameters));
+}
+
+torch::Tensor checkpoint(const std::function<torch::Tensor(const torch::Tensor&)>& fn, const torch::Tensor& input,
+                         const std::vector<torch::Tensor>& parameters, torch::nn::Module* stateful,
+                         CheckpointOptions options) {
+  TORCH_CHECK(fn, "memcnn::checkpoint: the function is empty");
+  auto as_list = [fn](const std::vector<torch::Tensor>& xs) { return std::vector<torch::Tensor>{fn(xs.front())}; };
+  return checkpoint(as_list, std::vector<torch::Tensor>{input}, parameters, stateful, options).front();
+}
+
+CheckpointedImpl::CheckpointedImpl(torch::nn::AnyModule module, CheckpointOptions options_, int)
+    : options(options_), module_(std::move(module)) {
+  TORCH_CHECK(!module_.is_empty(), "Checkpointed: the module is empty");
+  TORCH_CHECK(options.num_bwd_passes() >= 1, "Checkpointed: num_bwd_passes must be at least 1, got ",
+              options.num_bwd_passes());
+  register_module("module", module_.ptr());
+}
+
+torch::Tensor CheckpointedImpl::forward(const torch::Tensor& x) {
+  if (!is_training() || !torch::GradMode::is_enabled()) return module_.forward(x);
+  // The copy shares the module, and keeps it alive until backward.
+  auto fn = [module = module_](const torch::Tensor& input) mutable { return module.forward(input); };
+  auto* inner = module_.ptr().get();
+  return checkpoint(fn, x, inner->parameters(), inner, options);
+}
+
+std::shared_ptr<torch::nn::Module> CheckpointedImpl::clone(const torch::optional<torch::Device>& device) const {
+  auto copy = std::make_shared<CheckpointedImpl>(module_.clone(device), options);
+  if (!is_training()) copy->eval();
+  return copy;
+}
+
+void CheckpointedImpl::pretty_print(std::ostream& stream) const {
+  stream << "memcnn::Checkpointed(preserve_rng_state=" << options.preserve_rng_state()
+         << ", num_bwd_passes=" << options.num_bwd_passes() << ")";
+}
+
+}  // namespace memcnn

@@ -1,0 +1,220 @@
+#include "memcnn/invertible_sequential.h"
+
+#include "memcnn/rng.h"
+#include "memcnn/wrapper.h"
+
+#include <torch/torch.h>
+
+#include <unordered_map>
+
+namespace memcnn {
+namespace {
+
+std::string describe(const torch::nn::Module& module) {
+  std::ostringstream stream;
+  module.pretty_print(stream);
+  return stream.str();
+}
+
+std::vector<torch::Tensor> detached(const std::vector<torch::Tensor>& tensors) {
+  std::vector<torch::Tensor> result;
+  for (const auto& t : tensors) result.push_back(t.defined() ? t.detach() : t);
+  return result;
+}
+
+bool differentiable(const torch::Tensor& t) { return t.defined() && (t.is_floating_point() || t.is_complex()); }
+
+// Gradients of one member's parameters, summed over the members that share them.
+class ParameterGrads {
+ public:
+  void add(const torch::Tensor& parameter, const torch::Tensor& grad) {
+    if (!grad.defined()) return;
+    auto& slot = grads_[parameter.unsafeGetTensorImpl()];
+    slot = slot.defined() ? slot + grad : grad;
+  }
+  std::vector<torch::Tensor> in_order_of(const std::vector<torch::Tensor>& parameters) const {
+    std::vector<torch::Tensor> result;
+    for (const auto& p : parameters) {
+      auto found = grads_.find(p.unsafeGetTensorImpl());
+      result.push_back(found == grads_.end() ? torch::Tensor() : found->second);
+    }
+    return result;
+  }
+
+ private:
+  std::unordered_map<const void*, torch::Tensor> grads_;
+};
+
+// The general backward of one member: rebuild its input without a graph, then recompute its
+// call from leaves with a graph and differentiate. Returns the rebuilt input and its gradient.
+std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> rebuild_and_differentiate_member(
+    InvertibleModule& member, const std::vector<torch::Tensor>& outputs,
+    const std::vector<torch::Tensor>& grad_outputs, bool inverse_direction, ParameterGrads& parameter_grads) {
+  // The recompute must draw what the rebuild drew, which drew what forward drew (dropout).
+  rng_sync_point(&member);
+  const auto rng = RngState::capture();
+  std::vector<torch::Tensor> rebuilt;
+  {
+    torch::NoGradGuard no_grad;
+    rebuilt = inverse_direction ? member.forward_multi(outputs) : member.inverse_multi(outputs);
+  }
+  rng.restore();
+  std::vector<torch::Tensor> leaves;
+  for (const auto& t : rebuilt) leaves.push_back(differentiable(t) ? t.detach().requires_grad_() : t);
+  const auto redone = inverse_direction ? member.inverse_multi(leaves) : member.forward_multi(leaves);
+  TORCH_CHECK(redone.size() == grad_outputs.size(), "InvertibleSequential: a member returned ", redone.size(),
+              " tensors on recompute, but ", grad_outputs.size(), " in forward");
+
+  std::vector<torch::Tensor> roots, root_grads, wrt;
+  for (std::size_t i = 0; i < redone.size(); ++i) {
+    if (redone[i].defined() && redone[i].requires_grad()) {
+      roots.push_back(redone[i]);
+      root_grads.push_back(grad_outputs[i]);
+    }
+  }
+  std::vector<std::size_t> leaf_slots;
+  for (std::size_t i = 0; i < leaves.size(); ++i) {
+    if (differentiable(leaves[i])) {
+      leaf_slots.push_back(i);
+      wrt.push_back(leaves[i]);
+    }
+  }
+  std::vector<torch::Tensor> trainable;
+  for (const auto& p : member.parameters()) {
+    if (p.requires_grad()) trainable.push_back(p);
+  }
+  wrt.insert(wrt.end(), trainable.begin(), trainable.end());
+
+  std::vector<torch::Tensor> input_grads(leaves.size());
+  if (!roots.empty() && !wrt.empty()) {
+    const auto g = torch::autograd::grad(roots, wrt, root_grads, /*retain_graph=*/false,
+                                         /*create_graph=*/false, /*allow_unused=*/true);
+    for (std::size_t k = 0; k < leaf_slots.size(); ++k) input_grads[leaf_slots[k]] = g[k];
+    for (std::size_t k = 0; k < trainable.size(); ++k) parameter_grads.add(trainable[k], g[leaf_slots.size() + k]);
+  }
+  return {detached(rebuilt), input_grads};
+}
+
+// What a member contributes to log_det: the member itself, or what a wrapper wraps.
+LogDetModule* log_det_of(InvertibleModule& member) {
+  if (auto* wrapper = dynamic_cast<InvertibleModuleWrapperImpl*>(&member)) return log_det_of(*wrapper->fn());
+  return dynamic_cast<LogDetModule*>(&member);
+}
+
+}  // namespace
+
+void InvertibleSequentialImpl::push_back(std::shared_ptr<InvertibleModule> module) {
+  TORCH_CHECK(module != nullptr, "InvertibleSequential::push_back: the module is null");
+  register_module(std::to_string(members_.size()), std::static_pointer_cast<torch::nn::Module>(module));
+  members_.push_back(std::move(module));
+}
+
+const std::shared_ptr<InvertibleModule>& InvertibleSequentialImpl::operator[](std::size_t index) const {
+  TORCH_CHECK(index < members_.size(), "InvertibleSequential: index ", index, " is out of range for a chain of ",
+              members_.size(), " members");
+  return members_[index];
+}
+
+torch::Tensor InvertibleSequentialImpl::forward(const torch::Tensor& x) {
+  return detail::only_tensor(forward_multi({x}), "InvertibleSequential::forward");
+}
+
+torch::Tensor InvertibleSequentialImpl::inverse(const torch::Tensor& y) {
+  return detail::only_tensor(inverse_multi({y}), "InvertibleSequential::inverse");
+}
+
+std::vector<torch::Tensor> InvertibleSequentialImpl::forward_multi(const std::vector<torch::Tensor>& inputs) {
+  auto xs = inputs;
+  for (auto& member : members_) {
+    rng_sync_point(member.get());
+    xs = member->forward_multi(xs);
+  }
+  return xs;
+}
+
+std::vector<torch::Tensor> InvertibleSequentialImpl::inverse_multi(const std::vector<torch::Tensor>& outputs) {
+  auto ys = outputs;
+  for (auto member = members_.rbegin(); member != members_.rend(); ++member) {
+    rng_sync_point(member->get());
+    ys = (*member)->inverse_multi(ys);
+  }
+  return ys;
+}
+
+RebuildAndGradients InvertibleSequentialImpl::rebuild_and_differentiate(
+    const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& grad_outputs,
+    bool inverse_direction) {
+  torch::AutoGradMode grad_mode(true);
+  auto state = detached(outputs);
+  std::vector<torch::Tensor> grads;
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    grads.push_back(grad_outputs[i].defined() || !outputs[i].defined() ? grad_outputs[i] : torch::zeros_like(outputs[i]));
+  }
+  ParameterGrads parameter_grads;
+
+  // Backwards from the chain's outputs: the last member of the call comes first. An inverse
+  // call ran the members in reverse, so its last member is the first one.
+  std::vector<InvertibleModule*> walk;
+  for (auto& m : members_) walk.push_back(m.get());
+  if (!inverse_direction) std::reverse(walk.begin(), walk.end());
+
+  for (auto* member : walk) {
+    if (auto* fused = dynamic_cast<FusedBackward*>(member)) {
+      auto result = fused->rebuild_and_differentiate(state, grads, inverse_direction);
+      const auto parameters = member->parameters();
+      TORCH_CHECK(result.parameter_grads.size() == parameters.size(), "InvertibleSequential: a member's fused "
+                  "backward returned ", result.parameter_grads.size(), " parameter gradients for ",
+                  parameters.size(), " parameters");
+      for (std::size_t i = 0; i < parameters.size(); ++i) parameter_grads.add(parameters[i], result.parameter_grads[i]);
+      state = detached(result.inputs);
+      grads = std::move(result.input_grads);
+    } else {
+      auto result = rebuild_and_differentiate_member(*member, state, grads, inverse_direction, parameter_grads);
+      state = std::move(result.first);
+      grads = std::move(result.second);
+    }
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      if (!grads[i].defined() && differentiable(state[i])) grads[i] = torch::zeros_like(state[i]);
+    }
+  }
+
+  RebuildAndGradients result;
+  result.inputs = std::move(state);
+  result.input_grads = std::move(grads);
+  result.parameter_grads = parameter_grads.in_order_of(parameters());
+  return result;
+}
+
+torch::Tensor InvertibleSequentialImpl::log_det(const std::vector<torch::Tensor>& inputs) {
+  TORCH_CHECK(!inputs.empty() && inputs.front().defined() && inputs.front().dim() >= 1,
+              "InvertibleSequential::log_det needs at least one defined input with a batch dimension");
+  auto total = torch::zeros({inputs.front().size(0)}, inputs.front().options());
+  auto xs = inputs;
+  for (std::size_t i = 0; i < members_.size(); ++i) {
+    auto* member = log_det_of(*members_[i]);
+    TORCH_CHECK(member != nullptr, "InvertibleSequential::log_det: member ", i, " (",
+                describe(*members_[i]), ") has no log-determinant; every member must implement "
+                "memcnn::LogDetModule (couplings and the layers of layers.h do)");
+    total = total + member->log_det(xs);
+    xs = members_[i]->forward_multi(xs);
+  }
+  return total;
+}
+
+std::shared_ptr<torch::nn::Module> InvertibleSequentialImpl::clone(const torch::optional<torch::Device>& device) const {
+  auto copy = std::make_shared<InvertibleSequentialImpl>();
+  for (const auto& member : members_) {
+    auto cloned = std::dynamic_pointer_cast<InvertibleModule>(member->clone(device));
+    TORCH_CHECK(cloned != nullptr, "InvertibleSequential::clone: member ", copy->size(), " (", describe(*member),
+                ") did not clone into an invertible module");
+    copy->push_back(std::move(cloned));
+  }
+  if (!is_training()) copy->eval();
+  return copy;
+}
+
+void InvertibleSequentialImpl::pretty_print(std::ostream& stream) const {
+  stream << "memcnn::InvertibleSequential(size=" << members_.size() << ")";
+}
+
+}  // namespace memcnn

@@ -1,0 +1,230 @@
+// Checkpointing: gradients, BatchNorm statistics and dropout as in the plain computation, with
+// less activation memory.
+
+#include "test_util.h"
+
+using namespace memcnn_test;
+
+namespace {
+
+// Conv-BN-ReLU layers in a Sequential, each checkpointed or not.
+torch::nn::Sequential make_stack(int depth, int64_t channels, bool checkpointed, double dropout = 0.0,
+                                 memcnn::CheckpointOptions options = {}) {
+  torch::nn::Sequential stack;
+  for (int i = 0; i < depth; ++i) {
+    ConvBnRelu layer(channels, 1.0, dropout);
+    if (checkpointed) {
+      stack->push_back(memcnn::Checkpointed(layer, options));
+    } else {
+      stack->push_back(layer);
+    }
+  }
+  return stack;
+}
+
+// The same weights without checkpointing: the plain stack's layers are the clones' contents.
+torch::nn::Sequential plain_copy_of(const torch::nn::Sequential& checkpointed) {
+  torch::nn::Sequential plain;
+  for (const auto& layer : checkpointed->children()) {
+    auto wrapped = std::dynamic_pointer_cast<memcnn::CheckpointedImpl>(layer);
+    plain->push_back(torch::nn::AnyModule(std::dynamic_pointer_cast<ConvBnReluImpl>(wrapped->module().ptr()->clone())));
+  }
+  return plain;
+}
+
+void expect_same_gradients(const torch::nn::Module& a, const torch::nn::Module& b, double tolerance) {
+  const auto pa = a.parameters(), pb = b.parameters();
+  ASSERT_EQ(pa.size(), pb.size());
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    ASSERT_TRUE(pa[i].grad().defined()) << "parameter " << i << " has no gradient";
+    EXPECT_LT(relative_error(pa[i].grad(), pb[i].grad()), tolerance) << "parameter " << i;
+  }
+}
+
+void expect_same_buffers(const torch::nn::Module& a, const torch::nn::Module& b, double tolerance) {
+  const auto ba = a.buffers(), bb = b.buffers();
+  ASSERT_EQ(ba.size(), bb.size());
+  for (std::size_t i = 0; i < ba.size(); ++i) {
+    if (ba[i].is_floating_point()) {
+      EXPECT_LT(relative_error(ba[i], bb[i]), tolerance) << "running statistic " << i;
+    } else {
+      EXPECT_TRUE(torch::equal(ba[i], bb[i])) << "num_batches_tracked " << i << ": " << ba[i].item<int64_t>()
+                                              << " vs " << bb[i].item<int64_t>();
+    }
+  }
+}
+
+class CheckpointGradients : public testing::TestWithParam<torch::Dtype> {};
+
+TEST_P(CheckpointGradients, ConvBnReluStackEqualsPlain) {
+  const auto dtype = GetParam();
+  const double tolerance = dtype == torch::kFloat64 ? 1e-10 : 1e-4;
+  torch::manual_seed(0);
+  auto checkpointed = make_stack(6, 8, true);
+  checkpointed->to(dtype);
+  auto plain = plain_copy_of(checkpointed);
+  const auto x = torch::rand({4, 8, 6, 6}, dtype);
+  const auto weight = torch::randn({4, 8, 6, 6}, dtype);
+  auto x1 = x.clone().requires_grad_(), x2 = x.clone().requires_grad_();
+  auto y1 = checkpointed->forward(x1);
+  (y1 * weight).sum().backward();
+  auto y2 = plain->forward(x2);
+  (y2 * weight).sum().backward();
+  EXPECT_LT(relative_error(y1, y2), tolerance);
+  EXPECT_LT(relative_error(x1.grad(), x2.grad()), tolerance);
+  expect_same_gradients(*checkpointed, *plain, tolerance);
+  expect_same_buffers(*checkpointed, *plain, tolerance);
+  std::cout << "[figure] checkpointed Conv-BN-ReLU x6 " << dtype << ": input gradient relative error "
+            << relative_error(x1.grad(), x2.grad()) << "\n";
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, CheckpointGradients, testing::Values(torch::kFloat64, torch::kFloat32));
+
+// Two inputs, three outputs (one depending on both inputs), parameters from a module.
+struct TwoInThreeOutImpl : torch::nn::Cloneable<TwoInThreeOutImpl> {
+  TwoInThreeOutImpl() { reset(); }
+  void reset() override {
+    a = register_module("a", ConvBnRelu(4));
+    b = register_module("b", torch::nn::Linear(6, 6));
+  }
+  std::vector<torch::Tensor> forward(const std::vector<torch::Tensor>& xs) {
+    auto u = a->forward(xs[0]);
+    auto v = torch::tanh(b->forward(xs[1]));
+    return {u, v * 2, u.mean({1, 2, 3}).unsqueeze(1) * v};
+  }
+  ConvBnRelu a{nullptr};
+  torch::nn::Linear b{nullptr};
+};
+TORCH_MODULE(TwoInThreeOut);
+
+TEST(Checkpoint, SeveralInputsAndOutputsEqualPlain) {
+  for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
+    const double tolerance = dtype == torch::kFloat64 ? 1e-10 : 1e-4;
+    torch::manual_seed(1);
+    TwoInThreeOut module;
+    module->to(dtype);
+    auto plain = std::dynamic_pointer_cast<TwoInThreeOutImpl>(module->clone());
+    const std::vector<torch::Tensor> xs{torch::rand({3, 4, 5, 5}, dtype), torch::rand({3, 6}, dtype)};
+    const auto w = torch::randn({3, 6}, dtype);
+    auto loss = [&](const std::vector<torch::Tensor>& ys) { return ys[0].pow(2).sum() + (ys[1] * w).sum() + ys[2].sum(); };
+
+    std::vector<torch::Tensor> in1{xs[0].clone().requires_grad_(), xs[1].clone().requires_grad_()};
+    std::vector<torch::Tensor> in2{xs[0].clone().requires_grad_(), xs[1].clone().requires_grad_()};
+    auto fn = [&](const std::vector<torch::Tensor>& inputs) { return module->forward(inputs); };
+    auto ys = memcnn::checkpoint(fn, in1, module->parameters(), module.ptr().get());
+    loss(ys).backward();
+    loss(plain->forward(in2)).backward();
+    for (int i = 0; i < 2; ++i) EXPECT_LT(relative_error(in1[i].grad(), in2[i].grad()), tolerance) << "input " << i;
+    expect_same_gradients(*module, *plain, tolerance);
+    expect_same_buffers(*module, *plain, tolerance);
+  }
+}
+
+TEST(Checkpoint, SingleTensorOverloadAndUnlistedParametersError) {
+  torch::manual_seed(2);
+  torch::nn::Linear linear(3, 3);
+  auto x = torch::rand({2, 3}).requires_grad_();
+  auto y = memcnn::checkpoint([&](const torch::Tensor& t) { return linear->forward(t); }, x, linear->parameters());
+  y.sum().backward();
+  EXPECT_TRUE(linear->weight.grad().defined());
+  EXPECT_TRUE(x.grad().defined());
+  const auto message = error_message([&] {
+    memcnn::checkpoint([&](const torch::Tensor& t) { return linear->forward(t); }, x, {}, linear.ptr().get());
+  });
+  EXPECT_NE(message.find("is not in `parameters`"), std::string::npos) << message;
+}
+
+TEST(Checkpoint, DropoutWithPreservedRngStateEqualsPlain) {
+  torch::manual_seed(3);
+  auto checkpointed = make_stack(3, 4, true, /*dropout=*/0.5);
+  checkpointed->to(torch::kFloat64);
+  auto plain = plain_copy_of(checkpointed);
+  const auto x = torch::rand({2, 4, 5, 5}, torch::kFloat64);
+  auto x1 = x.clone().requires_grad_(), x2 = x.clone().requires_grad_();
+  torch::manual_seed(10);
+  checkpointed->forward(x1).pow(2).sum().backward();
+  const auto after_checkpointed = torch::rand({1}, torch::kFloat64);
+  torch::manual_seed(10);
+  plain->forward(x2).pow(2).sum().backward();
+  const auto after_plain = torch::rand({1}, torch::kFloat64);
+  EXPECT_LT(relative_error(x1.grad(), x2.grad()), 1e-10);
+  expect_same_gradients(*checkpointed, *plain, 1e-10);
+  EXPECT_TRUE(torch::equal(after_checkpointed, after_plain)) << "backward changed the surrounding random stream";
+}
+
+TEST(Checkpoint, EvalAndNoGradArePlainCalls) {
+  auto stack = make_stack(2, 4, true);
+  const auto x = torch::rand({1, 4, 3, 3}).requires_grad_();
+  stack->eval();
+  EXPECT_EQ(std::string(stack->forward(x).grad_fn()->name()).find("CheckpointNode"), std::string::npos);
+  stack->train();
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_FALSE(stack->forward(x).requires_grad());
+  }
+  auto y = stack->forward(x);
+  EXPECT_NE(std::string(y.grad_fn()->name()).find("CheckpointNode"), std::string::npos) << y.grad_fn()->name();
+}
+
+TEST(Checkpoint, BackwardPassesAndDoubleBackwardErrors) {
+  torch::manual_seed(4);
+  torch::nn::Linear linear(3, 3);
+  auto fn = [&](const torch::Tensor& t) { return torch::tanh(linear->forward(t)); };
+  auto x = torch::rand({2, 3}).requires_grad_();
+  auto y = memcnn::checkpoint(fn, x, linear->parameters());
+  y.sum().backward({}, /*retain_graph=*/true);
+  auto message = error_message([&] { y.sum().backward(); });
+  EXPECT_NE(message.find("num_bwd_passes(2)"), std::string::npos) << message;
+
+  auto y2 = memcnn::checkpoint(fn, x, linear->parameters(), nullptr, memcnn::CheckpointOptions().num_bwd_passes(2));
+  y2.sum().backward({}, true);
+  y2.sum().backward();
+
+  auto y3 = memcnn::checkpoint(fn, x, linear->parameters());
+  message = error_message([&] { torch::autograd::grad({y3.sum()}, {x}, {}, true, /*create_graph=*/true); });
+  EXPECT_NE(message.find("double backward"), std::string::npos) << message;
+}
+
+int64_t training_step_peak(bool checkpointed) {
+  torch::manual_seed(0);
+  auto stack = make_stack(16, 16, checkpointed);
+  auto step = [&] {
+    auto x = torch::rand({4, 16, 32, 32}).requires_grad_();
+    stack->forward(x).sum().backward();
+  };
+  step();  // allocates the parameters' gradients
+  memcnn::MemoryProbe probe;
+  step();
+  return probe.peak_above_start();
+}
+
+TEST(Checkpoint, TrainingStepPeakIsLowerThanPlain) {
+  memcnn::enable_cpu_memory_tracking();
+  const auto plain = training_step_peak(false);
+  const auto checkpointed = training_step_peak(true);
+  std::cout << "[figure] peak bytes of one training step, 16 Conv-BN-ReLU layers (batch 4, 16x32x32): plain "
+            << plain << ", each layer checkpointed " << checkpointed << " (ratio " << double(checkpointed) / plain
+            << ")\n";
+  // Plain keeps two activations per layer (BatchNorm's input, ReLU's output), checkpointing one.
+  EXPECT_LT(double(checkpointed), 0.75 * plain);
+}
+
+TEST(Checkpointed, CloneAndSaveKeepTheModule) {
+  torch::manual_seed(5);
+  memcnn::Checkpointed module(ConvBnRelu(4));
+  auto copy = std::dynamic_pointer_cast<memcnn::CheckpointedImpl>(module->clone());
+  ASSERT_NE(copy, nullptr);
+  const auto a = module->named_parameters(), b = copy->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& entry : a) {
+    EXPECT_TRUE(torch::equal(entry.value(), b[entry.key()]));
+    EXPECT_NE(entry.value().data_ptr(), b[entry.key()].data_ptr()) << "clone must be deep";
+  }
+  std::stringstream stream;
+  torch::save(module, stream);
+  memcnn::Checkpointed loaded(ConvBnRelu(4));
+  torch::load(loaded, stream);
+  for (const auto& entry : loaded->named_parameters()) EXPECT_TRUE(torch::equal(entry.value(), a[entry.key()]));
+}
+
+}  // namespace
