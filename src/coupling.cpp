@@ -214,19 +214,11 @@ RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<to
 
 // ---- AdditiveCoupling ----
 
-torch::Tensor AdditiveCouplingImpl::forward(const torch::Tensor& x) { return forward_multi({x}).front(); }
-
-torch::Tensor AdditiveCouplingImpl::inverse(const torch::Tensor& y) { return inverse_multi({y}).front(); }
 
 torch::Tensor AdditiveCouplingImpl::couple(const torch::Tensor& x, const torch::Tensor& h) const { return x + h; }
 
 torch::Tensor AdditiveCouplingImpl::uncouple(const torch::Tensor& y, const torch::Tensor& h) const { return y - h; }
 
-std::shared_ptr<torch::nn::Module> AdditiveCouplingImpl::clone(
-    const torch::optional<torch::Device>& device) const {
-  auto parts = cloned_parts(device);
-  return std::make_shared<AdditiveCouplingImpl>(parts.first, parts.second, options);
-}
 
 void AdditiveCouplingImpl::pretty_print(std::ostream& stream) const {
   stream << "memcnn::AdditiveCoupling(split_dim=" << options.split_dim() << ")";
@@ -256,15 +248,7 @@ torch::Tensor AffineCouplingImpl::uncouple(const torch::Tensor& y, const torch::
   return (y - st.second) / st.first;
 }
 
-torch::Tensor AffineCouplingImpl::forward(const torch::Tensor& x) { return forward_multi({x}).front(); }
 
-torch::Tensor AffineCouplingImpl::inverse(const torch::Tensor& y) { return inverse_multi({y}).front(); }
-
-std::shared_ptr<torch::nn::Module> AffineCouplingImpl::clone(
-    const torch::optional<torch::Device>& device) const {
-  auto parts = cloned_parts(device);
-  return std::make_shared<AffineCouplingImpl>(parts.first, parts.second, options);
-}
 
 void AffineCouplingImpl::pretty_print(std::ostream& stream) const {
   stream << "memcnn::AffineCoupling(split_dim=" << options.split_dim() << ", adapter="

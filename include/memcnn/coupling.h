@@ -108,72 +108,65 @@ using not_options_t = std::enable_if_t<!std::is_same_v<std::decay_t<T>, Additive
 // G defaults to an independent deep copy of F.
 torch::nn::AnyModule clone_for_G(const torch::nn::AnyModule& F, const char* coupling_name);
 
-}  // namespace detail
-
-class AdditiveCouplingImpl : public torch::nn::Cloneable<AdditiveCouplingImpl>,
-                             public detail::CouplingBase,
-                             public LogDetModule {
+// The LibTorch module around a coupling rule: construction from F alone (G a deep copy) or
+// from F and G, single-tensor calls, clone. Derived supplies the rule, log_det and kName.
+template <typename Derived, typename Options>
+class CouplingModule : public torch::nn::Cloneable<Derived>, public CouplingBase, public LogDetModule {
  public:
-  template <typename FModule, typename = detail::not_options_t<FModule>>
-  explicit AdditiveCouplingImpl(FModule&& F, AdditiveCouplingOptions options = {})
-      : AdditiveCouplingImpl(detail::to_any_module(std::forward<FModule>(F)), options, 0) {}
+  template <typename FModule, typename = not_options_t<FModule>>
+  explicit CouplingModule(FModule&& F, Options options = {})
+      : CouplingModule(to_any_module(std::forward<FModule>(F)), options, 0) {}
 
-  template <typename FModule, typename GModule, typename = detail::not_options_t<GModule>>
-  AdditiveCouplingImpl(FModule&& F, GModule&& G, AdditiveCouplingOptions options = {})
-      : CouplingBase(detail::to_any_module(std::forward<FModule>(F)),
-                     detail::to_any_module(std::forward<GModule>(G)), options.split_dim(),
-                     "AdditiveCoupling"),
+  template <typename FModule, typename GModule, typename = not_options_t<GModule>>
+  CouplingModule(FModule&& F, GModule&& G, Options options = {})
+      : CouplingBase(to_any_module(std::forward<FModule>(F)), to_any_module(std::forward<GModule>(G)),
+                     options.split_dim(), Derived::kName),
         options(options) {}
 
-  torch::Tensor forward(const torch::Tensor& x);
-  torch::Tensor inverse(const torch::Tensor& y);
-  // additive: zeros; affine: the sum of log s of both half steps (in src/coupling_logdet.cpp)
-  torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
+  torch::Tensor forward(const torch::Tensor& x) { return forward_multi({x}).front(); }
+  torch::Tensor inverse(const torch::Tensor& y) { return inverse_multi({y}).front(); }
+  using LogDetModule::log_det;
   torch::Tensor log_det(const torch::Tensor& x) { return log_det(std::vector<torch::Tensor>{x}); }
 
   void reset() override {}
   std::shared_ptr<torch::nn::Module> clone(
-      const torch::optional<torch::Device>& device = torch::nullopt) const override;
-  void pretty_print(std::ostream& stream) const override;
+      const torch::optional<torch::Device>& device = torch::nullopt) const override {
+    auto parts = cloned_parts(device);
+    return std::make_shared<Derived>(parts.first, parts.second, options);
+  }
 
-  AdditiveCouplingOptions options;
+  Options options;
+
+ private:
+  CouplingModule(torch::nn::AnyModule F, Options options, int)
+      : CouplingModule(F, clone_for_G(F, Derived::kName), options) {}
+};
+
+}  // namespace detail
+
+class AdditiveCouplingImpl : public detail::CouplingModule<AdditiveCouplingImpl, AdditiveCouplingOptions> {
+ public:
+  static constexpr const char* kName = "AdditiveCoupling";
+  using CouplingModule::CouplingModule;
+  using CouplingModule::log_det;
+  // Zeros: an additive coupling preserves volume.
+  torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
+  void pretty_print(std::ostream& stream) const override;
 
  protected:
   torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& h) const override;
   torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& h) const override;
-
- private:
-  AdditiveCouplingImpl(torch::nn::AnyModule F, AdditiveCouplingOptions options, int)
-      : AdditiveCouplingImpl(F, detail::clone_for_G(F, "AdditiveCoupling"), options) {}
 };
 TORCH_MODULE(AdditiveCoupling);
 
-class AffineCouplingImpl : public torch::nn::Cloneable<AffineCouplingImpl>,
-                           public detail::CouplingBase,
-                           public LogDetModule {
+class AffineCouplingImpl : public detail::CouplingModule<AffineCouplingImpl, AffineCouplingOptions> {
  public:
-  template <typename FModule, typename = detail::not_options_t<FModule>>
-  explicit AffineCouplingImpl(FModule&& F, AffineCouplingOptions options = {})
-      : AffineCouplingImpl(detail::to_any_module(std::forward<FModule>(F)), options, 0) {}
-
-  template <typename FModule, typename GModule, typename = detail::not_options_t<GModule>>
-  AffineCouplingImpl(FModule&& F, GModule&& G, AffineCouplingOptions options = {})
-      : CouplingBase(detail::to_any_module(std::forward<FModule>(F)),
-                     detail::to_any_module(std::forward<GModule>(G)), options.split_dim(),
-                     "AffineCoupling"),
-        options(options) {}
-
-  torch::Tensor forward(const torch::Tensor& x);
-  torch::Tensor inverse(const torch::Tensor& y);
+  static constexpr const char* kName = "AffineCoupling";
+  using CouplingModule::CouplingModule;
+  using CouplingModule::log_det;
+  // The sum of log s over both half steps, per sample (src/coupling_logdet.cpp).
   torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
-  torch::Tensor log_det(const torch::Tensor& x) { return log_det(std::vector<torch::Tensor>{x}); }
-
-  void reset() override {}
-  std::shared_ptr<torch::nn::Module> clone(
-      const torch::optional<torch::Device>& device = torch::nullopt) const override;
   void pretty_print(std::ostream& stream) const override;
-
-  AffineCouplingOptions options;
 
  protected:
   torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& h) const override;
@@ -181,8 +174,6 @@ class AffineCouplingImpl : public torch::nn::Cloneable<AffineCouplingImpl>,
   int64_t module_output_factor() const override;
 
  private:
-  AffineCouplingImpl(torch::nn::AnyModule F, AffineCouplingOptions options, int)
-      : AffineCouplingImpl(F, detail::clone_for_G(F, "AffineCoupling"), options) {}
   // The adapter: scale and shift from the output h of F or G.
   std::pair<torch::Tensor, torch::Tensor> scale_shift(const torch::Tensor& h) const;
 };

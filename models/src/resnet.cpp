@@ -1,5 +1,6 @@
 #include "memcnn/models/resnet.h"
 
+#include <memcnn/checkpoint.h>
 #include <memcnn/coupling.h>
 
 #include <torch/torch.h>
@@ -15,12 +16,12 @@ constexpr int64_t kBottleneckExpansion = 4;
 
 int64_t expansion(BlockKind kind) { return kind == BlockKind::bottleneck ? kBottleneckExpansion : 1; }
 
-torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
+torch::nn::Conv2d make_conv(int64_t in, int64_t out, int64_t kernel, int64_t stride) {
   return torch::nn::Conv2d(
       torch::nn::Conv2dOptions(in, out, kernel).stride(stride).padding((kernel - 1) / 2).bias(false));
 }
 
-torch::nn::BatchNorm2d batch_norm(int64_t channels, double momentum, double eps) {
+torch::nn::BatchNorm2d make_batch_norm(int64_t channels, double momentum, double eps) {
   return torch::nn::BatchNorm2d(torch::nn::BatchNorm2dOptions(channels).momentum(momentum).eps(eps));
 }
 
@@ -56,7 +57,7 @@ void BlockSubImpl::reset() {
   convs.clear();
   bns.clear();
   pre_bn = nullptr;
-  if (!o.noactivation()) pre_bn = register_module("bn1", batch_norm(o.in_planes(), o.bn_momentum(), o.bn_eps()));
+  if (!o.noactivation()) pre_bn = register_module("bn1", make_batch_norm(o.in_planes(), o.bn_momentum(), o.bn_eps()));
   std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>> layers;  // in, out, kernel, stride
   if (o.kind() == BlockKind::basic) {
     layers = {{o.in_planes(), o.planes(), 3, o.stride()}, {o.planes(), o.planes(), 3, 1}};
@@ -67,9 +68,9 @@ void BlockSubImpl::reset() {
   }
   for (std::size_t i = 0; i < layers.size(); ++i) {
     const auto& [in, out, kernel, stride] = layers[i];
-    convs.push_back(register_module("conv" + std::to_string(i + 1), conv(in, out, kernel, stride)));
+    convs.push_back(register_module("conv" + std::to_string(i + 1), make_conv(in, out, kernel, stride)));
     if (i + 1 < layers.size()) {
-      bns.push_back(register_module("bn" + std::to_string(i + 2), batch_norm(out, o.bn_momentum(), o.bn_eps())));
+      bns.push_back(register_module("bn" + std::to_string(i + 2), make_batch_norm(out, o.bn_momentum(), o.bn_eps())));
     }
   }
 }
@@ -98,8 +99,8 @@ void ResidualBlockImpl::reset() {
   if (project) {
     const int64_t out = sub_options.planes() * expansion(sub_options.kind());
     shortcut = register_module("downsample", torch::nn::Sequential(
-        conv(sub_options.in_planes(), out, 1, sub_options.stride()),
-        batch_norm(out, sub_options.bn_momentum(), sub_options.bn_eps())));
+        make_conv(sub_options.in_planes(), out, 1, sub_options.stride()),
+        make_batch_norm(out, sub_options.bn_momentum(), sub_options.bn_eps())));
   }
 }
 
@@ -107,7 +108,34 @@ torch::Tensor ResidualBlockImpl::forward(const torch::Tensor& x) {
   return sub->forward(x) + (shortcut ? shortcut->forward(x) : x);
 }
 
+// ---- Stem ----
+
+StemImpl::StemImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, double bn_momentum,
+                   double bn_eps)
+    : in_channels_(in_channels), out_channels_(out_channels), kernel_(kernel), stride_(stride),
+      bn_momentum_(bn_momentum), bn_eps_(bn_eps) {
+  reset();
+}
+
+void StemImpl::reset() {
+  conv = register_module("conv1", make_conv(in_channels_, out_channels_, kernel_, stride_));
+  bn = register_module("bn1", make_batch_norm(out_channels_, bn_momentum_, bn_eps_));
+}
+
+torch::Tensor StemImpl::forward(const torch::Tensor& x) { return bn->forward(conv->forward(x)).relu_(); }
+
 // ---- ResNet ----
+
+namespace {
+
+// A module, checkpointed when asked to.
+template <typename Module>
+torch::nn::AnyModule maybe_checkpointed(Module module, bool checkpointed) {
+  if (checkpointed) return torch::nn::AnyModule(Checkpointed(module));
+  return torch::nn::AnyModule(module);
+}
+
+}  // namespace
 
 ResNetImpl::ResNetImpl(ResNetOptions options_) : options(std::move(options_)) { reset(); }
 
@@ -128,7 +156,7 @@ torch::nn::Sequential ResNetImpl::make_stage(int64_t& in_planes, int64_t planes,
       auto half = BlockSubOptions(sub).in_planes(in_planes / 2).planes(planes / 2);
       stage->push_back(InvertibleModuleWrapper(AdditiveCoupling(BlockSub(half), BlockSub(half)), options.wrapper()));
     } else {
-      stage->push_back(ResidualBlock(sub, project));
+      stage->push_back(maybe_checkpointed(ResidualBlock(sub, project), options.checkpoint_transitions() && project));
     }
     in_planes = out_planes;
   }
@@ -142,15 +170,17 @@ void ResNetImpl::reset() {
   TORCH_CHECK(channels.size() == layers.size() + 1 && strides.size() == layers.size() + 1,
               "ResNet: channels_per_layer and strides need one entry for the stem and one per stage (",
               layers.size() + 1, "), got ", channels.size(), " and ", strides.size());
-  stem = register_module("conv1", conv(options.in_channels(), channels[0], options.init_kernel_size(), strides[0]));
-  stem_bn = register_module("bn1", batch_norm(channels[0], options.bn_momentum(), options.bn_eps()));
+  stem = maybe_checkpointed(Stem(options.in_channels(), channels[0], options.init_kernel_size(), strides[0],
+                                  options.bn_momentum(), options.bn_eps()),
+                             options.checkpoint_transitions());
+  register_module("stem", stem.ptr());
   stages = torch::nn::ModuleList();
   int64_t in_planes = channels[0];
   for (std::size_t s = 0; s < layers.size(); ++s) {
     stages->push_back(make_stage(in_planes, channels[s + 1], layers[s], strides[s + 1], /*noactivation=*/s == 0));
   }
   register_module("layers", stages);
-  final_bn = register_module("bn_final", batch_norm(in_planes, options.bn_momentum(), options.bn_eps()));
+  final_bn = register_module("bn_final", make_batch_norm(in_planes, options.bn_momentum(), options.bn_eps()));
   fc = register_module("fc", torch::nn::Linear(in_planes, options.num_classes()));
 
   // He initialisation (fan_out, ReLU) of every convolution, as MemCNN does.
@@ -163,7 +193,7 @@ void ResNetImpl::reset() {
 }
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
-  x = stem_bn->forward(stem->forward(x)).relu_();
+  x = stem.forward(x);
   for (const auto& stage : *stages) x = stage->as<torch::nn::SequentialImpl>()->forward(x);
   x = final_bn->forward(x).relu_();
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);

@@ -39,6 +39,9 @@ struct ResNetOptions {
   TORCH_ARG(double, bn_momentum) = 0.99;
   TORCH_ARG(double, bn_eps) = 1e-3;
   TORCH_ARG(InvertibleModuleWrapperOptions, wrapper) = {};
+  // Gradient checkpointing (memcnn::checkpoint) for the blocks that are not invertible: the stem
+  // and the projection blocks that change shape. With it a RevNet keeps only block boundaries.
+  TORCH_ARG(bool, checkpoint_transitions) = false;
 };
 
 // The names MemCNN's experiments use: resnet32, resnet110, resnet164, revnet38, revnet110, revnet164.
@@ -88,6 +91,21 @@ class ResidualBlockImpl : public torch::nn::Cloneable<ResidualBlockImpl> {
 };
 TORCH_MODULE(ResidualBlock);
 
+// conv (stride) -> BN -> ReLU at the input.
+class StemImpl : public torch::nn::Cloneable<StemImpl> {
+ public:
+  StemImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, int64_t stride, double bn_momentum, double bn_eps);
+  void reset() override;
+  torch::Tensor forward(const torch::Tensor& x);
+
+ private:
+  int64_t in_channels_, out_channels_, kernel_, stride_;
+  double bn_momentum_, bn_eps_;
+  torch::nn::Conv2d conv{nullptr};
+  torch::nn::BatchNorm2d bn{nullptr};
+};
+TORCH_MODULE(Stem);
+
 class ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
  public:
   explicit ResNetImpl(ResNetOptions options = {});
@@ -101,8 +119,8 @@ class ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
  private:
   torch::nn::Sequential make_stage(int64_t& in_planes, int64_t planes, int64_t blocks, int64_t stride,
                                    bool noactivation);
-  torch::nn::Conv2d stem{nullptr};
-  torch::nn::BatchNorm2d stem_bn{nullptr}, final_bn{nullptr};
+  torch::nn::AnyModule stem;
+  torch::nn::BatchNorm2d final_bn{nullptr};
   torch::nn::ModuleList stages{nullptr};  // one Sequential per stage
   torch::nn::Linear fc{nullptr};
 };
