@@ -12,8 +12,10 @@
 //   handle is detached from its storage too, so using a freed input again in forward raises
 //   "Cannot access data pointer of Tensor that doesn't have storage" instead of reading freed
 //   memory.
-// - Inputs with exact zeros are kept: a ReLU (or similar) that produced them reads its saved
-//   output in backward, and a rebuilt +1e-17 instead of 0 flips its mask.
+// - Exact zeros are remembered (one bit per element) and restored after the rebuild: an
+//   operation that saved the input (a leaky ReLU, say) masks on x > 0 in its backward, and a
+//   rebuilt +1e-17 instead of 0 would flip its mask. Such calls rebuild and refill before they
+//   recompute (not fused), so the block is differentiated at the corrected input too.
 // - Buffers (BatchNorm running statistics) are restored after the rebuild and recompute, so
 //   they end as after one plain forward.
 // - With preserve_rng_state the random numbers of forward are replayed, per sub-module.
@@ -48,6 +50,7 @@ struct SavedCall : torch::CustomClassHolder {
   int64_t passes_left = 0;
   std::vector<torch::Tensor> inputs;   // the caller's tensors; freed ones hold no bytes
   std::vector<c10::Storage> freed_storage;  // per input: the storage emptied by forward, if any
+  std::vector<torch::Tensor> zero_masks;     // per freed input with exact zeros: their positions, packed
   std::vector<bool> input_requires_grad;
   std::vector<torch::Tensor> outputs;  // detached aliases of what the caller received
   std::unique_ptr<RngTape> rng_tape;
@@ -61,6 +64,7 @@ struct SavedCall : torch::CustomClassHolder {
     inputs.clear();
     outputs.clear();
     freed_storage.clear();
+    zero_masks.clear();
     rng_tape.reset();
   }
 };
@@ -90,9 +94,6 @@ const char* reason_to_keep(std::size_t i, const std::vector<torch::Tensor>& inpu
   }
   for (const auto& y : outputs) {
     if (y.defined() && same_storage(x, y)) return "the block returned an alias of it";
-  }
-  if (x.count_nonzero().item<int64_t>() < x.numel()) {
-    return "it contains exact zeros (e.g. a ReLU output), which a rebuild cannot reproduce bit for bit";
   }
   return nullptr;
 }
@@ -131,6 +132,23 @@ void refill_storage(const torch::Tensor& freed, const c10::Storage& storage, tor
   torch::Tensor restored = torch::empty({0}, freed.options());
   restored.set_(storage, /*storage_offset=*/0, freed.sizes(), freed.strides());
   freed.set_data(restored);
+}
+
+// Positions of exact zeros, one bit each, in the tensor's logical order; undefined without any.
+torch::Tensor pack_zero_positions(const torch::Tensor& x) {
+  if (x.count_nonzero().item<int64_t>() == x.numel()) return {};
+  auto bits = x.eq(0).reshape(-1).to(torch::kUInt8);
+  const int64_t n = bits.numel(), padded = (n + 7) / 8 * 8;
+  if (padded != n) bits = torch::cat({bits, torch::zeros({padded - n}, bits.options())});
+  const auto weights = torch::tensor({1, 2, 4, 8, 16, 32, 64, 128}, bits.options());
+  return (bits.view({-1, 8}) * weights).sum(1).to(torch::kUInt8);
+}
+
+void restore_zero_positions(const torch::Tensor& x, const torch::Tensor& packed) {
+  const auto weights = torch::tensor({1, 2, 4, 8, 16, 32, 64, 128}, packed.options());
+  const auto mask = packed.unsqueeze(1).bitwise_and(weights).ne(0).view(-1).narrow(0, 0, x.numel()).view(x.sizes());
+  torch::NoGradGuard no_grad;
+  x.variable_data().masked_fill_(mask, 0);  // a fresh version counter: x's stays as it was
 }
 
 std::vector<c10::Device> cuda_devices_of(const std::vector<torch::Tensor>& tensors) {
@@ -219,7 +237,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     auto* fused = options.fused_backward ? dynamic_cast<FusedBackward*>(call->fn.get()) : nullptr;
     variable_list grads;
     const bool rebuilds = any_freed(*call);
-    if (fused != nullptr && rebuilds) {
+    if (fused != nullptr && rebuilds && !has_zero_masks(*call)) {
       grads = rebuild_and_differentiate(*call, *fused, grad_outputs);
     } else {
       rebuild_freed_inputs(*call);
@@ -237,6 +255,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
  private:
   static void free_inputs(SavedCall& call, const std::vector<torch::Tensor>& outputs) {
     call.freed_storage.resize(call.inputs.size());
+    call.zero_masks.resize(call.inputs.size());
     for (std::size_t i = 0; i < call.inputs.size(); ++i) {
       const auto& x = call.inputs[i];
       const bool from_memcnn =
@@ -248,8 +267,21 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
         log(LogLevel::Debug, message.str());
         continue;
       }
+      call.zero_masks[i] = pack_zero_positions(x);
       call.freed_storage[i] = free_storage(x);
     }
+  }
+
+  static bool has_zero_masks(const SavedCall& call) {
+    for (const auto& mask : call.zero_masks) {
+      if (mask.defined()) return true;
+    }
+    return false;
+  }
+
+  static void refill(SavedCall& call, std::size_t i, const torch::Tensor& rebuilt) {
+    refill_storage(call.inputs[i], call.freed_storage[i], rebuilt);
+    if (i < call.zero_masks.size() && call.zero_masks[i].defined()) restore_zero_positions(call.inputs[i], call.zero_masks[i]);
   }
 
   static bool any_freed(const SavedCall& call) {
@@ -270,7 +302,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     TORCH_CHECK(rebuilt.size() == call.inputs.size(), "InvertibleModuleWrapper: the inverse returned ",
                 rebuilt.size(), " tensors, but the block took ", call.inputs.size());
     for (std::size_t i = 0; i < rebuilt.size(); ++i) {
-      if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], call.freed_storage[i], rebuilt[i]);
+      if (is_freed(call.inputs[i])) refill(call, i, rebuilt[i]);
     }
   }
 
@@ -312,7 +344,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
                 " inputs, but the block took ", call.inputs.size());
     variable_list grads;
     for (std::size_t i = 0; i < call.inputs.size(); ++i) {
-      if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], call.freed_storage[i], result.inputs[i]);
+      if (is_freed(call.inputs[i])) refill(call, i, result.inputs[i]);
       grads.push_back(call.input_requires_grad[i] ? result.input_grads[i] : torch::Tensor());
     }
     grads.insert(grads.end(), result.parameter_grads.begin(), result.parameter_grads.end());
