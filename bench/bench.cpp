@@ -237,7 +237,7 @@ int main(int argc, char** argv) {
     report.table({"depth", "plain MB", "memory saving MB", "time ratio"}, rows);
   }
 
-  // 3. The CIFAR models (MemCNN's memory table).
+  // 3. The CIFAR models (MemCNN's memory table), RevNets also with checkpointed transitions.
   std::cout << "CIFAR models, batch " << batch << ", " << size << "x" << size << "x3\n";
   {
     std::vector<std::vector<std::string>> rows;
@@ -246,22 +246,31 @@ int main(int argc, char** argv) {
     const std::vector<std::string> seed = {"238.6 / 85.6", "810.7 / 85.7", "2452.8 / 432.7"};
     for (std::size_t i = 0; i < pairs.size(); ++i) {
       std::vector<Workload> workloads;
-      for (const auto& name : {pairs[i].first, pairs[i].second}) {
+      for (int variant = 0; variant < 3; ++variant) {
         torch::manual_seed(0);
-        auto model = models::make_model(name);
+        auto options = models::model_options(variant == 0 ? pairs[i].first : pairs[i].second);
+        options.checkpoint_transitions(variant == 2);
+        models::ResNet model(options);
         model->to(device);
-        workloads.push_back(make_workload(name, model.ptr(), [model](const torch::Tensor& x) mutable { return model->forward(x); }));
+        workloads.push_back(make_workload(variant == 0 ? pairs[i].first : pairs[i].second, model.ptr(),
+                                          [model](const torch::Tensor& x) mutable { return model->forward(x); }));
       }
       const auto results = measure(workloads, images, labels, 1);
       rows.push_back({pairs[i].first + " / " + pairs[i].second,
                       std::to_string(models::count_parameters(*workloads[0].module)) + " / " +
                           std::to_string(models::count_parameters(*workloads[1].module)),
                       mb(results[0].activation_bytes) + " / " + mb(results[1].activation_bytes), seed[i],
-                      fixed(static_cast<double>(results[1].activation_bytes) / results[0].activation_bytes, 3)});
+                      fixed(static_cast<double>(results[1].activation_bytes) / results[0].activation_bytes, 3),
+                      mb(results[2].activation_bytes),
+                      fixed(static_cast<double>(results[2].activation_bytes) / results[0].activation_bytes, 3)});
     }
     report.markdown << "## CIFAR models, batch " << batch << ", " << size << "x" << size
-                    << "x3: activation memory (MemCNN's table: PyTorch, GPU)\n\n";
-    report.table({"ResNet / RevNet", "parameters", "activation MB", "seed's MB", "RevNet/ResNet"}, rows);
+                    << "x3: activation memory (seed: MemCNN's table, PyTorch on GPU)\n\n";
+    report.table({"ResNet / RevNet", "parameters", "activation MB", "seed's MB", "RevNet/ResNet",
+                  "RevNet ckpt MB", "ckpt/ResNet"},
+                 rows);
+    report.markdown << "\"ckpt\": the RevNet with `checkpoint_transitions(true)` (stem and projection blocks "
+                       "checkpointed with memcnn::checkpoint).\n\n";
   }
 
   if (!output.empty()) {
