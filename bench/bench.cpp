@@ -255,7 +255,7 @@ int main(int argc, char** argv) {
         workloads.push_back(make_workload(variant == 0 ? pairs[i].first : pairs[i].second, model.ptr(),
                                           [model](const torch::Tensor& x) mutable { return model->forward(x); }));
       }
-      const auto results = measure(workloads, images, labels, 1);
+      const auto results = measure(workloads, images, labels, 2);
       rows.push_back({pairs[i].first + " / " + pairs[i].second,
                       std::to_string(models::count_parameters(*workloads[0].module)) + " / " +
                           std::to_string(models::count_parameters(*workloads[1].module)),

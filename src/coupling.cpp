@@ -140,6 +140,58 @@ std::vector<torch::Tensor> CouplingBase::forward_multi(const std::vector<torch::
 
 std::vector<torch::Tensor> CouplingBase::inverse_multi(const std::vector<torch::Tensor>& y) { return run(y, true); }
 
+void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halves& grads,
+                                      ParameterGrads& parameter_grads) {
+  const int target = step.target, source = 1 - target;
+  std::vector<torch::Tensor> source_leaves;
+  for (const auto& t : state[source]) source_leaves.push_back(t.detach().requires_grad_());
+  const auto h = call(*step.module, step.module_name, source_leaves, state[target]);
+  std::vector<torch::Tensor> h_leaves;
+  for (const auto& t : h) h_leaves.push_back(t.detach());
+  std::vector<torch::Tensor> rebuilt;
+  {
+    torch::NoGradGuard no_grad;
+    rebuilt = apply(step, state[target], h_leaves, /*invert=*/true);
+  }
+
+  // The rule first, on its own small graph, so that its output is gone before the module's
+  // backward runs (which is where the memory peaks).
+  std::vector<torch::Tensor> grad_h;
+  {
+    std::vector<torch::Tensor> wrt;
+    for (auto& t : rebuilt) wrt.push_back(t.requires_grad_());
+    for (auto& t : h_leaves) wrt.push_back(t.requires_grad_());
+    const auto redone = apply(step, rebuilt, h_leaves, /*invert=*/false);
+    const auto g = torch::autograd::grad(redone, wrt, grads[target], /*retain_graph=*/false,
+                                         /*create_graph=*/false, /*allow_unused=*/true);
+    const std::size_t n = rebuilt.size();
+    for (std::size_t i = 0; i < n; ++i) {
+      grads[target][i] = g[i].defined() ? g[i] : torch::zeros_like(rebuilt[i]);
+      grad_h.push_back(g[n + i].defined() ? g[n + i] : torch::zeros_like(h[i]));
+    }
+  }
+
+  std::vector<torch::Tensor> wrt(source_leaves);
+  std::vector<torch::Tensor> trainable;
+  for (const auto& p : step.module->ptr()->parameters()) {
+    if (p.requires_grad()) trainable.push_back(p);
+  }
+  wrt.insert(wrt.end(), trainable.begin(), trainable.end());
+  const auto g = torch::autograd::grad(h, wrt, grad_h, /*retain_graph=*/false, /*create_graph=*/false,
+                                       /*allow_unused=*/true);
+  const std::size_t n = source_leaves.size();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (g[i].defined()) grads[source][i] = grads[source][i] + g[i];
+  }
+  for (std::size_t i = 0; i < trainable.size(); ++i) {
+    if (!g[n + i].defined()) continue;
+    auto& slot = parameter_grads[trainable[i].unsafeGetTensorImpl()];
+    slot = slot.defined() ? slot + g[n + i] : g[n + i];
+  }
+  for (auto& t : rebuilt) t = t.detach();
+  state[target] = rebuilt;
+}
+
 RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<torch::Tensor>& outputs,
                                                             const std::vector<torch::Tensor>& grad_outputs,
                                                             bool inverse_direction) {
@@ -153,49 +205,9 @@ RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<to
   for (auto* half : {&state.first, &state.second}) {
     for (auto& t : *half) t = t.detach();
   }
-  std::unordered_map<const void*, torch::Tensor> parameter_grads;
-
-  auto steps = half_steps(inverse_direction);
-  for (auto step = steps.rbegin(); step != steps.rend(); ++step) {
-    const int target = step->target, source = 1 - target;
-    std::vector<torch::Tensor> source_leaves;
-    for (const auto& t : state[source]) source_leaves.push_back(t.detach().requires_grad_());
-    const auto h = call(*step->module, step->module_name, source_leaves, state[target]);
-    std::vector<torch::Tensor> h_values;
-    for (const auto& t : h) h_values.push_back(t.detach());
-    std::vector<torch::Tensor> rebuilt;
-    {
-      torch::NoGradGuard no_grad;
-      rebuilt = apply(*step, state[target], h_values, /*invert=*/true);
-    }
-    std::vector<torch::Tensor> target_leaves;
-    for (const auto& t : rebuilt) target_leaves.push_back(t.requires_grad_());
-    const auto redone = apply(*step, target_leaves, h, /*invert=*/false);
-
-    std::vector<torch::Tensor> wrt(target_leaves);
-    wrt.insert(wrt.end(), source_leaves.begin(), source_leaves.end());
-    const auto module_parameters = step->module->ptr()->parameters();
-    std::vector<torch::Tensor> trainable;
-    for (const auto& p : module_parameters) {
-      if (p.requires_grad()) trainable.push_back(p);
-    }
-    wrt.insert(wrt.end(), trainable.begin(), trainable.end());
-    const auto g = torch::autograd::grad(redone, wrt, grads[target], /*retain_graph=*/false,
-                                         /*create_graph=*/false, /*allow_unused=*/true);
-    const std::size_t n = target_leaves.size();
-    for (std::size_t i = 0; i < n; ++i) {
-      grads[target][i] = g[i].defined() ? g[i] : torch::zeros_like(rebuilt[i]);
-      if (g[n + i].defined()) grads[source][i] = grads[source][i] + g[n + i];
-    }
-    for (std::size_t i = 0; i < trainable.size(); ++i) {
-      const auto& grad = g[2 * n + i];
-      if (!grad.defined()) continue;
-      auto& slot = parameter_grads[trainable[i].unsafeGetTensorImpl()];
-      slot = slot.defined() ? slot + grad : grad;
-    }
-    for (auto& t : rebuilt) t = t.detach();
-    state[target] = rebuilt;
-  }
+  ParameterGrads parameter_grads;
+  const auto steps = half_steps(inverse_direction);
+  for (auto step = steps.rbegin(); step != steps.rend(); ++step) backward_half_step(*step, state, grads, parameter_grads);
 
   RebuildAndGradients result;
   {

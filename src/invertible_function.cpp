@@ -27,6 +27,7 @@
 
 #include "invertible_function.h"
 
+#include "memcnn/compat.h"
 #include "memcnn/log.h"
 #include "memcnn/rng.h"
 
@@ -126,7 +127,7 @@ void refill_storage(const torch::Tensor& freed, const c10::Storage& storage, tor
   }
   auto* source = rebuilt.storage().unsafeGetStorageImpl();
   auto* target = storage.unsafeGetStorageImpl();
-  target->set_data_ptr_noswap(std::move(source->data_ptr()));
+  target->set_data_ptr_noswap(compat::take_data_ptr(source));
   target->set_nbytes(static_cast<size_t>(freed.numel()) * freed.element_size());
   source->set_nbytes(0);
   torch::Tensor restored = torch::empty({0}, freed.options());

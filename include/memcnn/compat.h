@@ -5,6 +5,7 @@
 #include <torch/version.h>
 
 #include <c10/core/Allocator.h>
+#include <c10/core/StorageImpl.h>
 
 #include <cstddef>
 
@@ -23,6 +24,12 @@ inline constexpr bool kAllocatorNeedsCopyData = false;
 // Calls allocate() on an allocator whose const-ness depends on the version.
 inline c10::DataPtr allocate(c10::Allocator* allocator, std::size_t nbytes) {
   return allocator->allocate(nbytes);
+}
+
+// Moves the memory out of a storage, leaving it empty. (2.x made StorageImpl::data_ptr() const;
+// set_data_ptr, which swaps, exists in both.)
+inline c10::DataPtr take_data_ptr(c10::StorageImpl* storage) {
+  return storage->set_data_ptr(c10::DataPtr(nullptr, storage->device()));
 }
 
 }  // namespace compat

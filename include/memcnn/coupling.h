@@ -14,6 +14,7 @@
 
 #include <memory>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -82,6 +83,7 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
     bool uncoupling;
   };
   std::vector<HalfStep> half_steps(bool inverse_direction);
+  using ParameterGrads = std::unordered_map<const void*, torch::Tensor>;
   std::vector<torch::Tensor> apply(const HalfStep& step, const std::vector<torch::Tensor>& target,
                                    const std::vector<torch::Tensor>& h, bool invert) const;
 
@@ -92,6 +94,9 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
   Halves split(const std::vector<torch::Tensor>& tensors) const;
   std::vector<torch::Tensor> merge(const Halves& halves) const;
   std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& tensors, bool inverse_direction);
+  // One half step of the fused backward, last step first: rebuilds the step's target half in
+  // `state` and turns the gradient of its output into gradients of its inputs and parameters.
+  void backward_half_step(const HalfStep& step, Halves& state, Halves& grads, ParameterGrads& parameter_grads);
   // Calls F or G on the halves; each result must be shaped like `shaped_like` (times the factor).
   std::vector<torch::Tensor> call(torch::nn::AnyModule& module, const char* module_name,
                                   const std::vector<torch::Tensor>& halves,
