@@ -142,7 +142,7 @@ void MetricsLog::plot(const std::string& title) const {
   draw_panel(svg, 60, "loss", {loss}, max_x);
   draw_panel(svg, 260, "accuracy", {train_acc, test_acc}, max_x);
   draw_panel(svg, 460, "activation memory (MB)", {memory}, max_x);
-  svg << "<text x='690' y='636' font-size='11' text-anchor='end'>iteration</text>\n</svg>\n";
+  svg << "<text x='380' y='636' font-size='11' text-anchor='middle'>iteration</text>\n</svg>\n";
   write_file_atomically(svg_path(), svg.str());
 }
 
