@@ -140,7 +140,7 @@ std::vector<torch::Tensor> CouplingBase::forward_multi(const std::vector<torch::
 
 std::vector<torch::Tensor> CouplingBase::inverse_multi(const std::vector<torch::Tensor>& y) { return run(y, true); }
 
-void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halves& grads,
+void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halves& grads, const Halves& masks,
                                       ParameterGrads& parameter_grads) {
   const int target = step.target, source = 1 - target;
   std::vector<torch::Tensor> source_leaves;
@@ -152,6 +152,7 @@ void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halve
   {
     torch::NoGradGuard no_grad;
     rebuilt = apply(step, state[target], h_leaves, /*invert=*/true);
+    zero_where(rebuilt, masks[target]);
   }
 
   // The rule first, on its own small graph, so that its output is gone before the module's
@@ -194,9 +195,17 @@ void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halve
 
 RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<torch::Tensor>& outputs,
                                                             const std::vector<torch::Tensor>& grad_outputs,
-                                                            bool inverse_direction) {
+                                                            bool inverse_direction,
+                                                            const std::vector<torch::Tensor>& zero_masks) {
   torch::AutoGradMode grad_mode(true);
   Halves state = split(outputs);
+  Halves masks;
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    const bool masked = i < zero_masks.size() && zero_masks[i].defined();
+    const int64_t half = outputs[i].size(split_dim_) / 2;
+    masks.first.push_back(masked ? zero_masks[i].narrow(split_dim_, 0, half) : torch::Tensor());
+    masks.second.push_back(masked ? zero_masks[i].narrow(split_dim_, half, half) : torch::Tensor());
+  }
   std::vector<torch::Tensor> filled_grads;
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     filled_grads.push_back(grad_outputs[i].defined() ? grad_outputs[i] : torch::zeros_like(outputs[i]));
@@ -207,7 +216,9 @@ RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<to
   }
   ParameterGrads parameter_grads;
   const auto steps = half_steps(inverse_direction);
-  for (auto step = steps.rbegin(); step != steps.rend(); ++step) backward_half_step(*step, state, grads, parameter_grads);
+  for (auto step = steps.rbegin(); step != steps.rend(); ++step) {
+    backward_half_step(*step, state, grads, masks, parameter_grads);
+  }
 
   RebuildAndGradients result;
   {

@@ -12,10 +12,9 @@
 //   handle is detached from its storage too, so using a freed input again in forward raises
 //   "Cannot access data pointer of Tensor that doesn't have storage" instead of reading freed
 //   memory.
-// - Exact zeros are remembered (one bit per element) and restored after the rebuild: an
-//   operation that saved the input (a leaky ReLU, say) masks on x > 0 in its backward, and a
-//   rebuilt +1e-17 instead of 0 would flip its mask. Such calls rebuild and refill before they
-//   recompute (not fused), so the block is differentiated at the corrected input too.
+// - Exact zeros are remembered (one bit per element) and restored as soon as the input is
+//   rebuilt, before the block is differentiated: an operation that saved the input (a leaky
+//   ReLU, say) masks on x > 0 in its backward, and a rebuilt +1e-17 instead of 0 would flip it.
 // - Buffers (BatchNorm running statistics) are restored after the rebuild and recompute, so
 //   they end as after one plain forward.
 // - With preserve_rng_state the random numbers of forward are replayed, per sub-module.
@@ -145,11 +144,16 @@ torch::Tensor pack_zero_positions(const torch::Tensor& x) {
   return (bits.view({-1, 8}) * weights).sum(1).to(torch::kUInt8);
 }
 
-void restore_zero_positions(const torch::Tensor& x, const torch::Tensor& packed) {
+torch::Tensor unpack_zero_positions(const torch::Tensor& packed, torch::IntArrayRef sizes) {
   const auto weights = torch::tensor({1, 2, 4, 8, 16, 32, 64, 128}, packed.options());
-  const auto mask = packed.unsqueeze(1).bitwise_and(weights).ne(0).view(-1).narrow(0, 0, x.numel()).view(x.sizes());
+  const int64_t n = c10::multiply_integers(sizes);
+  return packed.unsqueeze(1).bitwise_and(weights).ne(0).view(-1).narrow(0, 0, n).view(sizes);
+}
+
+void restore_zero_positions(const torch::Tensor& x, const torch::Tensor& packed) {
   torch::NoGradGuard no_grad;
-  x.variable_data().masked_fill_(mask, 0);  // a fresh version counter: x's stays as it was
+  // variable_data(): a fresh version counter, so x's stays as it was
+  x.variable_data().masked_fill_(unpack_zero_positions(packed, x.sizes()), 0);
 }
 
 std::vector<c10::Device> cuda_devices_of(const std::vector<torch::Tensor>& tensors) {
@@ -238,7 +242,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     auto* fused = options.fused_backward ? dynamic_cast<FusedBackward*>(call->fn.get()) : nullptr;
     variable_list grads;
     const bool rebuilds = any_freed(*call);
-    if (fused != nullptr && rebuilds && !has_zero_masks(*call)) {
+    if (fused != nullptr && rebuilds) {
       grads = rebuild_and_differentiate(*call, *fused, grad_outputs);
     } else {
       rebuild_freed_inputs(*call);
@@ -273,12 +277,6 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     }
   }
 
-  static bool has_zero_masks(const SavedCall& call) {
-    for (const auto& mask : call.zero_masks) {
-      if (mask.defined()) return true;
-    }
-    return false;
-  }
 
   static void refill(SavedCall& call, std::size_t i, const torch::Tensor& rebuilt) {
     refill_storage(call.inputs[i], call.freed_storage[i], rebuilt);
@@ -339,7 +337,12 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
                                                  const variable_list& grad_outputs) {
     if (call.rng_tape) call.rng_tape->begin_replay();
     RngTapeScope scope(call.rng_tape.get());
-    auto result = fused.rebuild_and_differentiate(call.outputs, grad_outputs, call.options.inverse_direction);
+    std::vector<torch::Tensor> masks;
+    for (std::size_t i = 0; i < call.zero_masks.size(); ++i) {
+      const auto& packed = call.zero_masks[i];
+      masks.push_back(packed.defined() ? unpack_zero_positions(packed, call.inputs[i].sizes()) : torch::Tensor());
+    }
+    auto result = fused.rebuild_and_differentiate(call.outputs, grad_outputs, call.options.inverse_direction, masks);
     TORCH_CHECK(result.inputs.size() == call.inputs.size() && result.input_grads.size() == call.inputs.size(),
                 "InvertibleModuleWrapper: the fused backward rebuilt ", result.inputs.size(),
                 " inputs, but the block took ", call.inputs.size());
@@ -396,6 +399,17 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
 };
 
 }  // namespace
+
+}  // namespace detail
+
+namespace detail {
+
+void zero_where(std::vector<torch::Tensor>& tensors, const std::vector<torch::Tensor>& masks) {
+  torch::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < tensors.size() && i < masks.size(); ++i) {
+    if (masks[i].defined() && tensors[i].defined()) tensors[i].masked_fill_(masks[i], 0);
+  }
+}
 
 }  // namespace detail
 

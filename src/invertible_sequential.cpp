@@ -49,7 +49,8 @@ class ParameterGrads {
 // call from leaves with a graph and differentiate. Returns the rebuilt input and its gradient.
 std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> rebuild_and_differentiate_member(
     InvertibleModule& member, const std::vector<torch::Tensor>& outputs,
-    const std::vector<torch::Tensor>& grad_outputs, bool inverse_direction, ParameterGrads& parameter_grads) {
+    const std::vector<torch::Tensor>& grad_outputs, bool inverse_direction, const std::vector<torch::Tensor>& zero_masks,
+    ParameterGrads& parameter_grads) {
   // The recompute must draw what the rebuild drew, which drew what forward drew (dropout).
   rng_sync_point(&member);
   const auto rng = RngState::capture();
@@ -57,6 +58,7 @@ std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> rebuild_and_di
   {
     torch::NoGradGuard no_grad;
     rebuilt = inverse_direction ? member.forward_multi(outputs) : member.inverse_multi(outputs);
+    detail::zero_where(rebuilt, zero_masks);
   }
   rng.restore();
   std::vector<torch::Tensor> leaves;
@@ -143,7 +145,7 @@ std::vector<torch::Tensor> InvertibleSequentialImpl::inverse_multi(const std::ve
 
 RebuildAndGradients InvertibleSequentialImpl::rebuild_and_differentiate(
     const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& grad_outputs,
-    bool inverse_direction) {
+    bool inverse_direction, const std::vector<torch::Tensor>& zero_masks) {
   torch::AutoGradMode grad_mode(true);
   auto state = detached(outputs);
   std::vector<torch::Tensor> grads;
@@ -159,8 +161,10 @@ RebuildAndGradients InvertibleSequentialImpl::rebuild_and_differentiate(
   if (!inverse_direction) std::reverse(walk.begin(), walk.end());
 
   for (auto* member : walk) {
+    // Only the member that rebuilds the chain's own input gets its zero masks.
+    const auto& masks = member == walk.back() ? zero_masks : std::vector<torch::Tensor>{};
     if (auto* fused = dynamic_cast<FusedBackward*>(member)) {
-      auto result = fused->rebuild_and_differentiate(state, grads, inverse_direction);
+      auto result = fused->rebuild_and_differentiate(state, grads, inverse_direction, masks);
       const auto parameters = member->parameters();
       TORCH_CHECK(result.parameter_grads.size() == parameters.size(), "InvertibleSequential: a member's fused "
                   "backward returned ", result.parameter_grads.size(), " parameter gradients for ",
@@ -169,7 +173,7 @@ RebuildAndGradients InvertibleSequentialImpl::rebuild_and_differentiate(
       state = detached(result.inputs);
       grads = std::move(result.input_grads);
     } else {
-      auto result = rebuild_and_differentiate_member(*member, state, grads, inverse_direction, parameter_grads);
+      auto result = rebuild_and_differentiate_member(*member, state, grads, inverse_direction, masks, parameter_grads);
       state = std::move(result.first);
       grads = std::move(result.second);
     }

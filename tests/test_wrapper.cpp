@@ -176,6 +176,68 @@ TEST(Wrapper, ExactZerosAreRestoredAfterTheRebuild) {
   EXPECT_LT(relative_error(saving.second, plain.second), 1e-10);
 }
 
+TEST(Wrapper, CouplingInputWithZerosUsesTheFusedBackwardExactly) {
+  for (bool fused : {true, false}) {
+    torch::manual_seed(3);
+    auto saving = make_wrapper(Coupling::additive, 8, memcnn::InvertibleModuleWrapperOptions().fused_backward(fused));
+    saving->to(torch::kFloat64);
+    auto plain = std::dynamic_pointer_cast<memcnn::InvertibleModuleWrapperImpl>(saving->clone());
+    plain->options.disable(true);
+    const auto z = torch::randn({2, 8, 4, 4}, torch::kFloat64);
+    auto run = [&](memcnn::InvertibleModuleWrapperImpl& w, torch::Tensor x) {
+      auto h = x.clamp_min(0) * 1.0;  // exact zeros, in a storage of its own: freed
+      auto before = torch::leaky_relu(h, 0.1);
+      auto y = w.forward(h);
+      EXPECT_EQ(memcnn::is_freed(h), !w.options.disable());
+      (y.pow(2).sum() + before.sum()).backward();
+      EXPECT_TRUE(torch::equal(h.eq(0), z.le(0)));
+    };
+    auto x1 = z.clone().requires_grad_();
+    auto x2 = z.clone().requires_grad_();
+    run(*saving, x1);
+    run(*plain, x2);
+    EXPECT_LT(relative_error(x1.grad(), x2.grad()), 1e-10) << (fused ? "fused" : "recompute");
+    const auto p1 = saving->parameters();
+    const auto p2 = plain->parameters();
+    for (std::size_t i = 0; i < p1.size(); ++i) {
+      EXPECT_LT(relative_error(p1[i].grad(), p2[i].grad()), 1e-10) << (fused ? "fused" : "recompute") << " parameter " << i;
+    }
+  }
+}
+
+TEST(Wrapper, ZeroMasksReachTheFirstMemberOfAChain) {
+  // An invertible leaky ReLU whose inverse is off by 1e-12: differentiated at a rebuilt 1e-12
+  // instead of 0 its slope would be 1 instead of 0.5, unless the zeros are restored first.
+  struct LeakyImpl : torch::nn::Cloneable<LeakyImpl> {
+    LeakyImpl() { reset(); }
+    void reset() override { w = register_parameter("w", torch::full({1}, 1.5, torch::kFloat64)); }
+    torch::Tensor forward(const torch::Tensor& x) { return torch::where(x > 0, x, 0.5 * x) * w; }
+    torch::Tensor inverse(const torch::Tensor& y) {
+      auto x = y / w;
+      return torch::where(x > 0, x, 2.0 * x) + 1e-12;
+    }
+    torch::Tensor w;
+  };
+  auto run = [](bool disable) {
+    // One member: zeros *inside* a chain (a member's output) are not remembered, only the
+    // chain's input's (see README).
+    memcnn::InvertibleSequential chain(std::make_shared<LeakyImpl>());
+    memcnn::InvertibleModuleWrapper wrapper(chain, memcnn::InvertibleModuleWrapperOptions().disable(disable));
+    torch::manual_seed(6);
+    auto z = torch::randn({4, 6}, torch::kFloat64).requires_grad_();
+    const auto drop = (torch::rand({4, 6}) < 0.5).to(torch::kFloat64);
+    auto h = z - z.detach() * drop;  // exact zeros where dropped, with gradient 1 there
+    const auto weights = torch::randn({4, 6}, torch::kFloat64);
+    (wrapper->forward(h) * weights).sum().backward();
+    std::vector<torch::Tensor> grads{z.grad()};
+    for (const auto& p : wrapper->parameters()) grads.push_back(p.grad());
+    return grads;
+  };
+  const auto plain = run(true);
+  const auto saving = run(false);
+  for (std::size_t i = 0; i < plain.size(); ++i) EXPECT_LT(relative_error(saving[i], plain[i]), 1e-9) << "gradient " << i;
+}
+
 TEST(Wrapper, ViewInputIsKept) {
   LogCapture log;
   const auto big = torch::randn({2, 16, 4, 4}, torch::kFloat64);

@@ -59,7 +59,8 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
   // differentiating the same sub-module call, so F and G run once each (MemCNN: twice).
   RebuildAndGradients rebuild_and_differentiate(const std::vector<torch::Tensor>& outputs,
                                                 const std::vector<torch::Tensor>& grad_outputs,
-                                                bool inverse_direction) final;
+                                                bool inverse_direction,
+                                                const std::vector<torch::Tensor>& zero_masks) final;
 
  protected:
   CouplingBase(torch::nn::AnyModule F, torch::nn::AnyModule G, int64_t split_dim, const char* name);
@@ -90,13 +91,17 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
   struct Halves {
     std::vector<torch::Tensor> first, second;
     std::vector<torch::Tensor>& operator[](int i) { return i == 0 ? first : second; }
+    const std::vector<torch::Tensor>& operator[](int i) const { return i == 0 ? first : second; }
   };
   Halves split(const std::vector<torch::Tensor>& tensors) const;
   std::vector<torch::Tensor> merge(const Halves& halves) const;
   std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& tensors, bool inverse_direction);
   // One half step of the fused backward, last step first: rebuilds the step's target half in
   // `state` and turns the gradient of its output into gradients of its inputs and parameters.
-  void backward_half_step(const HalfStep& step, Halves& state, Halves& grads, ParameterGrads& parameter_grads);
+  // Each rebuilt half is final (an input half of the wrapped call), so `masks` (its zero masks)
+  // apply right away.
+  void backward_half_step(const HalfStep& step, Halves& state, Halves& grads, const Halves& masks,
+                          ParameterGrads& parameter_grads);
   // Calls F or G on the halves; each result must be shaped like `shaped_like` (times the factor).
   std::vector<torch::Tensor> call(torch::nn::AnyModule& module, const char* module_name,
                                   const std::vector<torch::Tensor>& halves,

@@ -34,9 +34,13 @@ class FusedBackward {
  public:
   virtual ~FusedBackward() = default;
   // Runs with grad mode on. `inverse_direction`: the wrapped call was inverse_multi.
+  // `zero_masks`: per input of the wrapped call, where the rebuilt input is exactly zero (an
+  // undefined entry, or an empty list: nowhere); applied as soon as that input is rebuilt, so the
+  // gradients are taken at the corrected values.
   virtual RebuildAndGradients rebuild_and_differentiate(const std::vector<torch::Tensor>& outputs,
                                                         const std::vector<torch::Tensor>& grad_outputs,
-                                                        bool inverse_direction) = 0;
+                                                        bool inverse_direction,
+                                                        const std::vector<torch::Tensor>& zero_masks) = 0;
 };
 
 // Blocks with a tractable Jacobian (normalising-flow layers, couplings) report log|det dF/dx|
@@ -50,6 +54,9 @@ class LogDetModule {
 };
 
 namespace detail {
+// Sets tensors[i] to zero where masks[i] (bool, same shape) is true; undefined masks do nothing.
+void zero_where(std::vector<torch::Tensor>& tensors, const std::vector<torch::Tensor>& masks);
+
 // The one tensor of a single-tensor call, with an error that names the caller otherwise.
 torch::Tensor only_tensor(const std::vector<torch::Tensor>& tensors, const char* who);
 

@@ -49,7 +49,8 @@ class InvertibleSequentialImpl : public torch::nn::Cloneable<InvertibleSequentia
   // one-pass backward; the others are rebuilt with inverse_multi and recomputed with a graph.
   RebuildAndGradients rebuild_and_differentiate(const std::vector<torch::Tensor>& outputs,
                                                 const std::vector<torch::Tensor>& grad_outputs,
-                                                bool inverse_direction) override;
+                                                bool inverse_direction,
+                                                const std::vector<torch::Tensor>& zero_masks) override;
 
   // Sum of the members' log-determinants, each at its own input: runs the chain forward (in
   // training that is a forward call, with its effects on BatchNorm and ActNorm). Every member
