@@ -150,12 +150,6 @@ torch::Tensor unpack_zero_positions(const torch::Tensor& packed, torch::IntArray
   return packed.unsqueeze(1).bitwise_and(weights).ne(0).view(-1).narrow(0, 0, n).view(sizes);
 }
 
-void restore_zero_positions(const torch::Tensor& x, const torch::Tensor& packed) {
-  torch::NoGradGuard no_grad;
-  // variable_data(): a fresh version counter, so x's stays as it was
-  x.variable_data().masked_fill_(unpack_zero_positions(packed, x.sizes()), 0);
-}
-
 std::vector<c10::Device> cuda_devices_of(const std::vector<torch::Tensor>& tensors) {
   std::vector<c10::Device> devices;
   for (const auto& t : tensors) {
@@ -278,9 +272,14 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
   }
 
 
-  static void refill(SavedCall& call, std::size_t i, const torch::Tensor& rebuilt) {
-    refill_storage(call.inputs[i], call.freed_storage[i], rebuilt);
-    if (i < call.zero_masks.size() && call.zero_masks[i].defined()) restore_zero_positions(call.inputs[i], call.zero_masks[i]);
+  // The remembered zero positions of each input, unpacked (undefined where there are none).
+  static std::vector<torch::Tensor> unpacked_zero_masks(const SavedCall& call) {
+    std::vector<torch::Tensor> masks;
+    for (std::size_t i = 0; i < call.zero_masks.size(); ++i) {
+      const auto& packed = call.zero_masks[i];
+      masks.push_back(packed.defined() ? unpack_zero_positions(packed, call.inputs[i].sizes()) : torch::Tensor());
+    }
+    return masks;
   }
 
   static bool any_freed(const SavedCall& call) {
@@ -297,11 +296,12 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     {
       torch::NoGradGuard no_grad;
       rebuilt = call.run(call.outputs, !call.options.inverse_direction);
+      detail::zero_where(rebuilt, unpacked_zero_masks(call));
     }
     TORCH_CHECK(rebuilt.size() == call.inputs.size(), "InvertibleModuleWrapper: the inverse returned ",
                 rebuilt.size(), " tensors, but the block took ", call.inputs.size());
     for (std::size_t i = 0; i < rebuilt.size(); ++i) {
-      if (is_freed(call.inputs[i])) refill(call, i, rebuilt[i]);
+      if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], call.freed_storage[i], rebuilt[i]);
     }
   }
 
@@ -337,18 +337,14 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
                                                  const variable_list& grad_outputs) {
     if (call.rng_tape) call.rng_tape->begin_replay();
     RngTapeScope scope(call.rng_tape.get());
-    std::vector<torch::Tensor> masks;
-    for (std::size_t i = 0; i < call.zero_masks.size(); ++i) {
-      const auto& packed = call.zero_masks[i];
-      masks.push_back(packed.defined() ? unpack_zero_positions(packed, call.inputs[i].sizes()) : torch::Tensor());
-    }
-    auto result = fused.rebuild_and_differentiate(call.outputs, grad_outputs, call.options.inverse_direction, masks);
+    auto result =
+        fused.rebuild_and_differentiate(call.outputs, grad_outputs, call.options.inverse_direction, unpacked_zero_masks(call));
     TORCH_CHECK(result.inputs.size() == call.inputs.size() && result.input_grads.size() == call.inputs.size(),
                 "InvertibleModuleWrapper: the fused backward rebuilt ", result.inputs.size(),
                 " inputs, but the block took ", call.inputs.size());
     variable_list grads;
     for (std::size_t i = 0; i < call.inputs.size(); ++i) {
-      if (is_freed(call.inputs[i])) refill(call, i, result.inputs[i]);
+      if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], call.freed_storage[i], result.inputs[i]);
       grads.push_back(call.input_requires_grad[i] ? result.input_grads[i] : torch::Tensor());
     }
     grads.insert(grads.end(), result.parameter_grads.begin(), result.parameter_grads.end());
