@@ -23,7 +23,7 @@ class CountingCPUAllocator final : public c10::Allocator {
   explicit CountingCPUAllocator(c10::Allocator* inner) : inner_(inner) {}
 
   c10::DataPtr allocate(std::size_t nbytes) MEMCNN_ALLOCATE_CONST override {
-    c10::DataPtr inner = compat::allocate(inner_, nbytes + kHeaderBytes);
+    c10::DataPtr inner = inner_->allocate(nbytes + kHeaderBytes);
     auto* base = static_cast<char*>(inner.get());
     const c10::Device device = inner.device();
     auto* header = reinterpret_cast<Header*>(base);
@@ -37,11 +37,7 @@ class CountingCPUAllocator final : public c10::Allocator {
 
   c10::DeleterFnPtr raw_deleter() const override { return &CountingCPUAllocator::release; }
 
-#if TORCH_VERSION_MAJOR >= 2
-  void copy_data(void* dest, const void* src, std::size_t count) const override {
-    default_copy_data(dest, src, count);
-  }
-#endif
+  MEMCNN_ALLOCATOR_COPY_DATA
 
   MemoryStats stats() const { return {current_.load(), peak_.load()}; }
   void reset_peak() { peak_.store(current_.load()); }

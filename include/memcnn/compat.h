@@ -12,19 +12,19 @@
 namespace memcnn {
 namespace compat {
 
+// For a class deriving c10::Allocator: 2.x made allocate() non-const and added copy_data()
+// as a pure virtual. Write `allocate(size_t) MEMCNN_ALLOCATE_CONST override` and put
+// MEMCNN_ALLOCATOR_COPY_DATA in the class body.
 #if TORCH_VERSION_MAJOR >= 2
-// 2.x: Allocator::allocate is non-const and copy_data is a new pure virtual.
 #define MEMCNN_ALLOCATE_CONST
-inline constexpr bool kAllocatorNeedsCopyData = true;
+#define MEMCNN_ALLOCATOR_COPY_DATA                                                   \
+  void copy_data(void* dest, const void* src, std::size_t count) const override { \
+    default_copy_data(dest, src, count);                                           \
+  }
 #else
 #define MEMCNN_ALLOCATE_CONST const
-inline constexpr bool kAllocatorNeedsCopyData = false;
+#define MEMCNN_ALLOCATOR_COPY_DATA
 #endif
-
-// Calls allocate() on an allocator whose const-ness depends on the version.
-inline c10::DataPtr allocate(c10::Allocator* allocator, std::size_t nbytes) {
-  return allocator->allocate(nbytes);
-}
 
 // Moves the memory out of a storage, leaving it empty. (2.x made StorageImpl::data_ptr() const;
 // set_data_ptr, which swaps, exists in both.)
