@@ -10,6 +10,7 @@
 
 #ifdef MEMCNN_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 namespace memcnn {
@@ -18,11 +19,11 @@ namespace {
 // Wraps the CPU allocator LibTorch had when we were installed. Each block carries a header
 // in front of the data with its size and the inner allocator's context, because LibTorch's
 // raw_allocate users (oneDNN) require the DataPtr's context to be the data pointer itself.
-class CountingCPUAllocator final : public c10::Allocator {
+class CountingCPUAllocator final : public compat::HostAllocatorBase<> {
  public:
   explicit CountingCPUAllocator(c10::Allocator* inner) : inner_(inner) {}
 
-  c10::DataPtr allocate(std::size_t nbytes) MEMCNN_ALLOCATE_CONST override {
+  c10::DataPtr allocate_bytes(std::size_t nbytes) const override {
     c10::DataPtr inner = inner_->allocate(nbytes + kHeaderBytes);
     auto* base = static_cast<char*>(inner.get());
     const c10::Device device = inner.device();
@@ -36,8 +37,6 @@ class CountingCPUAllocator final : public c10::Allocator {
   }
 
   c10::DeleterFnPtr raw_deleter() const override { return &CountingCPUAllocator::release; }
-
-  MEMCNN_ALLOCATOR_COPY_DATA
 
   MemoryStats stats() const { return {current_.load(), peak_.load()}; }
   void reset_peak() { peak_.store(current_.load()); }
@@ -90,6 +89,11 @@ CountingCPUAllocator& counting_allocator() { return CountingCPUAllocator::instan
 
 #ifdef MEMCNN_WITH_CUDA
 constexpr const char* kSupportedDevices = "CPU and CUDA";
+
+// torch::Device("cuda") has no index and means the current device, as in LibTorch.
+c10::DeviceIndex cuda_index(c10::Device device) {
+  return device.has_index() ? device.index() : c10::cuda::current_device();
+}
 #else
 constexpr const char* kSupportedDevices = "CPU only (built without CUDA)";
 #endif
@@ -102,7 +106,7 @@ MemoryStats memory_stats(c10::Device device) {
   if (device.is_cpu()) return counting_allocator().stats();
 #ifdef MEMCNN_WITH_CUDA
   if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index() < 0 ? 0 : device.index());
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(cuda_index(device));
     const auto& allocated = stats.allocated_bytes[0];  // StatType::AGGREGATE
     return {allocated.current, allocated.peak};
   }
@@ -118,7 +122,7 @@ void reset_peak_memory(c10::Device device) {
   }
 #ifdef MEMCNN_WITH_CUDA
   if (device.is_cuda()) {
-    c10::cuda::CUDACachingAllocator::resetPeakStats(device.index() < 0 ? 0 : device.index());
+    c10::cuda::CUDACachingAllocator::resetPeakStats(cuda_index(device));
     return;
   }
 #endif

@@ -134,22 +134,30 @@ TEST(Checkpoint, SingleTensorOverloadAndUnlistedParametersError) {
   EXPECT_NE(message.find("is not in `parameters`"), std::string::npos) << message;
 }
 
-TEST(Checkpoint, DropoutWithPreservedRngStateEqualsPlain) {
+void expect_dropout_replayed(torch::Device device) {
   torch::manual_seed(3);
   auto checkpointed = make_stack(3, 4, true, /*dropout=*/0.5);
-  checkpointed->to(torch::kFloat64);
+  checkpointed->to(device, torch::kFloat64);
   auto plain = plain_copy_of(checkpointed);
-  const auto x = torch::rand({2, 4, 5, 5}, torch::kFloat64);
+  const auto options = torch::TensorOptions().dtype(torch::kFloat64).device(device);
+  const auto x = torch::rand({2, 4, 5, 5}, options);
   auto x1 = x.clone().requires_grad_(), x2 = x.clone().requires_grad_();
   torch::manual_seed(10);
   checkpointed->forward(x1).pow(2).sum().backward();
-  const auto after_checkpointed = torch::rand({1}, torch::kFloat64);
+  const auto after_checkpointed = torch::rand({1}, options);
   torch::manual_seed(10);
   plain->forward(x2).pow(2).sum().backward();
-  const auto after_plain = torch::rand({1}, torch::kFloat64);
+  const auto after_plain = torch::rand({1}, options);
   EXPECT_LT(relative_error(x1.grad(), x2.grad()), 1e-10);
   expect_same_gradients(*checkpointed, *plain, 1e-10);
   EXPECT_TRUE(torch::equal(after_checkpointed, after_plain)) << "backward changed the surrounding random stream";
+}
+
+TEST(Checkpoint, DropoutWithPreservedRngStateEqualsPlain) { expect_dropout_replayed(torch::kCPU); }
+
+TEST(Checkpoint, DropoutWithPreservedRngStateEqualsPlainOnCuda) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  expect_dropout_replayed(torch::Device(torch::kCUDA, 0));
 }
 
 TEST(Checkpoint, EvalAndNoGradArePlainCalls) {

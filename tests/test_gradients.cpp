@@ -15,29 +15,37 @@ struct Case {
   bool inverse_direction;
   int64_t tensors;
   bool fused;  // the couplings' one-pass backward, or MemCNN's inverse-then-recompute
+  bool cuda = false;
 };
 
-std::string case_name(const testing::TestParamInfo<Case>& info) {
-  const auto& c = info.param;
+std::string describe(const Case& c) {
   return name_of(c.coupling) + (c.dtype == torch::kFloat64 ? "_f64" : "_f32") +
          (c.inverse_direction ? "_inverse" : "_forward") + "_" + std::to_string(c.tensors) + "tensor" +
-         (c.fused ? "_fused" : "_recompute");
+         (c.fused ? "_fused" : "_recompute") + (c.cuda ? "_cuda" : "");
 }
+
+std::string case_name(const testing::TestParamInfo<Case>& info) { return describe(info.param); }
+
+// What GoogleTest prints for a case (instead of its bytes).
+void PrintTo(const Case& c, std::ostream* os) { *os << describe(c); }
 
 class StackGradients : public testing::TestWithParam<Case> {};
 
 TEST_P(StackGradients, EqualPlainComputation) {
   const auto c = GetParam();
+  if (c.cuda && !torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  const ExactFloat32OnCuda exact_float32;
+  const torch::Device device = c.cuda ? torch::Device(torch::kCUDA) : torch::Device(torch::kCPU);
   const double tolerance = c.dtype == torch::kFloat64 ? 1e-10 : 1e-4;
   torch::manual_seed(1);
   auto saving = make_stack(c.coupling, /*depth=*/10, /*channels=*/8, c.tensors,
                            memcnn::InvertibleModuleWrapperOptions().fused_backward(c.fused));
   saving.inverse_direction = c.inverse_direction;
-  saving.blocks->to(c.dtype);
+  saving.blocks->to(device, c.dtype);
   auto plain = saving.clone();
   plain.set_disable(true);
 
-  const auto options = torch::TensorOptions().dtype(c.dtype);
+  const auto options = torch::TensorOptions().dtype(c.dtype).device(device);
   std::vector<torch::Tensor> inputs, plain_inputs, weights;
   for (int64_t i = 0; i < c.tensors; ++i) {
     inputs.push_back(torch::rand({4, 8, 6, 6}, options).requires_grad_());
@@ -90,16 +98,16 @@ TEST_P(StackGradients, EqualPlainComputation) {
           << ": " << buffers[i].item<int64_t>() << " vs " << plain_buffers[i].item<int64_t>();
     }
   }
-  std::cout << "[figure] " << case_name({c, 0}) << ": worst relative gradient error " << worst << "\n";
+  std::cout << "[figure] " << describe(c) << ": worst relative gradient error " << worst << "\n";
 }
 
-std::vector<Case> all_cases() {
+std::vector<Case> all_cases(bool cuda) {
   std::vector<Case> cases;
   for (auto coupling : {Coupling::additive, Coupling::affine}) {
     for (auto dtype : {torch::kFloat64, torch::kFloat32}) {
       for (bool inverse : {false, true}) {
         for (int64_t tensors : {1, 2}) {
-          for (bool fused : {true, false}) cases.push_back({coupling, dtype, inverse, tensors, fused});
+          for (bool fused : {true, false}) cases.push_back({coupling, dtype, inverse, tensors, fused, cuda});
         }
       }
     }
@@ -107,6 +115,8 @@ std::vector<Case> all_cases() {
   return cases;
 }
 
-INSTANTIATE_TEST_SUITE_P(Stacks, StackGradients, testing::ValuesIn(all_cases()), case_name);
+INSTANTIATE_TEST_SUITE_P(Stacks, StackGradients, testing::ValuesIn(all_cases(false)), case_name);
+// Skipped where LibTorch has no CUDA device.
+INSTANTIATE_TEST_SUITE_P(CudaStacks, StackGradients, testing::ValuesIn(all_cases(true)), case_name);
 
 }  // namespace

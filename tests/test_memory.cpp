@@ -8,18 +8,34 @@ using namespace memcnn_test;
 namespace {
 
 // Peak bytes above the step's start of one forward + backward of a stack.
-int64_t training_step_peak(int depth, bool saving) {
+int64_t training_step_peak(int depth, bool saving, torch::Device device = torch::kCPU) {
   torch::manual_seed(0);
   auto stack = make_stack(Coupling::additive, depth, /*channels=*/16);
+  stack.blocks->to(device);
   stack.set_disable(!saving);
-  auto x = torch::rand({4, 16, 32, 32}).requires_grad_();
+  const auto options = torch::TensorOptions().device(device);
+  auto x = torch::rand({4, 16, 32, 32}, options).requires_grad_();
   // One warm-up step allocates the parameters' gradients, so the measured step sees only
   // what the step itself needs (activations and temporaries).
   stack.run({x}).front().sum().backward();
-  x = torch::rand({4, 16, 32, 32}).requires_grad_();
-  memcnn::MemoryProbe probe;
+  x = torch::rand({4, 16, 32, 32}, options).requires_grad_();
+  memcnn::MemoryProbe probe(device);
   stack.run({x}).front().sum().backward();
   return probe.peak_above_start();
+}
+
+void expect_flat_in_depth(torch::Device device) {
+  const auto saving4 = training_step_peak(4, true, device);
+  const auto saving32 = training_step_peak(32, true, device);
+  const auto plain4 = training_step_peak(4, false, device);
+  const auto plain32 = training_step_peak(32, false, device);
+  std::cout << "[figure] " << device << ": peak bytes of one training step (batch 4, 16x32x32): memory saving "
+            << "depth 4: " << saving4 << ", depth 32: " << saving32 << " (ratio "
+            << double(saving32) / saving4 << "); plain depth 4: " << plain4 << ", depth 32: " << plain32
+            << " (ratio " << double(plain32) / plain4 << ")\n";
+  EXPECT_LT(std::abs(double(saving32) / saving4 - 1.0), 0.10);
+  EXPECT_GT(double(plain32) / plain4, 4.0) << "the plain stack should grow with depth";
+  EXPECT_LT(saving32 * 4, plain32);
 }
 
 TEST(Memory, CountingAllocatorSeesTensors) {
@@ -57,17 +73,12 @@ TEST(Memory, WrappedInputsHoldNoBytesAfterForward) {
 
 TEST(Memory, PeakOfTrainingStepIsFlatInDepth) {
   memcnn::enable_cpu_memory_tracking();
-  const auto saving4 = training_step_peak(4, true);
-  const auto saving32 = training_step_peak(32, true);
-  const auto plain4 = training_step_peak(4, false);
-  const auto plain32 = training_step_peak(32, false);
-  std::cout << "[figure] peak bytes of one training step (batch 4, 16x32x32): memory saving "
-            << "depth 4: " << saving4 << ", depth 32: " << saving32 << " (ratio "
-            << double(saving32) / saving4 << "); plain depth 4: " << plain4 << ", depth 32: " << plain32
-            << " (ratio " << double(plain32) / plain4 << ")\n";
-  EXPECT_LT(std::abs(double(saving32) / saving4 - 1.0), 0.10);
-  EXPECT_GT(double(plain32) / plain4, 4.0) << "the plain stack should grow with depth";
-  EXPECT_LT(saving32 * 4, plain32);
+  expect_flat_in_depth(torch::kCPU);
+}
+
+TEST(Memory, PeakOfTrainingStepIsFlatInDepthOnCuda) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  expect_flat_in_depth(torch::Device(torch::kCUDA, 0));
 }
 
 TEST(Memory, InverseDirectionAlsoSaves) {

@@ -114,6 +114,27 @@ inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>() / (scale > 0 ? scale : 1.0);
 }
 
+// The plain float32 computation on CUDA, for the length of a test: cuDNN and cuBLAS would
+// otherwise use TF32 (10-bit mantissas) on Ampere and later, and the comparison with the
+// plain computation would measure TF32's rounding instead of memcnn.
+class ExactFloat32OnCuda {
+ public:
+  ExactFloat32OnCuda()
+      : cudnn_(at::globalContext().allowTF32CuDNN()), cublas_(at::globalContext().allowTF32CuBLAS()) {
+    at::globalContext().setAllowTF32CuDNN(false);
+    at::globalContext().setAllowTF32CuBLAS(false);
+  }
+  ~ExactFloat32OnCuda() {
+    at::globalContext().setAllowTF32CuDNN(cudnn_);
+    at::globalContext().setAllowTF32CuBLAS(cublas_);
+  }
+  ExactFloat32OnCuda(const ExactFloat32OnCuda&) = delete;
+  ExactFloat32OnCuda& operator=(const ExactFloat32OnCuda&) = delete;
+
+ private:
+  bool cudnn_, cublas_;
+};
+
 // Runs `body` and returns the message of the c10::Error or std::exception it throws ("" if none).
 template <typename Body>
 std::string error_message(Body&& body) {

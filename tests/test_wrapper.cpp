@@ -324,18 +324,19 @@ TEST(Wrapper, AutogradGradIsSupported) {
   for (const auto& p : wrapper->parameters()) EXPECT_FALSE(p.grad().defined()) << "grad() must not accumulate";
 }
 
-TEST(Wrapper, DropoutIsReplayedWithPreserveRngState) {
+void expect_dropout_replayed(torch::Device device) {
   for (bool fused : {true, false}) {
-  auto run = [fused](bool preserve, bool disable) {
+  auto run = [fused, device](bool preserve, bool disable) {
     torch::manual_seed(11);
     memcnn::AdditiveCoupling coupling(ConvBnRelu(4, 1.0, 0.3), ConvBnRelu(4, 1.0, 0.3));
-    coupling->to(torch::kFloat64);
+    coupling->to(device, torch::kFloat64);
     memcnn::InvertibleModuleWrapper wrapper(coupling,
         memcnn::InvertibleModuleWrapperOptions().preserve_rng_state(preserve).disable(disable).fused_backward(fused));
+    const auto options = torch::TensorOptions().dtype(torch::kFloat64).device(device);
     torch::manual_seed(5);
-    auto x = torch::rand({2, 8, 4, 4}, torch::kFloat64).requires_grad_();
+    auto x = torch::rand({2, 8, 4, 4}, options).requires_grad_();
     wrapper->forward(x).pow(2).sum().backward();
-    const auto after = torch::rand({1}, torch::kFloat64);  // the stream after the step
+    const auto after = torch::rand({1}, options);  // the stream after the step
     return std::make_pair(x.grad(), after);
   };
   const auto plain = run(false, true);
@@ -345,6 +346,13 @@ TEST(Wrapper, DropoutIsReplayedWithPreserveRngState) {
   EXPECT_GT(relative_error(not_replayed.first, plain.first), 1e-3) << "without replay the masks differ";
   EXPECT_TRUE(torch::equal(replayed.second, plain.second)) << "backward must leave the random stream as forward left it";
   }
+}
+
+TEST(Wrapper, DropoutIsReplayedWithPreserveRngState) { expect_dropout_replayed(torch::kCPU); }
+
+TEST(Wrapper, DropoutIsReplayedWithPreserveRngStateOnCuda) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  expect_dropout_replayed(torch::Device(torch::kCUDA, 0));
 }
 
 TEST(Wrapper, WrapsAnyModuleWithForwardAndInverse) {

@@ -1,33 +1,69 @@
 #pragma once
 // Everything that differs between LibTorch 1.13 (Debian 12) and LibTorch 2.x lives here,
 // so the rest of the code base is written once against the stable API.
-
-#include <torch/version.h>
+//
+// Differences are detected from the declarations themselves, not from version numbers:
+// a version guess is wrong for some release in between, a detected signature is not.
 
 #include <c10/core/Allocator.h>
+#include <c10/core/Device.h>
 #include <c10/core/StorageImpl.h>
 
 #include <cstddef>
+#include <cstring>
+#include <type_traits>
 
 namespace memcnn {
 namespace compat {
+namespace detail {
 
-// For a class deriving c10::Allocator: 2.x made allocate() non-const and added copy_data()
-// as a pure virtual. Write `allocate(size_t) MEMCNN_ALLOCATE_CONST override` and put
-// MEMCNN_ALLOCATOR_COPY_DATA in the class body.
-#if TORCH_VERSION_MAJOR >= 2
-#define MEMCNN_ALLOCATE_CONST
-#define MEMCNN_ALLOCATOR_COPY_DATA                                                   \
-  void copy_data(void* dest, const void* src, std::size_t count) const override { \
-    default_copy_data(dest, src, count);                                           \
+// LibTorch up to 2.2 declares `DataPtr allocate(size_t) const`; 2.3 dropped the const.
+template <typename Allocator>
+constexpr bool allocate_is_const =
+    std::is_same_v<decltype(&Allocator::allocate), c10::DataPtr (Allocator::*)(std::size_t) const>;
+
+// LibTorch 2.3 added the pure virtual `void copy_data(void*, const void*, size_t) const`.
+template <typename Allocator, typename = void>
+struct declares_copy_data : std::false_type {};
+template <typename Allocator>
+struct declares_copy_data<Allocator, std::void_t<decltype(&Allocator::copy_data)>> : std::true_type {};
+
+template <typename Base, bool AllocateIsConst>
+struct AllocateWithBaseConstness;
+
+template <typename Base>
+struct AllocateWithBaseConstness<Base, true> : Base {
+  c10::DataPtr allocate(std::size_t nbytes) const override { return allocate_bytes(nbytes); }
+  virtual c10::DataPtr allocate_bytes(std::size_t nbytes) const = 0;
+};
+
+template <typename Base>
+struct AllocateWithBaseConstness<Base, false> : Base {
+  c10::DataPtr allocate(std::size_t nbytes) override { return allocate_bytes(nbytes); }
+  virtual c10::DataPtr allocate_bytes(std::size_t nbytes) const = 0;
+};
+
+template <typename Base, bool DeclaresCopyData>
+struct WithHostCopyData : AllocateWithBaseConstness<Base, allocate_is_const<Base>> {};
+
+template <typename Base>
+struct WithHostCopyData<Base, true> : AllocateWithBaseConstness<Base, allocate_is_const<Base>> {
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    std::memcpy(dest, src, count);
   }
-#else
-#define MEMCNN_ALLOCATE_CONST const
-#define MEMCNN_ALLOCATOR_COPY_DATA
-#endif
+};
 
-// Moves the memory out of a storage, leaving it empty. (2.x made StorageImpl::data_ptr() const;
-// set_data_ptr, which swaps, exists in both.)
+}  // namespace detail
+
+// Base class of an allocator of host (CPU) memory, written once for every LibTorch version:
+// implement `c10::DataPtr allocate_bytes(std::size_t) const override`; allocate() is declared
+// with whatever constness c10::Allocator has, and copy_data() is provided (memcpy) where
+// c10::Allocator declares it. `Base` is only ever changed by the test that checks both shapes.
+template <typename Base = c10::Allocator>
+using HostAllocatorBase = detail::WithHostCopyData<Base, detail::declares_copy_data<Base>::value>;
+
+// Moves the memory out of a storage, leaving it empty. (2.x made StorageImpl::data_ptr() const
+// and added mutable_data_ptr(); set_data_ptr, which swaps, exists in both.)
 inline c10::DataPtr take_data_ptr(c10::StorageImpl* storage) {
   return storage->set_data_ptr(c10::DataPtr(nullptr, storage->device()));
 }
