@@ -64,18 +64,26 @@ Workload make_workload(std::string name, std::shared_ptr<torch::nn::Module> modu
   return w;
 }
 
+// Waits for the device's queued work, so a host clock measures it (CUDA runs asynchronously).
+void wait_for(const torch::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
 // Measures workloads side by side: each repetition runs every workload once, in turn.
 std::vector<Measurement> measure(std::vector<Workload>& workloads, const torch::Tensor& input,
                                  const torch::Tensor& labels, int repetitions) {
+  const torch::Device device = input.device();
   std::vector<std::vector<double>> times(workloads.size());
   std::vector<Measurement> results(workloads.size());
   for (auto& w : workloads) w.step(input.clone(), labels);  // warm-up: allocates gradients and state
   for (int r = 0; r < repetitions; ++r) {
     for (std::size_t i = 0; i < workloads.size(); ++i) {
       auto x = input.clone();
-      MemoryProbe probe;
+      wait_for(device);
+      MemoryProbe probe(device);
       const auto start = std::chrono::steady_clock::now();
       workloads[i].step(x, labels);
+      wait_for(device);
       times[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       results[i].activation_bytes = std::max(results[i].activation_bytes, probe.peak_above_start());
     }
@@ -137,23 +145,16 @@ std::string machine_description() {
          u.release + ", LibTorch " + TORCH_VERSION + ", " + std::to_string(torch::get_num_threads()) + " threads";
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  CLI::App app{"memcnn benchmark: step time and activation memory, side by side"};
+struct BenchArgs {
   int64_t batch = 128, sweep_batch = 32, repetitions = 5, threads = 0;
   std::string output = "docs/benchmarks.md";
   bool quick = false, cuda = false;
   std::vector<int64_t> depths{4, 8, 16, 32, 64};
-  app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
-  app.add_option("--repetitions", repetitions, "timed steps per configuration (median)")->check(CLI::PositiveNumber);
-  app.add_option("--threads", threads, "LibTorch threads (default: all cores)");
-  app.add_option("--output", output, "markdown report to write ('' for none)");
-  app.add_option("--depths", depths, "depths of the coupling-stack sweep");
-  app.add_option("--sweep-batch", sweep_batch, "batch size of the depth sweep")->check(CLI::PositiveNumber);
-  app.add_flag("--quick", quick, "tiny sizes: checks that the program works, figures mean nothing");
-  app.add_flag("--cuda", cuda, "run on the first CUDA device");
-  CLI11_PARSE(app, argc, argv);
+  std::string command;  // as typed, for the report
+};
+
+int run(BenchArgs args) {
+  auto& [batch, sweep_batch, repetitions, threads, output, quick, cuda, depths, command] = args;
 
   // glibc returns large freed blocks to the OS and faults them back in on the next step, which
   // can double CPU step times; keep them in the process as a caching allocator would.
@@ -178,9 +179,7 @@ int main(int argc, char** argv) {
   char date[32];
   std::strftime(date, sizeof(date), "%Y-%m-%d", std::gmtime(&now));
   report.markdown << "# Benchmarks\n\nMeasured " << date << " on " << machine_description() << ", device " << device
-                  << ".\nCommand: `build/memcnn-bench";
-  for (int i = 1; i < argc; ++i) report.markdown << " " << argv[i];
-  report.markdown << "`. glibc's mmap/trim thresholds are raised to 1 GiB (a caching allocator's behaviour).\n"
+                  << ".\nCommand: `" << command << "`. glibc's mmap/trim thresholds are raised to 1 GiB (a caching allocator's behaviour).\n"
                   << "Bytes are counted by memcnn's CPU allocator wrapper (CUDA: the caching allocator's statistics); "
                   << "activation bytes are the peak during one training step above the bytes live at its start "
                   << "(parameters, gradients, optimizer state, the batch).\n\n";
@@ -279,4 +278,30 @@ int main(int argc, char** argv) {
     std::cout << "wrote " << output << "\n";
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"memcnn benchmark: step time and activation memory, side by side"};
+  BenchArgs args;
+  app.add_option("--batch", args.batch, "batch size")->check(CLI::PositiveNumber);
+  app.add_option("--repetitions", args.repetitions, "timed steps per configuration (median)")->check(CLI::PositiveNumber);
+  app.add_option("--threads", args.threads, "LibTorch threads (default: all cores)");
+  app.add_option("--output", args.output, "markdown report to write ('' for none)");
+  app.add_option("--depths", args.depths, "depths of the coupling-stack sweep");
+  app.add_option("--sweep-batch", args.sweep_batch, "batch size of the depth sweep")->check(CLI::PositiveNumber);
+  app.add_flag("--quick", args.quick, "tiny sizes: checks that the program works, figures mean nothing");
+  app.add_flag("--cuda", args.cuda, "run on the first CUDA device");
+  CLI11_PARSE(app, argc, argv);
+  args.command = "build/memcnn-bench";
+  for (int i = 1; i < argc; ++i) args.command += std::string(" ") + argv[i];
+  try {
+    return run(args);
+  } catch (const c10::Error& e) {
+    std::cerr << "memcnn-bench: " << e.what_without_backtrace() << std::endl;
+  } catch (const std::exception& e) {
+    std::cerr << "memcnn-bench: " << e.what() << std::endl;
+  }
+  return 1;
 }

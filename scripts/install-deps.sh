@@ -12,8 +12,7 @@ PACKAGES=(
   nlohmann-json3-dev      # experiment configuration
   dataset-fashion-mnist   # training data that needs no download
   zlib1g-dev              # data: gzip'd IDX files and .tar.gz archives
-  libcurl4-openssl-dev    # data: CIFAR download
-  libssl-dev              # data: MD5 of downloaded archives
+  libcurl4-openssl-dev    # data: CIFAR download (optional: -DMEMCNN_WITH_DOWNLOAD=OFF)
 )
 
 missing=()

@@ -1,9 +1,11 @@
 #include <memcnn/data/download.h>
 
 #include "io.h"
+#include "md5.h"
 
+#if MEMCNN_WITH_DOWNLOAD
 #include <curl/curl.h>
-#include <openssl/evp.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -83,6 +85,7 @@ std::string url_base(const DownloadOptions& options) {
   return base;
 }
 
+#if MEMCNN_WITH_DOWNLOAD
 // ---- HTTP(S) with libcurl ----
 
 struct Transfer {
@@ -156,6 +159,16 @@ std::string http_get(const std::string& url, const std::string& path, const Down
   }
   return "";
 }
+
+#else
+
+// Built without libcurl (-DMEMCNN_WITH_DOWNLOAD=OFF): the archive must be put in place by hand.
+std::string http_get(const std::string& url, const std::string&, const DownloadOptions&) {
+  return "this build of memcnn cannot download (configured with -DMEMCNN_WITH_DOWNLOAD=OFF, no libcurl); "
+         "rebuild with it ON or fetch " + url + " yourself";
+}
+
+#endif  // MEMCNN_WITH_DOWNLOAD
 
 // ---- ustar reader ----
 
@@ -367,24 +380,12 @@ void download_verified(const std::string& url, const std::string& archive_path, 
 std::string md5_file(const std::string& path) {
   std::unique_ptr<std::FILE, decltype(&std::fclose)> file(std::fopen(path.c_str(), "rb"), std::fclose);
   if (!file) throw std::runtime_error("cannot open file " + path + ": " + std::strerror(errno));
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> context(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!context || EVP_DigestInit_ex(context.get(), EVP_md5(), nullptr) != 1)
-    throw std::runtime_error("OpenSSL MD5 is unavailable");
+  detail::Md5 md5;
   std::vector<uint8_t> buffer(1 << 16);
   size_t got = 0;
-  while ((got = std::fread(buffer.data(), 1, buffer.size(), file.get())) > 0)
-    EVP_DigestUpdate(context.get(), buffer.data(), got);
+  while ((got = std::fread(buffer.data(), 1, buffer.size(), file.get())) > 0) md5.update(buffer.data(), got);
   if (std::ferror(file.get())) throw std::runtime_error("error reading file " + path);
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  EVP_DigestFinal_ex(context.get(), digest, &length);
-  static const char* kHex = "0123456789abcdef";
-  std::string hex;
-  for (unsigned int i = 0; i < length; ++i) {
-    hex += kHex[digest[i] >> 4];
-    hex += kHex[digest[i] & 15];
-  }
-  return hex;
+  return md5.hex_digest();
 }
 
 void extract_tar_gz(const std::string& archive, const std::string& dest_dir) {

@@ -33,6 +33,13 @@ Bytes small_cifar10_archive() {
   return gzip(make_tar(entries));
 }
 
+// Tests that need an HTTP transfer; a build without libcurl cannot make one.
+#ifdef MEMCNN_TEST_NO_DOWNLOAD
+#define SKIP_WITHOUT_DOWNLOAD() GTEST_SKIP() << "built with -DMEMCNN_WITH_DOWNLOAD=OFF"
+#else
+#define SKIP_WITHOUT_DOWNLOAD() (void)0
+#endif
+
 std::string md5_of(const Bytes& bytes) {
   TempDir dir;
   write_file(dir / "f", bytes);
@@ -52,6 +59,31 @@ TEST(Md5, KnownVectors) {
   EXPECT_EQ(text_md5(""), "d41d8cd98f00b204e9800998ecf8427e");
   EXPECT_EQ(text_md5("abc"), "900150983cd24fb0d6963f7d28e17f72");
   EXPECT_EQ(text_md5("The quick brown fox jumps over the lazy dog"), "9e107d9d372bb6826bd81d3542a419d6");
+  // RFC 1321's test suite
+  EXPECT_EQ(text_md5("a"), "0cc175b9c0f1b6a831c399e269772661");
+  EXPECT_EQ(text_md5("message digest"), "f96b697d7cb7938d525a2f31aaf161d0");
+  EXPECT_EQ(text_md5("abcdefghijklmnopqrstuvwxyz"), "c3fcd3d76192e4007dfb496cca67e13b");
+  EXPECT_EQ(text_md5("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"),
+            "d174ab98d277d9f5a5611c2c9f419d9f");
+  EXPECT_EQ(text_md5("12345678901234567890123456789012345678901234567890123456789012345678901234567890"),
+            "57edf4a22be3c955ac49da2e2107b67a");
+}
+
+// Lengths around the padding boundaries (55, 56, 63, 64, 65 bytes) and a file larger than the
+// read buffer, against coreutils' md5sum.
+TEST(Md5, AgreesWithMd5sumAcrossBlockAndBufferBoundaries) {
+  if (std::system("md5sum --version > /dev/null 2>&1") != 0) GTEST_SKIP() << "no md5sum program";
+  TempDir dir;
+  for (size_t length : {size_t{55}, size_t{56}, size_t{63}, size_t{64}, size_t{65}, size_t{1000003}}) {
+    Bytes bytes(length);
+    for (size_t i = 0; i < length; ++i) bytes[i] = static_cast<uint8_t>((i * 2654435761u) >> 13);
+    const fs::path file = dir / ("f" + std::to_string(length));
+    write_file(file, bytes);
+    const fs::path sum = dir / "sum";
+    ASSERT_EQ(std::system(("md5sum " + file.string() + " > " + sum.string()).c_str()), 0);
+    const Bytes printed = read_whole_file(sum);
+    EXPECT_EQ(md5_file(file), std::string(printed.begin(), printed.begin() + 32)) << length << " bytes";
+  }
 }
 
 TEST(ExtractTarGz, WritesRegularFilesOnly) {
@@ -108,6 +140,7 @@ TEST(ExtractTarGz, ReadsArchivesWrittenByGnuTar) {
 }
 
 TEST(EnsureCifar, DownloadsVerifiesAndExtracts) {
+  SKIP_WITHOUT_DOWNLOAD();
   const Bytes archive = small_cifar10_archive();
   HttpServer server({{"/mirror/cifar-10-binary.tar.gz", archive}}, 2);
   TempDir dir;
@@ -130,6 +163,7 @@ TEST(EnsureCifar, DownloadsVerifiesAndExtracts) {
 }
 
 TEST(EnsureCifar, WrongChecksumLeavesNothingExtracted) {
+  SKIP_WITHOUT_DOWNLOAD();
   const Bytes archive = small_cifar10_archive();
   HttpServer server({{"/cifar-10-binary.tar.gz", archive}}, 1);
   TempDir dir;
@@ -145,6 +179,7 @@ TEST(EnsureCifar, WrongChecksumLeavesNothingExtracted) {
 }
 
 TEST(EnsureCifar, OfflineGivesOneClearMessage) {
+  SKIP_WITHOUT_DOWNLOAD();
   TempDir dir;
   DownloadOptions options;
   const std::string url_base = "http://127.0.0.1:" + std::to_string(closed_port()) + "/";
@@ -159,6 +194,7 @@ TEST(EnsureCifar, OfflineGivesOneClearMessage) {
 }
 
 TEST(EnsureCifar, HttpErrorIsReported) {
+  SKIP_WITHOUT_DOWNLOAD();
   HttpServer server({}, 1);
   TempDir dir;
   DownloadOptions options;
@@ -171,6 +207,7 @@ TEST(EnsureCifar, HttpErrorIsReported) {
 }
 
 TEST(EnsureCifar, EnvironmentVariableSetsMirror) {
+  SKIP_WITHOUT_DOWNLOAD();
   const Bytes archive = gzip(make_tar({{"cifar-100-binary/train.bin", cifar_records({{1, 2}}, 0), '0'},
                                        {"cifar-100-binary/test.bin", cifar_records({{3, 4}}, 1), '0'}}));
   HttpServer server({{"/cifar-100-binary.tar.gz", archive}}, 1);
@@ -201,6 +238,18 @@ TEST(EnsureCifar, UsesArchivePlacedByHand) {
   const std::string message = error_of([&] { ensure_cifar("cifar10", other.path(), options); });
   EXPECT_NE(message.find("checksum mismatch"), std::string::npos) << message;
   EXPECT_FALSE(fs::exists(other / "cifar-10-batches-bin"));
+}
+
+TEST(EnsureCifar, BuildWithoutDownloadSaysHowToInstallByHand) {
+#ifndef MEMCNN_TEST_NO_DOWNLOAD
+  GTEST_SKIP() << "this build downloads (MEMCNN_WITH_DOWNLOAD=ON)";
+#endif
+  TempDir dir;
+  const std::string message = error_of([&] { ensure_cifar("cifar10", dir.path()); });
+  for (const std::string& part : {std::string("MEMCNN_WITH_DOWNLOAD=OFF"), std::string("by hand"),
+                                  std::string("cifar-10-binary.tar.gz"), std::string("data_batch_1.bin")})
+    EXPECT_NE(message.find(part), std::string::npos) << "missing '" << part << "' in: " << message;
+  EXPECT_TRUE(list_tree(dir.path()).empty());
 }
 
 TEST(EnsureCifar, UnknownNameIsInvalidArgument) {
