@@ -60,7 +60,8 @@ stage configure build.log cmake -S "$root" -B "$build" "${generator[@]}" "${cuda
 grep -E "^(TORCH_CXX_FLAGS|Torch_DIR|GTest_DIR|CLI11_DIR|nlohmann_json_DIR|ZLIB_LIBRARY_RELEASE|MEMCNN_WITH_DOWNLOAD)" "$build/CMakeCache.txt" >> "$out/build.log"
 echo "memcnn built with CUDA statistics: $(grep -rl MEMCNN_WITH_CUDA "$build" --include=build.ninja --include=flags.make | head -n 1)" >> "$out/build.log"
 stage build build.log cmake --build "$build" -j "$jobs" || exit 1
-stage ctest ctest.log ctest --test-dir "$build" -j 4 --output-on-failure --timeout 600
+# Several test programs at once, each with a few threads, rather than each with every core.
+stage ctest ctest.log env OMP_NUM_THREADS=2 ctest --test-dir "$build" -j $(( jobs / 2 > 1 ? jobs / 2 : 1 )) --output-on-failure --timeout 600
 figures() {
   for program in tests/test_gradients tests/test_memory tests/test_cuda tests/test_wrapper tests/test_checkpoint; do
     "$build/$program" --gtest_filter='*Cuda*' 2>&1 | grep -E '\[figure\]|FAILED|SKIPPED|PASSED'
