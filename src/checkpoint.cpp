@@ -3,6 +3,7 @@
 
 #include "memcnn/checkpoint.h"
 
+#include "memcnn/autocast.h"
 #include "memcnn/rng.h"
 
 #include <torch/autograd.h>
@@ -27,6 +28,7 @@ struct CheckpointCall : torch::CustomClassHolder {
   std::vector<torch::Tensor> parameters;  // as passed to apply(), to differentiate against
   std::vector<c10::Device> cuda_devices;
   std::unique_ptr<RngState> rng_at_forward;
+  compat::AutocastState autocast;  // forward's; the recompute runs under it
   std::vector<std::pair<torch::Tensor, torch::Tensor>> buffers_after_forward;  // (buffer, value)
 
   void release() {
@@ -69,12 +71,17 @@ class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
   static variable_list forward(AutogradContext* ctx, c10::intrusive_ptr<CheckpointCall> call,
                                torch::TensorList inputs, torch::TensorList parameters) {
     call->parameters = parameters.vec();
+    call->autocast = compat::AutocastState::current();
     for (const auto& x : inputs) call->input_requires_grad.push_back(x.defined() && x.requires_grad());
     if (call->options.preserve_rng_state()) {
       call->cuda_devices = cuda_devices_of(inputs.vec());
       call->rng_at_forward = std::make_unique<RngState>(RngState::capture(call->cuda_devices));
     }
-    auto outputs = call->fn(inputs.vec());
+    std::vector<torch::Tensor> outputs;
+    {
+      AutocastCacheOff no_cache;  // this run has no graph
+      outputs = call->fn(inputs.vec());
+    }
     if (call->stateful != nullptr) {
       for (const auto& b : call->stateful->buffers()) {
         if (b.defined()) call->buffers_after_forward.emplace_back(b, b.clone());
@@ -113,6 +120,7 @@ class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
   static variable_list recompute_and_differentiate(CheckpointCall& call, const variable_list& saved,
                                                    const variable_list& grad_outputs) {
     ReplayRng rng(call.rng_at_forward.get(), call.cuda_devices);
+    ForwardAutocastScope autocast(call.autocast);
     torch::AutoGradMode grad_mode(true);  // the engine runs backward with grad mode off
     std::vector<torch::Tensor> leaves;
     for (std::size_t i = 0; i < saved.size(); ++i) {
@@ -140,8 +148,7 @@ class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
 
     variable_list grads;
     if (!roots.empty() && !wrt.empty()) {
-      grads = torch::autograd::grad(roots, wrt, root_grads, /*retain_graph=*/false,
-                                    /*create_graph=*/false, /*allow_unused=*/true);
+      grads = differentiate(roots, wrt, root_grads);
     }
     variable_list result;
     for (const auto index : slot) result.push_back(index >= 0 && !grads.empty() ? grads[index] : torch::Tensor());

@@ -1,5 +1,6 @@
 #include "memcnn/coupling.h"
 
+#include "memcnn/autocast.h"
 #include "memcnn/rng.h"
 
 #include <torch/torch.h>
@@ -163,8 +164,7 @@ void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halve
     for (auto& t : rebuilt) wrt.push_back(t.requires_grad_());
     for (auto& t : h_leaves) wrt.push_back(t.requires_grad_());
     const auto redone = apply(step, rebuilt, h_leaves, /*invert=*/false);
-    const auto g = torch::autograd::grad(redone, wrt, grads[target], /*retain_graph=*/false,
-                                         /*create_graph=*/false, /*allow_unused=*/true);
+    const auto g = differentiate(redone, wrt, grads[target]);
     const std::size_t n = rebuilt.size();
     for (std::size_t i = 0; i < n; ++i) {
       grads[target][i] = g[i].defined() ? g[i] : torch::zeros_like(rebuilt[i]);
@@ -178,8 +178,7 @@ void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halve
     if (p.requires_grad()) trainable.push_back(p);
   }
   wrt.insert(wrt.end(), trainable.begin(), trainable.end());
-  const auto g = torch::autograd::grad(h, wrt, grad_h, /*retain_graph=*/false, /*create_graph=*/false,
-                                       /*allow_unused=*/true);
+  const auto g = differentiate(h, wrt, grad_h);
   const std::size_t n = source_leaves.size();
   for (std::size_t i = 0; i < n; ++i) {
     if (g[i].defined()) grads[source][i] = grads[source][i] + g[i];

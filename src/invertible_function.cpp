@@ -18,6 +18,8 @@
 // - Buffers (BatchNorm running statistics) are restored after the rebuild and recompute, so
 //   they end as after one plain forward.
 // - With preserve_rng_state the random numbers of forward are replayed, per sub-module.
+// - The block runs again under forward's autocast (mixed precision) settings; gradients are
+//   taken under backward's (autocast.h).
 //
 // Blocks that implement FusedBackward (couplings) rebuild and differentiate in one pass
 // instead: each sub-module runs once in backward, with its graph, rather than twice.
@@ -26,6 +28,7 @@
 
 #include "invertible_function.h"
 
+#include "memcnn/autocast.h"
 #include "memcnn/compat.h"
 #include "memcnn/log.h"
 #include "memcnn/rng.h"
@@ -54,6 +57,7 @@ struct SavedCall : torch::CustomClassHolder {
   std::vector<bool> input_requires_grad;
   std::vector<torch::Tensor> outputs;  // detached aliases of what the caller received
   std::unique_ptr<RngTape> rng_tape;
+  compat::AutocastState autocast;  // forward's; backward reruns the block under it
 
   std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& xs, bool inverse_direction) {
     RngTapeScope scope(rng_tape.get());
@@ -199,12 +203,17 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
   static variable_list forward(AutogradContext* ctx, c10::intrusive_ptr<SavedCall> call,
                                torch::TensorList inputs, torch::TensorList /*parameters*/) {
     call->inputs = inputs.vec();
+    call->autocast = compat::AutocastState::current();
     for (const auto& x : call->inputs) call->input_requires_grad.push_back(x.defined() && x.requires_grad());
     if (call->options.preserve_rng_state) {
       call->rng_tape = std::make_unique<RngTape>(cuda_devices_of(call->inputs));
       call->rng_tape->begin_recording();
     }
-    std::vector<torch::Tensor> outputs = call->run(call->inputs, call->options.inverse_direction);
+    std::vector<torch::Tensor> outputs;
+    {
+      AutocastCacheOff no_cache;  // this run has no graph
+      outputs = call->run(call->inputs, call->options.inverse_direction);
+    }
     for (const auto& y : outputs) call->outputs.push_back(y.defined() ? y.detach() : y);
     if (!call->options.keep_input) free_inputs(*call, outputs);
     ctx->saved_data["call"] = c10::IValue::make_capsule(call);
@@ -231,6 +240,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     --call->passes_left;
 
     const auto devices = cuda_devices_of(call->inputs);
+    ForwardAutocastScope autocast(call->autocast);
     RngFork fork(options.preserve_rng_state, devices);
     BufferSnapshot buffers(*call->fn);
     auto* fused = options.fused_backward ? dynamic_cast<FusedBackward*>(call->fn.get()) : nullptr;
@@ -383,8 +393,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     }
     variable_list grads;
     if (!roots.empty() && !wrt.empty()) {
-      grads = torch::autograd::grad(roots, wrt, root_grads, /*retain_graph=*/false,
-                                    /*create_graph=*/false, /*allow_unused=*/true);
+      grads = differentiate(roots, wrt, root_grads);
     }
     variable_list result;
     for (const auto index : slot) {

@@ -1,5 +1,6 @@
 #include "memcnn/invertible_sequential.h"
 
+#include "memcnn/autocast.h"
 #include "memcnn/rng.h"
 #include "memcnn/wrapper.h"
 
@@ -89,8 +90,7 @@ std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> rebuild_and_di
 
   std::vector<torch::Tensor> input_grads(leaves.size());
   if (!roots.empty() && !wrt.empty()) {
-    const auto g = torch::autograd::grad(roots, wrt, root_grads, /*retain_graph=*/false,
-                                         /*create_graph=*/false, /*allow_unused=*/true);
+    const auto g = differentiate(roots, wrt, root_grads);
     for (std::size_t k = 0; k < leaf_slots.size(); ++k) input_grads[leaf_slots[k]] = g[k];
     for (std::size_t k = 0; k < trainable.size(); ++k) parameter_grads.add(trainable[k], g[leaf_slots.size() + k]);
   }

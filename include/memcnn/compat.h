@@ -7,6 +7,7 @@
 
 #include <c10/core/Allocator.h>
 #include <c10/core/Device.h>
+#include <c10/core/ScalarType.h>
 #include <c10/core/StorageImpl.h>
 
 #include <cstddef>
@@ -67,6 +68,19 @@ using HostAllocatorBase = detail::WithHostCopyData<Base, detail::declares_copy_d
 inline c10::DataPtr take_data_ptr(c10::StorageImpl* storage) {
   return storage->set_data_ptr(c10::DataPtr(nullptr, storage->device()));
 }
+
+// This thread's autocast (mixed precision) settings for CPU and CUDA. LibTorch 2.4 replaced
+// the per-device functions (is_cpu_enabled, get_autocast_gpu_dtype, ...) with device-generic
+// ones taking a DeviceType; src/compat.cpp calls whichever this LibTorch has.
+struct AutocastState {
+  bool cpu_enabled = false;
+  c10::ScalarType cpu_dtype = c10::ScalarType::BFloat16;
+  bool cuda_enabled = false;
+  c10::ScalarType cuda_dtype = c10::ScalarType::Half;
+
+  static AutocastState current();
+  void apply() const;
+};
 
 }  // namespace compat
 }  // namespace memcnn

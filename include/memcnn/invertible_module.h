@@ -33,7 +33,9 @@ struct RebuildAndGradients {
 class FusedBackward {
  public:
   virtual ~FusedBackward() = default;
-  // Runs with grad mode on. `inverse_direction`: the wrapped call was inverse_multi.
+  // Runs with grad mode on, under forward's autocast settings; take gradients with
+  // memcnn::differentiate (autocast.h), which uses backward's. `inverse_direction`: the wrapped
+  // call was inverse_multi.
   // `zero_masks`: per input of the wrapped call, where the rebuilt input is exactly zero (an
   // undefined entry, or an empty list: nowhere); applied as soon as that input is rebuilt, so the
   // gradients are taken at the corrected values.

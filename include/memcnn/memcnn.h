@@ -1,6 +1,7 @@
 #pragma once
 // memcnn: memory-efficient invertible neural networks on LibTorch.
 
+#include "memcnn/autocast.h"
 #include "memcnn/checkpoint.h"
 #include "memcnn/coupling.h"
 #include "memcnn/drift.h"

@@ -1,0 +1,54 @@
+#pragma once
+// Mixed precision (autocast) in the memory-saving backward. Backward runs modules again, to
+// rebuild inputs or to recompute a graph; they must run under the autocast settings forward
+// had, or a block computed in bfloat16 or float16 is rebuilt in float32 and its gradients are
+// wrong. The gradients themselves are taken under the settings backward began with, as the
+// plain computation's backward takes them.
+
+#include "memcnn/compat.h"
+
+#include <torch/types.h>
+
+#include <vector>
+
+namespace memcnn {
+
+// Autocast caches the low-precision copies of parameters it makes; a copy made without grad
+// mode carries no graph, and a later call with grad mode that finds it in the cache would give
+// the parameter no gradient. Modules run without a graph (the memory-saving forward, the
+// rebuild) under this guard, which turns the cache off and back on.
+class AutocastCacheOff {
+ public:
+  AutocastCacheOff();
+  ~AutocastCacheOff();
+  AutocastCacheOff(const AutocastCacheOff&) = delete;
+  AutocastCacheOff& operator=(const AutocastCacheOff&) = delete;
+
+ private:
+  bool was_enabled_;
+};
+
+// For its lifetime, this thread runs under `at_forward`'s autocast settings, with the cast cache
+// off; differentiate() switches back to the settings the scope began with while it runs.
+// Scopes nest.
+class ForwardAutocastScope {
+ public:
+  explicit ForwardAutocastScope(const compat::AutocastState& at_forward);
+  ~ForwardAutocastScope();
+  ForwardAutocastScope(const ForwardAutocastScope&) = delete;
+  ForwardAutocastScope& operator=(const ForwardAutocastScope&) = delete;
+
+ private:
+  compat::AutocastState at_backward_;
+  const compat::AutocastState* outer_at_backward_;
+  AutocastCacheOff no_cache_;
+};
+
+// torch::autograd::grad(roots, wrt, grad_roots) keeping no graph and allowing unused `wrt`
+// (undefined gradients), under the autocast settings of the innermost ForwardAutocastScope's
+// start (the current settings outside any). FusedBackward implementations take their
+// gradients with it.
+std::vector<torch::Tensor> differentiate(const std::vector<torch::Tensor>& roots, const std::vector<torch::Tensor>& wrt,
+                                         const std::vector<torch::Tensor>& grad_roots);
+
+}  // namespace memcnn
