@@ -34,7 +34,7 @@ std::string counterpart(const std::string& model) {
 }
 
 struct Arguments {
-  std::string model, dataset, data_dir, results_dir = "results", experiments_file;
+  std::string model, dataset, data_dir, results_dir = "results", experiments_file, autocast;
   bool fresh = false, no_cuda = false, evaluate = false;
   int64_t max_iterations = 0, batch_size = 0, threads = 0;
 };
@@ -45,6 +45,11 @@ int run(const Arguments& args) {
   auto config = train::TrainConfig::from_json(train::experiment_for(experiments, args.model, args.dataset));
   if (args.max_iterations > 0) config.max_iterations = args.max_iterations;
   if (args.batch_size > 0) config.batch_size = args.batch_size;
+  if (!args.autocast.empty()) {
+    auto json = config.to_json();
+    json["autocast"] = args.autocast == "float32" ? "" : args.autocast;
+    config = train::TrainConfig::from_json(json);  // validates it
+  }
   // LibTorch may default to fewer threads than the machine has cores.
   const int64_t threads = args.threads > 0 ? args.threads : std::max(1u, std::thread::hardware_concurrency());
   torch::set_num_threads(static_cast<int>(threads));
@@ -101,7 +106,8 @@ int run(const Arguments& args) {
     auto other_model = train::build_model(other_config);
     other_model->to(device);
     const auto batch = trainer.training_batch(0);
-    const auto bytes = train::measure_activation_bytes(other_model, batch.images.to(device), batch.labels.to(device));
+    const auto bytes = train::measure_activation_bytes(other_model, batch.images.to(device), batch.labels.to(device),
+                                                       config.autocast);
     std::cout << ", " << other << " " << bytes / 1e6 << " MB (measured in this run, same batch)";
   }
   std::cout << "\n[memcnn-train] metrics: " << (results / "metrics.csv").string() << ", plot: "
@@ -129,6 +135,7 @@ int main(int argc, char** argv) {
   app.add_option("--experiments-file", args.experiments_file, "a JSON file of experiments (default: the shipped one)");
   app.add_option("--max-iterations", args.max_iterations, "stop after this many iterations")->check(CLI::PositiveNumber);
   app.add_option("--batch-size", args.batch_size, "override the experiment's batch size")->check(CLI::PositiveNumber);
+  app.add_option("--autocast", args.autocast, "mixed precision: bfloat16, or float32 (off); overrides the experiment's");
   app.add_option("--threads", args.threads, "LibTorch intra-op threads (default: all cores)")->check(CLI::PositiveNumber);
   app.add_flag("--evaluate", args.evaluate, "report the test accuracy of the saved checkpoint and exit");
   CLI11_PARSE(app, argc, argv);

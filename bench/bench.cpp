@@ -1,6 +1,7 @@
 // memcnn-bench: step time and activation memory, measured side by side in one run.
 //   1. RevNet-110 at batch 128: plain (wrapper disabled) vs MemCNN's inverse-then-recompute
-//      backward vs the fused one-pass coupling backward; median step time and peak bytes.
+//      backward vs the fused one-pass coupling backward (also under bfloat16 autocast); median
+//      step time and peak bytes.
 //   2. Depth sweep of coupling stacks: activation memory against depth.
 //   3. The six CIFAR models at batch 128, 32x32x3: activation memory (MemCNN's table).
 // Writes docs/benchmarks.md (or --output) and prints the tables.
@@ -20,6 +21,8 @@
 #include <iostream>
 #include <sstream>
 #include <thread>
+
+#include <optional>
 
 #include <malloc.h>
 #include <sys/utsname.h>
@@ -188,15 +191,26 @@ int run(BenchArgs args) {
   std::cout << "RevNet-110, batch " << batch << ": plain vs MemCNN recompute vs fused\n";
   {
     std::vector<Workload> workloads;
-    const std::vector<std::pair<std::string, InvertibleModuleWrapperOptions>> variants = {
-        {"plain (disabled)", InvertibleModuleWrapperOptions().disable(true)},
-        {"recompute (MemCNN)", InvertibleModuleWrapperOptions().fused_backward(false)},
-        {"fused", InvertibleModuleWrapperOptions()}};
-    for (const auto& [name, options] : variants) {
+    struct Variant {
+      std::string name;
+      InvertibleModuleWrapperOptions options;
+      bool bfloat16;
+    };
+    const std::vector<Variant> variants = {
+        {"plain (disabled)", InvertibleModuleWrapperOptions().disable(true), false},
+        {"recompute (MemCNN)", InvertibleModuleWrapperOptions().fused_backward(false), false},
+        {"fused", InvertibleModuleWrapperOptions(), false},
+        {"fused, bfloat16 autocast", InvertibleModuleWrapperOptions(), true}};
+    for (const auto& variant : variants) {
       torch::manual_seed(0);
-      auto model = revnet("revnet110", options);
+      auto model = revnet("revnet110", variant.options);
       model->to(device);
-      workloads.push_back(make_workload(name, model.ptr(), [model](const torch::Tensor& x) mutable { return model->forward(x); }));
+      const bool bfloat16 = variant.bfloat16;
+      workloads.push_back(make_workload(variant.name, model.ptr(), [model, bfloat16](const torch::Tensor& x) mutable {
+        std::optional<Autocast> autocast;
+        if (bfloat16) autocast.emplace(x.device().type(), torch::kBFloat16);
+        return model->forward(x).to(torch::kFloat32);
+      }));
     }
     const auto results = measure(workloads, images, labels, static_cast<int>(repetitions));
     std::vector<std::vector<std::string>> rows;

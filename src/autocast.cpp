@@ -26,6 +26,29 @@ class AutocastSwitch {
 
 }  // namespace
 
+Autocast::Autocast(c10::DeviceType device, c10::ScalarType dtype) : before_(compat::AutocastState::current()) {
+  TORCH_CHECK(device == c10::DeviceType::CPU || device == c10::DeviceType::CUDA,
+              "memcnn::Autocast: autocast is for CPU or CUDA, not ", device);
+  TORCH_CHECK(dtype == c10::ScalarType::BFloat16 || (device == c10::DeviceType::CUDA && dtype == c10::ScalarType::Half),
+              "memcnn::Autocast: ", dtype, " is not a lower precision autocast supports on ", device,
+              "; use BFloat16", device == c10::DeviceType::CUDA ? " or Half" : "");
+  auto settings = before_;
+  if (device == c10::DeviceType::CPU) {
+    settings.cpu_enabled = true;
+    settings.cpu_dtype = dtype;
+  } else {
+    settings.cuda_enabled = true;
+    settings.cuda_dtype = dtype;
+  }
+  at::autocast::increment_nesting();
+  settings.apply();
+}
+
+Autocast::~Autocast() {
+  before_.apply();
+  if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+}
+
 AutocastCacheOff::AutocastCacheOff() : was_enabled_(at::autocast::is_autocast_cache_enabled()) {
   at::autocast::set_autocast_cache_enabled(false);
 }

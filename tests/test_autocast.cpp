@@ -10,27 +10,11 @@ using namespace memcnn_test;
 
 namespace {
 
-// Autocast on for the guard's lifetime; settings restored after.
-class Autocast {
+// The library's guard, on the device under test.
+class Autocast : public memcnn::Autocast {
  public:
-  explicit Autocast(torch::Device device) : before_(memcnn::compat::AutocastState::current()) {
-    auto on = before_;
-    if (device.is_cuda()) {
-      on.cuda_enabled = true;
-      on.cuda_dtype = torch::kHalf;
-    } else {
-      on.cpu_enabled = true;
-      on.cpu_dtype = torch::kBFloat16;
-    }
-    on.apply();
-  }
-  ~Autocast() {
-    before_.apply();
-    at::autocast::clear_cache();
-  }
-
- private:
-  memcnn::compat::AutocastState before_;
+  explicit Autocast(torch::Device device)
+      : memcnn::Autocast(device.type(), device.is_cuda() ? torch::kHalf : torch::kBFloat16) {}
 };
 
 bool same(const memcnn::compat::AutocastState& a, const memcnn::compat::AutocastState& b) {
@@ -143,6 +127,20 @@ TEST(Autocast, MemorySavingForwardLeavesNoGraphlessCopyInTheCache) {
   const auto plain_only = weight_grad_of(false, true);
   const auto both = weight_grad_of(true, true);
   EXPECT_LT(relative_error(both, block_only + plain_only), 1e-5);
+}
+
+TEST(Autocast, GuardRestoresSettingsAndRefusesWhatAutocastCannotDo) {
+  const auto before = memcnn::compat::AutocastState::current();
+  {
+    memcnn::Autocast outer(torch::kCPU);
+    EXPECT_TRUE(memcnn::compat::AutocastState::current().cpu_enabled);
+    EXPECT_EQ(torch::mm(torch::rand({2, 2}), torch::rand({2, 2})).scalar_type(), torch::kBFloat16);
+  }
+  EXPECT_TRUE(same(memcnn::compat::AutocastState::current(), before));
+  EXPECT_EQ(torch::mm(torch::rand({2, 2}), torch::rand({2, 2})).scalar_type(), torch::kFloat32);
+  const auto message = error_message([] { memcnn::Autocast bad(torch::kCPU, torch::kFloat64); });
+  EXPECT_NE(message.find("is not a lower precision autocast supports"), std::string::npos) << message;
+  EXPECT_TRUE(same(memcnn::compat::AutocastState::current(), before));
 }
 
 TEST(Autocast, DifferentiateUsesTheSettingsBackwardBeganWith) {

@@ -13,6 +13,21 @@
 
 namespace memcnn {
 
+// Mixed precision for a scope, as Python's torch.autocast (LibTorch's C++ API has no guard):
+// on `device`, operations that autocast lowers (convolutions, matrix products) run in `dtype`.
+// The settings are restored at exit, and the cast cache is cleared when the outermost guard
+// exits. CPU takes bfloat16; CUDA float16 or bfloat16 (float16 training needs loss scaling).
+class Autocast {
+ public:
+  explicit Autocast(c10::DeviceType device, c10::ScalarType dtype = c10::ScalarType::BFloat16);
+  ~Autocast();
+  Autocast(const Autocast&) = delete;
+  Autocast& operator=(const Autocast&) = delete;
+
+ private:
+  compat::AutocastState before_;
+};
+
 // Autocast caches the low-precision copies of parameters it makes; a copy made without grad
 // mode carries no graph, and a later call with grad mode that finds it in the cache would give
 // the parameter no gradient. Modules run without a graph (the memory-saving forward, the

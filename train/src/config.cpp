@@ -117,6 +117,7 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   c.log_every = field(j, "log_every", c.log_every);
   c.seed = field(j, "seed", c.seed);
   c.loader_workers = field(j, "loader_workers", c.loader_workers);
+  c.autocast = field<std::string>(j, "autocast", "");
   c.model_options = field(j, "model_options", Json::object());
   require(c.num_classes > 1, "num_classes must be at least 2");
   require(c.in_channels > 0, "in_channels must be positive");
@@ -128,6 +129,10 @@ TrainConfig TrainConfig::from_json(const Json& j) {
           "checkpoint_every, validate_every and log_every must be positive");
   require(c.validation_batches >= 0, "validation_batches must not be negative");
   require(c.loader_workers >= 1, "loader_workers must be at least 1");
+  require(c.autocast != "float16", "autocast \"float16\" needs loss scaling, which LibTorch's C++ API does not "
+          "provide; use \"bfloat16\" (same range as float32)");
+  require(c.autocast.empty() || c.autocast == "bfloat16",
+          "autocast must be \"bfloat16\" or absent (float32), not \"" + c.autocast + "\"");
   return c;
 }
 
@@ -138,7 +143,7 @@ Json TrainConfig::to_json() const {
               {"lr_milestones", lr_milestones}, {"lr_gamma", lr_gamma}, {"checkpoint_every", checkpoint_every},
               {"validate_every", validate_every}, {"validation_batches", validation_batches},
               {"log_every", log_every}, {"seed", seed}, {"loader_workers", loader_workers},
-              {"model_options", model_options}};
+              {"autocast", autocast}, {"model_options", model_options}};
 }
 
 double TrainConfig::lr_at(int64_t iteration) const {

@@ -4,6 +4,7 @@
 #include "memcnn/train/metrics.h"
 
 #include <memcnn/data/loader.h>
+#include <memcnn/autocast.h>
 #include <memcnn/memory.h>
 
 #include <torch/torch.h>
@@ -13,6 +14,7 @@
 #include <cmath>
 #include <iomanip>
 #include <iostream>
+#include <optional>
 #include <sstream>
 #include <stdexcept>
 
@@ -76,12 +78,36 @@ models::ResNet build_model(const TrainConfig& config) {
   return models::ResNet(options);
 }
 
-int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels) {
+namespace {
+
+// Forward passes (and the loss) under TrainConfig::autocast; backward runs outside, as usual.
+class ForwardPrecision {
+ public:
+  ForwardPrecision(const std::string& autocast, torch::Device device) {
+    if (autocast == "bfloat16") guard_.emplace(device.type(), torch::kBFloat16);
+  }
+
+ private:
+  std::optional<Autocast> guard_;
+};
+
+torch::Tensor training_loss(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels,
+                            const std::string& autocast, torch::Tensor* logits = nullptr) {
+  ForwardPrecision precision(autocast, images.device());
+  auto out = model->forward(images).to(torch::kFloat32);  // the loss in float32 whatever the logits
+  if (logits != nullptr) *logits = out;
+  return tf_style_cross_entropy(out, labels);
+}
+
+}  // namespace
+
+int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels,
+                                 const std::string& autocast) {
   model->train();
-  tf_style_cross_entropy(model->forward(images), labels).backward();  // allocates the gradients
+  training_loss(model, images, labels, autocast).backward();  // allocates the gradients
   zero_gradients(*model);
   MemoryProbe probe(images.device());
-  tf_style_cross_entropy(model->forward(images), labels).backward();
+  training_loss(model, images, labels, autocast).backward();
   return probe.peak_above_start();
 }
 
@@ -147,6 +173,7 @@ double Trainer::evaluate(int64_t max_batches) {
   const int64_t count = max_batches > 0 ? std::min(max_batches, batches) : batches;
   for (int64_t b = 0; b < count; ++b) {
     const auto batch = s.test_loader->batch(b);
+    ForwardPrecision precision(s.config.autocast, s.options.device);
     const auto predictions = s.model->forward(batch.images.to(s.options.device)).argmax(1).cpu();
     correct += predictions.eq(batch.labels).sum().item<int64_t>();
     seen += batch.labels.size(0);
@@ -161,7 +188,8 @@ TrainSummary Trainer::run() {
   TrainSummary summary;
   summary.parameters = models::count_parameters(*s.model);
   s.out << "[memcnn-train] " << s.title() << ": " << summary.parameters << " parameters, device "
-        << s.options.device << ", batch " << c.batch_size << ", " << c.max_iterations << " iterations" << std::endl;
+        << s.options.device << ", batch " << c.batch_size << ", " << c.max_iterations << " iterations"
+        << (c.autocast.empty() ? std::string() : ", autocast " + c.autocast) << std::endl;
 
   const int64_t restored = restore();
   summary.start_iteration = restored > 0 ? restored : 0;
@@ -189,8 +217,8 @@ TrainSummary Trainer::run() {
     zero_gradients(*s.model);
 
     MemoryProbe probe(s.options.device);
-    const auto logits = s.model->forward(images);
-    const auto loss = tf_style_cross_entropy(logits, labels);
+    torch::Tensor logits;
+    const auto loss = training_loss(s.model, images, labels, c.autocast, &logits);
     loss.backward();
     summary.activation_bytes = probe.peak_above_start();
     const double loss_value = loss.item<double>();

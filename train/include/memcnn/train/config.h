@@ -42,6 +42,9 @@ struct TrainConfig {
   int64_t log_every = 10;
   uint64_t seed = 0;
   int64_t loader_workers = 2;
+  // Mixed precision: "" (float32) or "bfloat16" (autocast on the training device; no loss
+  // scaling needed, as float16 would).
+  std::string autocast;
   Json model_options = Json::object();  // overrides of the named model's architecture
 
   // Validates every field; std::invalid_argument says which one and why.

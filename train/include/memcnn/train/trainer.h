@@ -26,8 +26,9 @@ torch::Tensor tf_style_cross_entropy(const torch::Tensor& logits, const torch::T
 models::ResNet build_model(const TrainConfig& config);
 
 // Peak bytes allocated above the start by one forward and backward of the model on a batch
-// (its activation memory), on the device of the batch.
-int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels);
+// (its activation memory), on the device of the batch; `autocast` as TrainConfig::autocast.
+int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels,
+                                 const std::string& autocast = "");
 
 struct TrainerOptions {
   std::string results_dir;  // this experiment's folder: checkpoints, metrics.csv, metrics.svg
