@@ -71,4 +71,6 @@ stage figures figures.log figures
 stage bench bench.log "$build/bench/memcnn-bench" --cuda --batch 512 --output "$out/benchmarks-cuda.md"
 stage train train.log "$build/memcnn-train" revnet38 fashion-mnist --fresh --max-iterations "${TRAIN_ITERATIONS:-1000}" --results-dir /tmp/memcnn-train-cuda
 cp /tmp/memcnn-train-cuda/revnet38_fashion-mnist/metrics.csv "$out/" 2>/dev/null
+stage train-bfloat16 train.log "$build/memcnn-train" revnet38 fashion-mnist --fresh --autocast bfloat16 \
+  --max-iterations "${TRAIN_ITERATIONS:-1000}" --results-dir /tmp/memcnn-train-cuda-bf16
 echo "done; files in $out: $(ls "$out" | tr '\n' ' ')"
