@@ -49,6 +49,15 @@ Autocast::~Autocast() {
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
 }
 
+AutocastDisabled::AutocastDisabled() : before_(compat::AutocastState::current()) {
+  auto off = before_;
+  off.cpu_enabled = false;
+  off.cuda_enabled = false;
+  off.apply();
+}
+
+AutocastDisabled::~AutocastDisabled() { before_.apply(); }
+
 AutocastCacheOff::AutocastCacheOff() : was_enabled_(at::autocast::is_autocast_cache_enabled()) {
   at::autocast::set_autocast_cache_enabled(false);
 }

@@ -1,5 +1,7 @@
 #include "memcnn/layers.h"
 
+#include "memcnn/autocast.h"
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
@@ -185,14 +187,19 @@ torch::Tensor InvertibleConv1x1Impl::log_abs_det_weight() const {
   return std::get<1>(torch::linalg_slogdet(weight));
 }
 
+// In the parameters' precision even under autocast: W and its inverse must undo each other.
 torch::Tensor InvertibleConv1x1Impl::forward(const torch::Tensor& x) {
   check_channels(x, options.channels(), "InvertibleConv1x1");
-  return torch::conv2d(x, as_kernel(weight_matrix()));
+  AutocastDisabled full_precision;
+  const auto kernel = as_kernel(weight_matrix());
+  return torch::conv2d(x.to(kernel.scalar_type()), kernel);
 }
 
 torch::Tensor InvertibleConv1x1Impl::inverse(const torch::Tensor& y) {
   check_channels(y, options.channels(), "InvertibleConv1x1::inverse");
-  return torch::conv2d(y, as_kernel(torch::linalg_inv(weight_matrix())));
+  AutocastDisabled full_precision;
+  const auto kernel = as_kernel(torch::linalg_inv(weight_matrix()));
+  return torch::conv2d(y.to(kernel.scalar_type()), kernel);
 }
 
 torch::Tensor InvertibleConv1x1Impl::log_det(const torch::Tensor& x) {

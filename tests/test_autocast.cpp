@@ -84,6 +84,28 @@ INSTANTIATE_TEST_SUITE_P(Couplings, AutocastStacks,
                                          Case{Coupling::affine, true}, Case{Coupling::affine, false}),
                          [](const testing::TestParamInfo<Case>& info) { return describe(info.param); });
 
+// A chain with invertible 1x1 convolutions, whose inverse is another matrix: they compute in
+// float32 under autocast, so the whole chain still rebuilds to float32 rounding.
+TEST(Autocast, ChainWithInvertibleConvolutionsRebuildsExactly) {
+  torch::manual_seed(4);
+  memcnn::InvertibleSequential chain(memcnn::InvertibleConv1x1(8), memcnn::AdditiveCoupling(ConvBnRelu(4), ConvBnRelu(4)),
+                                     memcnn::InvertibleConv1x1(memcnn::InvertibleConv1x1Options(8).lu(true)),
+                                     memcnn::AffineCoupling(ConvBnRelu(4, 0.1), ConvBnRelu(4, 0.1)));
+  memcnn::InvertibleModuleWrapper wrapper(chain);
+  const auto x = torch::rand({2, 8, 6, 6});
+  auto input = x.clone().requires_grad_();
+  torch::Tensor y;
+  {
+    Autocast autocast(torch::kCPU);
+    EXPECT_EQ(memcnn::InvertibleConv1x1(8)->forward(x).scalar_type(), torch::kFloat32);
+    y = wrapper->forward(input);
+  }
+  y.sum().backward();
+  const double error = relative_error(input, x);
+  std::cout << "[figure] autocast chain with 1x1 convolutions: rebuilt input error " << error << "\n";
+  EXPECT_LT(error, 1e-5);
+}
+
 TEST(Autocast, CheckpointRecomputesUnderForwardsSettings) {
   torch::manual_seed(2);
   ConvBnRelu layer(4);

@@ -28,6 +28,21 @@ class Autocast {
   compat::AutocastState before_;
 };
 
+// Autocast off for a scope (both devices), settings restored at exit: for a layer whose inverse
+// is a different computation (a matrix and its inverse), so that in low precision the two
+// would disagree by its rounding (about 1e-2 in bfloat16) and the memory-saving backward would
+// carry that into the rebuilt input. Such a layer computes in its parameters' precision.
+class AutocastDisabled {
+ public:
+  AutocastDisabled();
+  ~AutocastDisabled();
+  AutocastDisabled(const AutocastDisabled&) = delete;
+  AutocastDisabled& operator=(const AutocastDisabled&) = delete;
+
+ private:
+  compat::AutocastState before_;
+};
+
 // Autocast caches the low-precision copies of parameters it makes; a copy made without grad
 // mode carries no graph, and a later call with grad mode that finds it in the cache would give
 // the parameter no gradient. Modules run without a graph (the memory-saving forward, the

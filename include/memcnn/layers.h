@@ -90,7 +90,8 @@ struct InvertibleConv1x1Options {
 };
 
 // Glow's invertible 1x1 convolution; W starts as a random rotation (QR of a Gaussian matrix).
-// log_det = H * W * log|det W|.
+// log_det = H * W * log|det W|. Computes in the parameters' precision even under autocast, so
+// that forward and inverse undo each other (memcnn::AutocastDisabled).
 class InvertibleConv1x1Impl : public torch::nn::Cloneable<InvertibleConv1x1Impl>, public InvertibleLayer {
  public:
   explicit InvertibleConv1x1Impl(InvertibleConv1x1Options options);
