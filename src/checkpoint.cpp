@@ -39,33 +39,6 @@ struct CheckpointCall : torch::CustomClassHolder {
   }
 };
 
-std::vector<c10::Device> cuda_devices_of(const std::vector<torch::Tensor>& tensors) {
-  std::vector<c10::Device> devices;
-  for (const auto& t : tensors) {
-    if (t.defined() && t.is_cuda() && std::find(devices.begin(), devices.end(), t.device()) == devices.end()) {
-      devices.push_back(t.device());
-    }
-  }
-  return devices;
-}
-
-// Puts the random state of forward in place for the recompute and the surrounding state back
-// afterwards, also when the recompute throws.
-class ReplayRng {
- public:
-  ReplayRng(const RngState* at_forward, const std::vector<c10::Device>& devices) {
-    if (at_forward == nullptr) return;
-    surrounding_ = std::make_unique<RngState>(RngState::capture(devices));
-    at_forward->restore();
-  }
-  ~ReplayRng() {
-    if (surrounding_) surrounding_->restore();
-  }
-
- private:
-  std::unique_ptr<RngState> surrounding_;
-};
-
 class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
  public:
   static variable_list forward(AutogradContext* ctx, c10::intrusive_ptr<CheckpointCall> call,
@@ -119,7 +92,10 @@ class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
   // Gradients for every input, then every parameter (undefined where none flows).
   static variable_list recompute_and_differentiate(CheckpointCall& call, const variable_list& saved,
                                                    const variable_list& grad_outputs) {
-    ReplayRng rng(call.rng_at_forward.get(), call.cuda_devices);
+    // Forward's random state for the recompute; the surrounding one back afterwards, also when
+    // the recompute throws.
+    RngStateGuard surrounding_rng(call.rng_at_forward != nullptr, call.cuda_devices);
+    if (call.rng_at_forward) call.rng_at_forward->restore();
     ForwardAutocastScope autocast(call.autocast);
     torch::AutoGradMode grad_mode(true);  // the engine runs backward with grad mode off
     std::vector<torch::Tensor> leaves;

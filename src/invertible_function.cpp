@@ -154,17 +154,6 @@ torch::Tensor unpack_zero_positions(const torch::Tensor& packed, torch::IntArray
   return packed.unsqueeze(1).bitwise_and(weights).ne(0).view(-1).narrow(0, 0, n).view(sizes);
 }
 
-std::vector<c10::Device> cuda_devices_of(const std::vector<torch::Tensor>& tensors) {
-  std::vector<c10::Device> devices;
-  for (const auto& t : tensors) {
-    if (t.defined() && t.is_cuda() &&
-        std::find(devices.begin(), devices.end(), t.device()) == devices.end()) {
-      devices.push_back(t.device());
-    }
-  }
-  return devices;
-}
-
 // Restores buffers (BatchNorm running statistics) to their values at construction.
 class BufferSnapshot {
  public:
@@ -181,21 +170,6 @@ class BufferSnapshot {
 
  private:
   std::vector<std::pair<torch::Tensor, torch::Tensor>> saved_;
-};
-
-// Restores the generators' states on scope exit, so backward leaves the random stream of the
-// surrounding program as it found it.
-class RngFork {
- public:
-  RngFork(bool enabled, const std::vector<c10::Device>& devices) {
-    if (enabled) state_ = std::make_unique<RngState>(RngState::capture(devices));
-  }
-  ~RngFork() {
-    if (state_) state_->restore();
-  }
-
- private:
-  std::unique_ptr<RngState> state_;
 };
 
 class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> {
@@ -241,7 +215,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
 
     const auto devices = cuda_devices_of(call->inputs);
     ForwardAutocastScope autocast(call->autocast);
-    RngFork fork(options.preserve_rng_state, devices);
+    RngStateGuard surrounding_rng(options.preserve_rng_state, devices);
     BufferSnapshot buffers(*call->fn);
     auto* fused = options.fused_backward ? dynamic_cast<FusedBackward*>(call->fn.get()) : nullptr;
     variable_list grads;

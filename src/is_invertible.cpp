@@ -22,14 +22,6 @@ bool all_close(const std::vector<torch::Tensor>& a, const std::vector<torch::Ten
   return true;
 }
 
-// torch::manual_seed seeds every CUDA device's generator too, so all of them are restored.
-std::vector<c10::Device> all_cuda_devices() {
-  std::vector<c10::Device> devices;
-  const auto count = static_cast<c10::DeviceIndex>(torch::cuda::device_count());
-  for (c10::DeviceIndex i = 0; i < count; ++i) devices.emplace_back(c10::kCUDA, i);
-  return devices;
-}
-
 torch::Device device_of(torch::nn::Module& module) {
   for (const auto& p : module.parameters()) return p.device();
   for (const auto& b : module.buffers()) return b.device();
@@ -47,6 +39,7 @@ bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module,
   if (invertible == nullptr) return false;
 
   torch::NoGradGuard no_grad;
+  // torch::manual_seed below seeds every CUDA device's generator too: all of them go back.
   const auto outer_rng = RngState::capture(all_cuda_devices());
   std::vector<std::pair<torch::Tensor, torch::Tensor>> buffers;
   for (auto& b : module->buffers()) buffers.emplace_back(b, b.clone());

@@ -2,7 +2,9 @@
 
 #include <ATen/Context.h>
 #include <c10/util/Exception.h>
+#include <torch/cuda.h>
 
+#include <algorithm>
 #include <mutex>
 
 namespace memcnn {
@@ -34,6 +36,31 @@ void RngState::restore() const {
     std::lock_guard<std::mutex> lock(generator.mutex());
     generator.set_state(entry.second);
   }
+}
+
+std::vector<c10::Device> cuda_devices_of(const std::vector<at::Tensor>& tensors) {
+  std::vector<c10::Device> devices;
+  for (const auto& t : tensors) {
+    if (t.defined() && t.is_cuda() && std::find(devices.begin(), devices.end(), t.device()) == devices.end()) {
+      devices.push_back(t.device());
+    }
+  }
+  return devices;
+}
+
+std::vector<c10::Device> all_cuda_devices() {
+  std::vector<c10::Device> devices;
+  const auto count = static_cast<c10::DeviceIndex>(torch::cuda::device_count());
+  for (c10::DeviceIndex i = 0; i < count; ++i) devices.emplace_back(c10::kCUDA, i);
+  return devices;
+}
+
+RngStateGuard::RngStateGuard(bool engaged, const std::vector<c10::Device>& cuda_devices) {
+  if (engaged) state_ = std::make_unique<RngState>(RngState::capture(cuda_devices));
+}
+
+RngStateGuard::~RngStateGuard() {
+  if (state_) state_->restore();
 }
 
 void rng_sync_point(const void* key) {

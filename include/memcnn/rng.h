@@ -23,6 +23,26 @@ class RngState {
   std::vector<std::pair<c10::Device, at::Tensor>> states_;
 };
 
+// The CUDA devices the given tensors live on, each once (their generators are the ones a call on
+// them can draw from).
+std::vector<c10::Device> cuda_devices_of(const std::vector<at::Tensor>& tensors);
+// Every CUDA device LibTorch sees (torch::manual_seed seeds all of them).
+std::vector<c10::Device> all_cuda_devices();
+
+// Puts the CPU's and the given CUDA devices' generators back, on scope exit, in the state they
+// had at construction (a disengaged guard does nothing), so a backward that replays random
+// numbers leaves the surrounding program's random stream as it found it.
+class RngStateGuard {
+ public:
+  RngStateGuard(bool engaged, const std::vector<c10::Device>& cuda_devices);
+  ~RngStateGuard();
+  RngStateGuard(const RngStateGuard&) = delete;
+  RngStateGuard& operator=(const RngStateGuard&) = delete;
+
+ private:
+  std::unique_ptr<RngState> state_;
+};
+
 // Modules whose inverse calls their random sub-modules in another order than their forward
 // (a coupling evaluates F then G forward, G then F inverse) mark each sub-module call with a
 // sync point. Inside a memory-saving wrapper with preserve_rng_state, the first pass records
