@@ -11,28 +11,15 @@ namespace {
 // The settings the innermost ForwardAutocastScope began with; null outside any.
 thread_local const compat::AutocastState* settings_at_backward = nullptr;
 
-class AutocastSwitch {
- public:
-  explicit AutocastSwitch(const compat::AutocastState& target) : previous_(compat::AutocastState::current()) {
-    target.apply();
-  }
-  ~AutocastSwitch() { previous_.apply(); }
-  AutocastSwitch(const AutocastSwitch&) = delete;
-  AutocastSwitch& operator=(const AutocastSwitch&) = delete;
-
- private:
-  compat::AutocastState previous_;
-};
-
-}  // namespace
-
-Autocast::Autocast(c10::DeviceType device, c10::ScalarType dtype) : before_(compat::AutocastState::current()) {
+// The current settings with autocast on for `device` in `dtype`, after checking that autocast
+// can do that.
+compat::AutocastState enabled_for(c10::DeviceType device, c10::ScalarType dtype) {
   TORCH_CHECK(device == c10::DeviceType::CPU || device == c10::DeviceType::CUDA,
               "memcnn::Autocast: autocast is for CPU or CUDA, not ", device);
   TORCH_CHECK(dtype == c10::ScalarType::BFloat16 || (device == c10::DeviceType::CUDA && dtype == c10::ScalarType::Half),
               "memcnn::Autocast: ", dtype, " is not a lower precision autocast supports on ", device,
               "; use BFloat16", device == c10::DeviceType::CUDA ? " or Half" : "");
-  auto settings = before_;
+  auto settings = compat::AutocastState::current();
   if (device == c10::DeviceType::CPU) {
     settings.cpu_enabled = true;
     settings.cpu_dtype = dtype;
@@ -40,23 +27,37 @@ Autocast::Autocast(c10::DeviceType device, c10::ScalarType dtype) : before_(comp
     settings.cuda_enabled = true;
     settings.cuda_dtype = dtype;
   }
+  return settings;
+}
+
+compat::AutocastState disabled() {
+  auto settings = compat::AutocastState::current();
+  settings.cpu_enabled = false;
+  settings.cuda_enabled = false;
+  return settings;
+}
+
+}  // namespace
+
+namespace detail {
+
+AutocastSwitch::AutocastSwitch(const compat::AutocastState& target) : previous_(compat::AutocastState::current()) {
+  target.apply();
+}
+
+AutocastSwitch::~AutocastSwitch() { previous_.apply(); }
+
+}  // namespace detail
+
+Autocast::Autocast(c10::DeviceType device, c10::ScalarType dtype) : switch_(enabled_for(device, dtype)) {
   at::autocast::increment_nesting();
-  settings.apply();
 }
 
 Autocast::~Autocast() {
-  before_.apply();
   if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
 }
 
-AutocastDisabled::AutocastDisabled() : before_(compat::AutocastState::current()) {
-  auto off = before_;
-  off.cpu_enabled = false;
-  off.cuda_enabled = false;
-  off.apply();
-}
-
-AutocastDisabled::~AutocastDisabled() { before_.apply(); }
+AutocastDisabled::AutocastDisabled() : switch_(disabled()) {}
 
 AutocastCacheOff::AutocastCacheOff() : was_enabled_(at::autocast::is_autocast_cache_enabled()) {
   at::autocast::set_autocast_cache_enabled(false);
@@ -65,19 +66,15 @@ AutocastCacheOff::AutocastCacheOff() : was_enabled_(at::autocast::is_autocast_ca
 AutocastCacheOff::~AutocastCacheOff() { at::autocast::set_autocast_cache_enabled(was_enabled_); }
 
 ForwardAutocastScope::ForwardAutocastScope(const compat::AutocastState& at_forward)
-    : at_backward_(compat::AutocastState::current()), outer_at_backward_(settings_at_backward) {
-  settings_at_backward = &at_backward_;
-  at_forward.apply();
+    : to_forward_(at_forward), outer_at_backward_(settings_at_backward) {
+  settings_at_backward = &to_forward_.previous();
 }
 
-ForwardAutocastScope::~ForwardAutocastScope() {
-  at_backward_.apply();
-  settings_at_backward = outer_at_backward_;
-}
+ForwardAutocastScope::~ForwardAutocastScope() { settings_at_backward = outer_at_backward_; }
 
 std::vector<torch::Tensor> differentiate(const std::vector<torch::Tensor>& roots, const std::vector<torch::Tensor>& wrt,
                                          const std::vector<torch::Tensor>& grad_roots) {
-  std::optional<AutocastSwitch> as_at_backward;
+  std::optional<detail::AutocastSwitch> as_at_backward;
   if (settings_at_backward != nullptr) as_at_backward.emplace(*settings_at_backward);
   return torch::autograd::grad(roots, wrt, grad_roots, /*retain_graph=*/false, /*create_graph=*/false,
                                /*allow_unused=*/true);

@@ -12,6 +12,23 @@
 #include <vector>
 
 namespace memcnn {
+namespace detail {
+
+// This thread's autocast settings switched to `target` for the scope, the previous ones back
+// at exit: what every guard below does, with its own target.
+class AutocastSwitch {
+ public:
+  explicit AutocastSwitch(const compat::AutocastState& target);
+  ~AutocastSwitch();
+  AutocastSwitch(const AutocastSwitch&) = delete;
+  AutocastSwitch& operator=(const AutocastSwitch&) = delete;
+  const compat::AutocastState& previous() const { return previous_; }
+
+ private:
+  compat::AutocastState previous_;
+};
+
+}  // namespace detail
 
 // Mixed precision for a scope, as Python's torch.autocast (LibTorch's C++ API has no guard):
 // on `device`, operations that autocast lowers (convolutions, matrix products) run in `dtype`.
@@ -25,7 +42,7 @@ class Autocast {
   Autocast& operator=(const Autocast&) = delete;
 
  private:
-  compat::AutocastState before_;
+  detail::AutocastSwitch switch_;
 };
 
 // Autocast off for a scope (both devices), settings restored at exit: for a layer whose inverse
@@ -35,12 +52,9 @@ class Autocast {
 class AutocastDisabled {
  public:
   AutocastDisabled();
-  ~AutocastDisabled();
-  AutocastDisabled(const AutocastDisabled&) = delete;
-  AutocastDisabled& operator=(const AutocastDisabled&) = delete;
 
  private:
-  compat::AutocastState before_;
+  detail::AutocastSwitch switch_;
 };
 
 // Autocast caches the low-precision copies of parameters it makes; a copy made without grad
@@ -69,7 +83,7 @@ class ForwardAutocastScope {
   ForwardAutocastScope& operator=(const ForwardAutocastScope&) = delete;
 
  private:
-  compat::AutocastState at_backward_;
+  detail::AutocastSwitch to_forward_;  // its previous(): the settings backward began with
   const compat::AutocastState* outer_at_backward_;
   AutocastCacheOff no_cache_;
 };

@@ -171,9 +171,9 @@ double Trainer::evaluate(int64_t max_batches) {
   int64_t correct = 0, seen = 0;
   const int64_t batches = s.test_loader->batches_per_epoch();
   const int64_t count = max_batches > 0 ? std::min(max_batches, batches) : batches;
+  ForwardPrecision precision(s.config.autocast, s.options.device);
   for (int64_t b = 0; b < count; ++b) {
     const auto batch = s.test_loader->batch(b);
-    ForwardPrecision precision(s.config.autocast, s.options.device);
     const auto predictions = s.model->forward(batch.images.to(s.options.device)).argmax(1).cpu();
     correct += predictions.eq(batch.labels).sum().item<int64_t>();
     seen += batch.labels.size(0);
