@@ -40,7 +40,7 @@ bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module,
 
   torch::NoGradGuard no_grad;
   // torch::manual_seed below seeds every CUDA device's generator too: all of them go back.
-  const auto outer_rng = RngState::capture(all_cuda_devices());
+  const RngStateGuard outer_rng(/*engaged=*/true, all_cuda_devices());
   std::vector<std::pair<torch::Tensor, torch::Tensor>> buffers;
   for (auto& b : module->buffers()) buffers.emplace_back(b, b.clone());
 
@@ -57,7 +57,6 @@ bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module,
   }
 
   for (auto& entry : buffers) entry.first.copy_(entry.second);
-  outer_rng.restore();
   return invertible_both_ways;
 }
 

@@ -75,7 +75,7 @@ class AutocastStacks : public testing::TestWithParam<Case> {};
 TEST_P(AutocastStacks, RebuildUnderForwardsSettingsOnCpu) { expect_exact_rebuild_under_autocast(GetParam(), torch::kCPU); }
 
 TEST_P(AutocastStacks, RebuildUnderForwardsSettingsOnCuda) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  MEMCNN_SKIP_WITHOUT_CUDA();
   expect_exact_rebuild_under_autocast(GetParam(), torch::Device(torch::kCUDA, 0));
 }
 

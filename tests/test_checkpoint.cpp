@@ -156,7 +156,7 @@ void expect_dropout_replayed(torch::Device device) {
 TEST(Checkpoint, DropoutWithPreservedRngStateEqualsPlain) { expect_dropout_replayed(torch::kCPU); }
 
 TEST(Checkpoint, DropoutWithPreservedRngStateEqualsPlainOnCuda) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  MEMCNN_SKIP_WITHOUT_CUDA();
   expect_dropout_replayed(torch::Device(torch::kCUDA, 0));
 }
 

@@ -12,7 +12,7 @@ namespace {
 class Cuda : public testing::Test {
  protected:
   void SetUp() override {
-    if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+    MEMCNN_SKIP_WITHOUT_CUDA();
   }
   const torch::Device device{torch::kCUDA, 0};
 };

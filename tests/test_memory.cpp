@@ -77,7 +77,7 @@ TEST(Memory, PeakOfTrainingStepIsFlatInDepth) {
 }
 
 TEST(Memory, PeakOfTrainingStepIsFlatInDepthOnCuda) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  MEMCNN_SKIP_WITHOUT_CUDA();
   expect_flat_in_depth(torch::Device(torch::kCUDA, 0));
 }
 

@@ -114,6 +114,10 @@ inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>() / (scale > 0 ? scale : 1.0);
 }
 
+// In a test body: skips the test where LibTorch sees no CUDA device.
+#define MEMCNN_SKIP_WITHOUT_CUDA() \
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"
+
 // The plain float32 computation on CUDA, for the length of a test: cuDNN and cuBLAS would
 // otherwise use TF32 (10-bit mantissas) on Ampere and later, and the comparison with the
 // plain computation would measure TF32's rounding instead of memcnn.

@@ -351,7 +351,7 @@ void expect_dropout_replayed(torch::Device device) {
 TEST(Wrapper, DropoutIsReplayedWithPreserveRngState) { expect_dropout_replayed(torch::kCPU); }
 
 TEST(Wrapper, DropoutIsReplayedWithPreserveRngStateOnCuda) {
-  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  MEMCNN_SKIP_WITHOUT_CUDA();
   expect_dropout_replayed(torch::Device(torch::kCUDA, 0));
 }
 
