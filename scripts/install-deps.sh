@@ -13,6 +13,11 @@ PACKAGES=(
   dataset-fashion-mnist   # training data that needs no download
   zlib1g-dev              # data: gzip'd IDX files and .tar.gz archives
   libcurl4-openssl-dev    # data: CIFAR download (optional: -DMEMCNN_WITH_DOWNLOAD=OFF)
+  libgloo-dev             # distributed: Gloo's headers, for c10d's ProcessGroupGloo
+  python3 python3-dev     # python: Debian's interpreter (not another python3 first on PATH)
+  python3-torch           # python: PyTorch 1.13 on the same LibTorch as libtorch-dev; ships torchrun
+  pybind11-dev            # python: the extension module
+  python3-pytest          # python: the package's tests
 )
 
 missing=()
