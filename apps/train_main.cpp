@@ -2,13 +2,17 @@
 
 #include <memcnn/data/dataset.h>
 #include <memcnn/data/loader.h>
+#include <memcnn/distributed/launch.h>
+#include <memcnn/distributed/process_group.h>
 #include <memcnn/train/config.h>
 #include <memcnn/train/trainer.h>
 
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
 
+#include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <iomanip>
 #include <iostream>
@@ -34,12 +38,34 @@ std::string counterpart(const std::string& model) {
 }
 
 struct Arguments {
-  std::string model, dataset, data_dir, results_dir = "results", experiments_file, autocast;
+  std::string model, dataset, data_dir, results_dir = "results", experiments_file, autocast, dist_backend = "auto";
   bool fresh = false, no_cuda = false, evaluate = false;
-  int64_t max_iterations = 0, batch_size = 0, threads = 0;
+  int64_t max_iterations = 0, batch_size = 0, threads = 0, nproc = 0;
+  double dist_timeout = 120;
 };
 
+// Ranks of this machine sharing its cores (torchrun sets LOCAL_WORLD_SIZE).
+int64_t ranks_on_this_machine(const std::shared_ptr<distributed::ProcessGroup>& group) {
+  if (!group) return 1;
+  const char* local = std::getenv("LOCAL_WORLD_SIZE");
+  return local != nullptr ? std::max(1, std::atoi(local)) : group->size();
+}
+
 int run(const Arguments& args) {
+  const bool cuda = !args.no_cuda && torch::cuda::is_available();
+  // A rank of a distributed job when the launcher (torchrun, --nproc, a scheduler) says so.
+  std::shared_ptr<distributed::ProcessGroup> group;
+  if (const auto env = distributed::Environment::from_environment(); env && env->world_size > 1) {
+    const torch::Device rank_device =
+        cuda ? torch::Device(torch::kCUDA, static_cast<int>(env->local_rank % torch::cuda::device_count()))
+             : torch::Device(torch::kCPU);
+    group = distributed::ProcessGroup::connect(
+        *env, distributed::ProcessGroupOptions()
+                  .timeout(std::chrono::milliseconds(static_cast<int64_t>(args.dist_timeout * 1000)))
+                  .backend(args.dist_backend)
+                  .device(rank_device));
+  }
+  const bool rank0 = !group || group->rank() == 0;
   const auto experiments =
       args.experiments_file.empty() ? train::default_experiments() : train::load_experiments(args.experiments_file);
   auto config = train::TrainConfig::from_json(train::experiment_for(experiments, args.model, args.dataset));
@@ -50,18 +76,21 @@ int run(const Arguments& args) {
     json["autocast"] = args.autocast == "float32" ? "" : args.autocast;
     config = train::TrainConfig::from_json(json);  // validates it
   }
-  // LibTorch may default to fewer threads than the machine has cores.
-  const int64_t threads = args.threads > 0 ? args.threads : std::max(1u, std::thread::hardware_concurrency());
+  // LibTorch may default to fewer threads than the machine has cores; local ranks share them.
+  const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
+  const int64_t threads = args.threads > 0 ? args.threads : std::max<int64_t>(1, cores / ranks_on_this_machine(group));
   torch::set_num_threads(static_cast<int>(threads));
 
-  const bool cuda = !args.no_cuda && torch::cuda::is_available();
-  const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  const int64_t local_rank = group ? distributed::Environment::from_environment()->local_rank : 0;
+  const torch::Device device =
+      cuda ? torch::Device(torch::kCUDA, static_cast<int>(local_rank % torch::cuda::device_count())) : torch::Device(torch::kCPU);
   const fs::path results = fs::path(args.results_dir) / (args.model + "_" + args.dataset);
-  if (args.fresh && fs::exists(results)) {
+  if (rank0 && args.fresh && fs::exists(results)) {
     fs::remove_all(results);
     std::cout << "[memcnn-train] --fresh: removed " << results.string() << std::endl;
   }
-  fs::create_directories(results);
+  if (rank0) fs::create_directories(results);
+  if (group) group->barrier();  // the other ranks read checkpoints only after rank 0 cleared them
 
   auto train_set = data::load_dataset(config.dataset, args.data_dir, /*train=*/true);
   auto test_set = data::load_dataset(config.dataset, args.data_dir, /*train=*/false);
@@ -72,6 +101,7 @@ int run(const Arguments& args) {
   options.results_dir = results.string();
   options.device = device;
   options.live_line = ::isatty(STDOUT_FILENO) != 0;
+  options.group = group;
   train::Trainer trainer(config, std::move(train_set), std::move(test_set), options);
 
   if (args.evaluate) {
@@ -80,9 +110,12 @@ int run(const Arguments& args) {
       std::cerr << "memcnn-train: no checkpoint in " << results.string() << " to evaluate; train first" << std::endl;
       return 1;
     }
-    std::cout << "[memcnn-train] " << args.model << " on " << args.dataset << ", checkpoint at iteration "
-              << iteration << ": test accuracy " << std::fixed << std::setprecision(2)
-              << 100 * trainer.evaluate() << "%" << std::endl;
+    const double accuracy = trainer.evaluate();
+    if (rank0) {
+      std::cout << "[memcnn-train] " << args.model << " on " << args.dataset << ", checkpoint at iteration "
+                << iteration << ": test accuracy " << std::fixed << std::setprecision(2) << 100 * accuracy << "%"
+                << (group ? " (" + std::to_string(group->size()) + " ranks)" : std::string()) << std::endl;
+    }
     return 0;
   }
 
@@ -90,12 +123,20 @@ int run(const Arguments& args) {
   std::signal(SIGTERM, on_signal);
   const auto summary = trainer.run();
   if (summary.interrupted) return 130;
+  if (!rank0) return 0;
 
   std::cout << std::fixed << std::setprecision(2) << "\n[memcnn-train] done: " << args.model << " on "
             << args.dataset << ", iterations " << summary.start_iteration << " -> " << summary.final_iteration
             << " in " << summary.seconds / 60 << " min (" << 100 * summary.data_wait_fraction
-            << "% of it waiting for data); test accuracy " << 100 * summary.test_accuracy << "%\n";
-  std::cout << "[memcnn-train] activation memory per training step (batch " << config.batch_size << "): "
+            << "% of it waiting for data";
+  if (group) {
+    std::cout << "; " << summary.world_size << " ranks, " << 100 * summary.communication_wait_fraction
+              << "% waiting for gradient allreduce";
+  }
+  std::cout << "); test accuracy " << 100 * summary.test_accuracy << "%\n";
+  const int64_t rank_batch = config.batch_size / summary.world_size;
+  std::cout << "[memcnn-train] activation memory per training step (batch " << rank_batch
+            << (group ? " per rank" : "") << "): "
             << args.model << " " << summary.activation_bytes / 1e6 << " MB";
   const std::string other = counterpart(args.model);
   if (!other.empty()) {
@@ -138,10 +179,33 @@ int main(int argc, char** argv) {
   app.add_option("--autocast", args.autocast, "mixed precision: bfloat16, or float32 (off); overrides the experiment's");
   app.add_option("--threads", args.threads, "LibTorch intra-op threads (default: all cores)")->check(CLI::PositiveNumber);
   app.add_flag("--evaluate", args.evaluate, "report the test accuracy of the saved checkpoint and exit");
+  app.add_option("--nproc", args.nproc,
+                 "data-parallel: start N ranks on this machine (each on batch/N of every batch); under torchrun "
+                 "or a scheduler, which set WORLD_SIZE and RANK, leave it out")
+      ->check(CLI::Range(1, 1024));
+  app.add_option("--dist-timeout", args.dist_timeout,
+                 "data-parallel: seconds a rank waits for the others (rendezvous, every collective) before it "
+                 "stops with an error (default 120)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--dist-backend", args.dist_backend, "data-parallel: auto (NCCL on CUDA, else Gloo), gloo or nccl")
+      ->check(CLI::IsMember({"auto", "gloo", "nccl"}));
   CLI11_PARSE(app, argc, argv);
   if (args.data_dir.empty() && args.dataset != "fashion-mnist") args.data_dir = "datasets";
   try {
+    // --nproc N: this process launches N ranks of itself and waits (the ranks see WORLD_SIZE).
+    if (args.nproc > 1 && std::getenv("WORLD_SIZE") == nullptr) {
+      distributed::LaunchOptions launch;
+      launch.nproc = static_cast<int>(args.nproc);
+      launch.grace = std::chrono::milliseconds(static_cast<int64_t>(args.dist_timeout * 1000) + 30000);
+      std::vector<std::string> command{distributed::current_executable()};
+      command.insert(command.end(), argv + 1, argv + argc);
+      return distributed::launch_local_ranks(command, launch);
+    }
     return run(args);
+  } catch (const distributed::CollectiveError& e) {
+    // Leave at once: tearing down a process group whose peer is gone may wait for it again.
+    std::cerr << "memcnn-train: " << e.what() << std::endl;
+    std::_Exit(1);
   } catch (const c10::Error& e) {
     std::cerr << "memcnn-train: " << e.what_without_backtrace() << std::endl;
   } catch (const std::exception& e) {

@@ -132,6 +132,14 @@ void validate(const Dataset& data, const at::Tensor& mean, const LoaderOptions& 
     throw std::invalid_argument("BatchLoader: batch_size " + std::to_string(options.batch_size()) +
                                 " exceeds the " + std::to_string(n) +
                                 " samples of the dataset, so drop_last would leave no batch");
+  if (options.shards() < 1 || options.shard() < 0 || options.shard() >= options.shards())
+    throw std::invalid_argument("BatchLoader: shard " + std::to_string(options.shard()) + " of " +
+                                std::to_string(options.shards()) + " does not exist: shards must be at least 1 and "
+                                "shard in [0, shards)");
+  if (options.drop_last() && options.batch_size() % options.shards() != 0)
+    throw std::invalid_argument("BatchLoader: the global batch_size " + std::to_string(options.batch_size()) +
+                                " does not divide into " + std::to_string(options.shards()) +
+                                " equal shards; choose a batch size that is a multiple of the number of ranks");
   if (options.workers() < 0 || options.prefetch() < 0)
     throw std::invalid_argument("BatchLoader: workers and prefetch must not be negative");
 }
@@ -210,8 +218,12 @@ void BatchLoader::Impl::write_sample(const uint8_t* in, const Augmentation& a, f
 
 Batch BatchLoader::Impl::prepare(int64_t iteration) {
   const int64_t epoch = iteration / batches;
-  const int64_t first = (iteration % batches) * options.batch_size();
-  const int64_t count = std::min(options.batch_size(), n - first);
+  // This shard's part of the global batch; augmentation depends on the global position, so the
+  // union of the shards is exactly the global batch.
+  const int64_t global_first = (iteration % batches) * options.batch_size();
+  const int64_t global_count = std::min(options.batch_size(), n - global_first);
+  const int64_t first = global_first + global_count * options.shard() / options.shards();
+  const int64_t count = global_first + global_count * (options.shard() + 1) / options.shards() - first;
   const auto order = options.shuffle() ? permutation(epoch) : nullptr;
   const int64_t sample_size = channels * height * width;
   Batch batch;

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <ctime>
+#include <memory>
 #include <set>
 #include <thread>
 #include <tuple>
@@ -127,6 +128,37 @@ std::vector<std::tuple<int, int, bool, at::Tensor>> reference_crops(const at::Te
         crops.emplace_back(dy, dx, flip, flip ? crop.flip({2}) : crop);
       }
   return crops;
+}
+
+TEST(BatchLoader, ShardsOfAGlobalBatchMakeUpTheWholeBatch) {
+  const Dataset data = random_dataset(45);
+  const auto mean = mean_image(data);
+  for (const bool drop_last : {true, false}) {
+    const auto options = LoaderOptions().batch_size(12).workers(0).seed(5).drop_last(drop_last);
+    BatchLoader whole(data, mean, options);
+    std::vector<std::unique_ptr<BatchLoader>> shards;
+    for (int64_t s = 0; s < 3; ++s)
+      shards.push_back(std::make_unique<BatchLoader>(data, mean, LoaderOptions(options).shard(s).shards(3)));
+    for (const int64_t iteration : {0, 1, 3, 4, 7}) {  // 3 (without drop_last) is an epoch's last, partial batch
+      std::vector<at::Tensor> images, labels;
+      for (auto& shard : shards) {
+        const auto part = shard->batch(iteration);
+        images.push_back(part.images);
+        labels.push_back(part.labels);
+      }
+      expect_same(whole.batch(iteration), Batch{at::cat(images), at::cat(labels)});
+    }
+  }
+  const auto error = [&](LoaderOptions options) {
+    try {
+      BatchLoader loader(data, mean, options);
+    } catch (const std::invalid_argument& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(error(LoaderOptions().batch_size(10).shards(3)).find("does not divide into 3 equal shards"), std::string::npos);
+  EXPECT_NE(error(LoaderOptions().batch_size(12).shard(3).shards(3)).find("shard 3 of 3 does not exist"), std::string::npos);
 }
 
 TEST(BatchLoader, CropAndFlipOfHandMadeImage) {

@@ -4,6 +4,7 @@
 #include "memcnn/train/metrics.h"
 
 #include <memcnn/data/loader.h>
+#include <memcnn/distributed/data_parallel.h>
 #include <memcnn/autocast.h>
 #include <memcnn/memory.h>
 
@@ -114,15 +115,18 @@ int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& ima
 struct Trainer::State {
   TrainConfig config;
   TrainerOptions options;
+  std::ostream silent{nullptr};  // the output of ranks other than 0
   std::ostream& out;
   models::ResNet model{nullptr};
   std::unique_ptr<torch::optim::SGD> optimizer;
   std::unique_ptr<data::BatchLoader> train_loader, test_loader;
+  std::unique_ptr<distributed::DataParallel> parallel;  // attached once the weights are restored
   Checkpointer checkpointer;
   MetricsLog metrics;
 
   State(TrainConfig c, data::Dataset train_set, data::Dataset test_set, TrainerOptions o)
-      : config(std::move(c)), options(std::move(o)), out(options.out ? *options.out : std::cout),
+      : config(std::move(c)), options(std::move(o)),
+        out(rank() != 0 ? silent : options.out ? *options.out : std::cout),
         checkpointer(options.results_dir), metrics(options.results_dir) {
     enable_cpu_memory_tracking();
     torch::manual_seed(config.seed);
@@ -135,13 +139,34 @@ struct Trainer::State {
     const int workers = static_cast<int>(config.loader_workers);
     train_loader = std::make_unique<data::BatchLoader>(
         std::move(train_set), mean,
-        data::LoaderOptions().batch_size(config.batch_size).seed(config.seed).workers(workers));
+        data::LoaderOptions().batch_size(config.batch_size).seed(config.seed).workers(workers).shard(rank()).shards(world()));
     test_loader = std::make_unique<data::BatchLoader>(
         std::move(test_set), mean,
-        data::LoaderOptions().batch_size(config.batch_size).augment(false).shuffle(false).drop_last(false).workers(workers));
+        data::LoaderOptions().batch_size(config.batch_size).augment(false).shuffle(false).drop_last(false).workers(workers)
+            .shard(rank()).shards(world()));
   }
 
   std::string title() const { return config.model + " on " + config.dataset; }
+  int64_t rank() const { return options.group ? options.group->rank() : 0; }
+  int64_t world() const { return options.group ? options.group->size() : 1; }
+  bool writes_files() const { return rank() == 0; }
+
+  // Every rank holds rank 0's BatchNorm statistics (they are per rank in training).
+  void synchronize_buffers() {
+    if (!options.group) return;
+    auto buffers = model->buffers();
+    options.group->broadcast(buffers, 0);
+  }
+
+  // Sums over the ranks (no-op in one process).
+  void sum_over_ranks(torch::Tensor& values) {
+    if (options.group) options.group->allreduce_sum(values);
+  }
+
+  void save_checkpoint(int64_t iteration) {
+    synchronize_buffers();
+    if (writes_files()) checkpointer.save(*model, *optimizer, iteration);
+  }
 };
 
 Trainer::Trainer(TrainConfig config, data::Dataset train_set, data::Dataset test_set, TrainerOptions options)
@@ -166,6 +191,7 @@ int64_t Trainer::restore() {
 
 double Trainer::evaluate(int64_t max_batches) {
   auto& s = *state_;
+  s.synchronize_buffers();
   torch::NoGradGuard no_grad;
   s.model->eval();
   int64_t correct = 0, seen = 0;
@@ -174,12 +200,15 @@ double Trainer::evaluate(int64_t max_batches) {
   ForwardPrecision precision(s.config.autocast, s.options.device);
   for (int64_t b = 0; b < count; ++b) {
     const auto batch = s.test_loader->batch(b);
+    if (batch.labels.size(0) == 0) continue;  // a rank's empty share of a short last batch
     const auto predictions = s.model->forward(batch.images.to(s.options.device)).argmax(1).cpu();
     correct += predictions.eq(batch.labels).sum().item<int64_t>();
     seen += batch.labels.size(0);
   }
   s.model->train();
-  return seen > 0 ? static_cast<double>(correct) / seen : 0.0;
+  auto counts = torch::tensor({static_cast<double>(correct), static_cast<double>(seen)}, torch::kFloat64);
+  s.sum_over_ranks(counts);
+  return counts[1].item<double>() > 0 ? counts[0].item<double>() / counts[1].item<double>() : 0.0;
 }
 
 TrainSummary Trainer::run() {
@@ -187,20 +216,26 @@ TrainSummary Trainer::run() {
   const auto& c = s.config;
   TrainSummary summary;
   summary.parameters = models::count_parameters(*s.model);
+  summary.world_size = s.world();
   s.out << "[memcnn-train] " << s.title() << ": " << summary.parameters << " parameters, device "
-        << s.options.device << ", batch " << c.batch_size << ", " << c.max_iterations << " iterations"
-        << (c.autocast.empty() ? std::string() : ", autocast " + c.autocast) << std::endl;
+        << s.options.device << ", batch " << c.batch_size;
+  if (s.options.group) {
+    s.out << " (" << s.world() << " ranks x " << c.batch_size / s.world() << ", " << s.options.group->backend() << ")";
+  }
+  s.out << ", " << c.max_iterations << " iterations" << (c.autocast.empty() ? std::string() : ", autocast " + c.autocast)
+        << std::endl;
 
   const int64_t restored = restore();
   summary.start_iteration = restored > 0 ? restored : 0;
   if (restored >= 0) {
     s.out << "[memcnn-train] resuming from the checkpoint at iteration " << restored << std::endl;
-    s.metrics.truncate_after(restored);
+    if (s.writes_files()) s.metrics.truncate_after(restored);
   }
+  if (s.options.group && !s.parallel) s.parallel = std::make_unique<distributed::DataParallel>(s.model.ptr(), s.options.group);
   s.model->train();
   const auto start = Clock::now();
   auto window_start = Clock::now();
-  double window_loss = 0, window_wait = 0, total_wait = 0;
+  double window_loss = 0, window_wait = 0, total_wait = 0, total_communication_wait = 0;
   int64_t window_correct = 0, window_seen = 0, window_steps = 0;
 
   int64_t iteration = summary.start_iteration;
@@ -221,7 +256,16 @@ TrainSummary Trainer::run() {
     const auto loss = training_loss(s.model, images, labels, c.autocast, &logits);
     loss.backward();
     summary.activation_bytes = probe.peak_above_start();
-    const double loss_value = loss.item<double>();
+    // The batch's loss and accuracy over all ranks, and whether any rank was asked to stop: every
+    // rank takes the same decisions at the same iteration.
+    const double local_seen = static_cast<double>(labels.size(0));
+    auto step_values = torch::tensor({loss.item<double>() * local_seen,
+                                      static_cast<double>(logits.argmax(1).eq(labels).sum().item<int64_t>()), local_seen,
+                                      stop_requested.load() ? 1.0 : 0.0},
+                                     torch::kFloat64);
+    s.sum_over_ranks(step_values);
+    const double loss_value = step_values[0].item<double>() / step_values[2].item<double>();
+    const bool stop = step_values[3].item<double>() > 0;
     if (!std::isfinite(loss_value)) {
       std::ostringstream message;
       message << "the loss became " << loss_value << " at iteration " << iteration << " (learning rate " << lr
@@ -233,8 +277,8 @@ TrainSummary Trainer::run() {
     ++iteration;
 
     window_loss += loss_value;
-    window_correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
-    window_seen += labels.size(0);
+    window_correct += static_cast<int64_t>(step_values[1].item<double>());
+    window_seen += static_cast<int64_t>(step_values[2].item<double>());
     ++window_steps;
 
     const bool validate = iteration % c.validate_every == 0 && iteration < c.max_iterations;
@@ -248,7 +292,7 @@ TrainSummary Trainer::run() {
       row.iterations_per_second = window_steps / window_seconds;
       row.activation_bytes = summary.activation_bytes;
       if (validate) row.test_accuracy = evaluate(c.validation_batches);
-      s.metrics.append(row);
+      if (s.writes_files()) s.metrics.append(row);
       const double eta = (c.max_iterations - iteration) / std::max(1e-9, row.iterations_per_second);
       std::ostringstream line;
       line << "[" << s.title() << "] it " << iteration << "/" << c.max_iterations << "  loss " << std::fixed
@@ -256,6 +300,14 @@ TrainSummary Trainer::run() {
            << "%  " << std::setprecision(2) << row.iterations_per_second << " it/s  ETA " << format_duration(eta)
            << "  activations " << std::setprecision(1) << summary.activation_bytes / 1e6 << " MB  data wait "
            << std::setprecision(0) << 100 * window_wait / window_seconds << "%";
+      if (s.parallel) {
+        const auto comm = s.parallel->stats();
+        s.parallel->reset_stats();
+        total_communication_wait += comm.wait_seconds;
+        line << "  world " << s.world() << "  comm " << std::setprecision(1)
+             << 1000 * comm.allreduce_seconds / std::max<int64_t>(1, comm.synchronized_backwards) << " ms/it, waited "
+             << std::setprecision(0) << 100 * comm.wait_seconds / window_seconds << "%";
+      }
       if (row.test_accuracy) line << "  test acc " << std::setprecision(2) << 100 * *row.test_accuracy << "%";
       if (s.options.live_line && !row.test_accuracy) {
         s.out << "\r" << line.str() << "   " << std::flush;
@@ -266,12 +318,9 @@ TrainSummary Trainer::run() {
       window_loss = window_wait = 0;
       window_correct = window_seen = window_steps = 0;
     }
-    if (validate) s.metrics.plot(s.title());
-    if (iteration % c.checkpoint_every == 0 || iteration == c.max_iterations) {
-      s.checkpointer.save(*s.model, *s.optimizer, iteration);
-    }
-    if (stop_requested.load()) {
-      s.checkpointer.save(*s.model, *s.optimizer, iteration);
+    if (validate && s.writes_files()) s.metrics.plot(s.title());
+    if (iteration % c.checkpoint_every == 0 || iteration == c.max_iterations || stop) s.save_checkpoint(iteration);
+    if (stop) {
       summary.interrupted = true;
       s.out << "\n[memcnn-train] interrupted at iteration " << iteration << "; checkpoint saved in "
             << s.options.results_dir << ", run the same command again to continue" << std::endl;
@@ -281,9 +330,11 @@ TrainSummary Trainer::run() {
   summary.final_iteration = iteration;
   summary.seconds = seconds_since(start);
   summary.data_wait_fraction = total_wait / std::max(1e-9, summary.seconds);
+  if (s.parallel) total_communication_wait += s.parallel->stats().wait_seconds;
+  summary.communication_wait_fraction = total_communication_wait / std::max(1e-9, summary.seconds);
   if (!summary.interrupted) {
     summary.test_accuracy = evaluate(0);
-    s.metrics.plot(s.title());
+    if (s.writes_files()) s.metrics.plot(s.title());
   }
   return summary;
 }

@@ -30,6 +30,10 @@ struct LoaderOptions {
   TORCH_ARG(uint64_t, seed) = 0;
   TORCH_ARG(int, workers) = 2;   // threads preparing batches; 0 prepares on demand only
   TORCH_ARG(int, prefetch) = 4;  // iterations prepared ahead of the last one requested
+  // Data-parallel ranks: batch(i) is part `shard` of `shards` equal parts of the global batch i
+  // (batch_size is the global size; with drop_last it must divide into the parts).
+  TORCH_ARG(int64_t, shard) = 0;
+  TORCH_ARG(int64_t, shards) = 1;
 };
 
 class BatchLoader {

@@ -6,6 +6,7 @@
 #include "memcnn/train/config.h"
 
 #include <memcnn/data/dataset.h>
+#include <memcnn/distributed/process_group.h>
 #include <memcnn/data/loader.h>
 #include <memcnn/models/resnet.h>
 
@@ -35,6 +36,10 @@ struct TrainerOptions {
   torch::Device device = torch::kCPU;
   bool live_line = false;   // rewrite one progress line (a terminal) instead of printing lines
   std::ostream* out = nullptr;  // progress output; std::cout when null
+  // Data-parallel training: each rank trains on its shard of every global batch (config.batch_size
+  // is global, so MemCNN's schedule keeps its meaning), gradients are averaged in backward, and
+  // only rank 0 writes checkpoints, metrics and the plot and prints progress. Null: one process.
+  std::shared_ptr<distributed::ProcessGroup> group;
 };
 
 struct TrainSummary {
@@ -44,8 +49,10 @@ struct TrainSummary {
   bool interrupted = false;
   double seconds = 0;           // wall time of this run
   double test_accuracy = -1;    // on the whole test set at the end; -1 when interrupted
-  int64_t activation_bytes = 0; // of the last training step
+  int64_t activation_bytes = 0; // of the last training step (on this rank, for its shard)
   double data_wait_fraction = 0; // share of the run spent waiting for the batch loader
+  int64_t world_size = 1;
+  double communication_wait_fraction = 0;  // share of the run backward waited for gradient allreduces
 };
 
 class Trainer {
@@ -54,12 +61,13 @@ class Trainer {
   ~Trainer();
   // Trains from the newest checkpoint (if any) to config.max_iterations.
   TrainSummary run();
-  // Accuracy on the test set (max_batches 0: all of it) with the current weights.
+  // Accuracy on the test set (max_batches 0: all of it) with the current weights; distributed,
+  // each rank evaluates its shard of every test batch with rank 0's BatchNorm statistics.
   double evaluate(int64_t max_batches = 0);
   // Loads the newest checkpoint; its iteration, or -1 without one.
   int64_t restore();
   models::ResNet& model();
-  // The (augmented) training batch of an iteration.
+  // The (augmented) training batch of an iteration (this rank's shard of it).
   data::Batch training_batch(int64_t iteration);
 
   // Asks a running trainer to checkpoint and stop after the current step (async-signal-safe).

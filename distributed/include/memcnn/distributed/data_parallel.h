@@ -1,0 +1,87 @@
+#pragma once
+// Data-parallel training of any LibTorch module: every rank holds a replica, trains on its own
+// shard of each global batch, and backward averages the parameter gradients across ranks.
+//
+// How (and why not c10d::Reducer): a post-hook on each parameter's gradient accumulator marks it
+// ready; when every parameter of a bucket is ready, the bucket (its gradients flattened, divided by
+// the world size) is all-reduced asynchronously while the rest of backward runs, and a callback
+// at the end of backward waits for the buckets and copies the averages back. Buckets are started
+// strictly in order, so every rank issues the same collectives in the same order even when
+// gradients arrive in another order (a memory-saving wrapper delivers all parameter gradients of
+// its block from one autograd node, a checkpoint from its recompute). c10d::Reducer does the same
+// from C++ on 1.13, but tells nothing of its communication (no per-step time or bytes without
+// Python's sampled logger), and the live line and the benchmark need both.
+//
+// BatchNorm statistics stay per rank in training, as with PyTorch's DDP without SyncBatchNorm;
+// broadcast_buffers() makes every replica hold rank 0's before evaluation and checkpointing.
+
+#include "memcnn/distributed/process_group.h"
+
+#include <torch/arg.h>
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace memcnn::distributed {
+
+struct DataParallelOptions {
+  // Gradients are reduced in buckets of at most this many bytes (PyTorch DDP's defaults: a
+  // small first bucket, so communication starts early in backward).
+  TORCH_ARG(int64_t, bucket_cap_bytes) = 25 << 20;
+  TORCH_ARG(int64_t, first_bucket_cap_bytes) = 1 << 20;
+};
+
+// Communication of the steps since the last reset_stats().
+struct CommunicationStats {
+  int64_t synchronized_backwards = 0;
+  int64_t buckets_reduced = 0;
+  int64_t bytes_reduced = 0;      // gradient bytes handed to allreduce
+  double wait_seconds = 0;        // backward blocked waiting for allreduces (not hidden by compute)
+  double allreduce_seconds = 0;   // from each bucket's start to its completion, summed
+};
+
+class DataParallel {
+ public:
+  // Checks that every rank holds the same parameter shapes, broadcasts parameters and buffers
+  // from rank 0, and attaches the gradient hooks. `module` must outlive this object's use; the
+  // hooks are removed when this object is destroyed.
+  DataParallel(std::shared_ptr<torch::nn::Module> module, std::shared_ptr<ProcessGroup> group,
+               DataParallelOptions options = {});
+  ~DataParallel();
+  DataParallel(const DataParallel&) = delete;
+  DataParallel& operator=(const DataParallel&) = delete;
+
+  // While a guard lives, backward accumulates gradients locally without communication (gradient
+  // accumulation, as DDP's no_sync); the next backward outside averages the accumulated sums.
+  class NoSync {
+   public:
+    explicit NoSync(DataParallel& owner);
+    ~NoSync();
+    NoSync(const NoSync&) = delete;
+    NoSync& operator=(const NoSync&) = delete;
+
+   private:
+    DataParallel& owner_;
+    bool previous_;
+  };
+  NoSync no_sync() { return NoSync(*this); }
+
+  void broadcast_parameters(int64_t root = 0);
+  void broadcast_buffers(int64_t root = 0);
+
+  const ProcessGroup& group() const;
+  // Indices into module->parameters() (those requiring grad), one list per bucket, in reduction order.
+  std::vector<std::vector<int64_t>> bucket_indices() const;
+  CommunicationStats stats() const;
+  void reset_stats();
+
+  struct State;
+
+ private:
+  std::shared_ptr<torch::nn::Module> module_;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace memcnn::distributed

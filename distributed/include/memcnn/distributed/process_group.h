@@ -1,0 +1,104 @@
+#pragma once
+// A process group on torch.distributed's engine (c10d): Gloo on CPU, NCCL for CUDA tensors when
+// LibTorch has CUDA. Set up from the variables torchrun and cluster schedulers set (RANK,
+// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) through a c10d::TCPStore, everything bounded
+// by one timeout: a rank that dies, never joins or stops answering makes the others fail with a
+// message instead of hanging. c10d's headers stay in src/; this header needs only LibTorch's types.
+
+#include <torch/arg.h>
+#include <torch/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace memcnn::distributed {
+
+// Where this process sits in a job, read from the environment.
+struct Environment {
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  int64_t local_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int64_t master_port = 29500;
+  // torchrun (and memcnn-train --nproc) host the store themselves and say so with
+  // TORCHELASTIC_USE_AGENT_STORE=True; then every rank, rank 0 too, connects as a client.
+  bool launcher_hosts_store = false;
+  std::string store_prefix;  // keys of restarted attempts do not mix (torchrun's convention)
+
+  // Nothing when WORLD_SIZE is unset (a single process). Reads `lookup` instead of the process
+  // environment when given (tests). std::invalid_argument names the variable that is wrong:
+  // WORLD_SIZE without RANK, a rank outside [0, WORLD_SIZE), a port outside 1..65535, ...
+  static std::optional<Environment> from_environment(
+      const std::function<std::optional<std::string>(const std::string&)>& lookup = {});
+};
+
+struct ProcessGroupOptions {
+  // Rendezvous, connection and every collective: what a rank waits for a peer at most.
+  TORCH_ARG(std::chrono::milliseconds, timeout) = std::chrono::seconds(120);
+  // "auto": NCCL when `device` is CUDA (and LibTorch has NCCL), otherwise Gloo; or "gloo", "nccl".
+  TORCH_ARG(std::string, backend) = "auto";
+  TORCH_ARG(torch::Device, device) = torch::kCPU;
+};
+
+// An operation in flight; wait() throws (with the cause and the rank) when it failed.
+class PendingCollective {
+ public:
+  PendingCollective() = default;
+  explicit PendingCollective(std::function<void()> wait) : wait_(std::move(wait)) {}
+  void wait();
+  bool valid() const { return static_cast<bool>(wait_); }
+
+ private:
+  std::function<void()> wait_;
+};
+
+class ProcessGroup {
+ public:
+  // Connects to the job described by `environment` (rank 0 hosts the TCPStore unless the launcher
+  // does). Errors name what failed: the port in use, the master unreachable, a rank missing.
+  static std::shared_ptr<ProcessGroup> connect(const Environment& environment, ProcessGroupOptions options = {});
+  // The job from the environment; nothing when WORLD_SIZE is unset.
+  static std::shared_ptr<ProcessGroup> from_environment(ProcessGroupOptions options = {});
+
+  virtual ~ProcessGroup();
+  int64_t rank() const { return rank_; }
+  int64_t size() const { return size_; }
+  const std::string& backend() const { return backend_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+
+  // Blocking collectives on whole tensors (in place), all ranks calling in the same order.
+  void allreduce_sum(torch::Tensor& tensor);
+  void allreduce_max(torch::Tensor& tensor);
+  void broadcast(std::vector<torch::Tensor>& tensors, int64_t root = 0);
+  void barrier();
+  // Sum over ranks, started now, finished by wait(): what overlaps with backward.
+  PendingCollective allreduce_sum_async(torch::Tensor tensor, std::function<void()> on_completion = {});
+
+  // The message of a failed collective: which, on which rank, the cause, and what it usually means.
+  std::string describe_failure(const std::string& operation, const std::string& cause) const;
+
+  struct Backend;  // c10d's objects (src/ only)
+
+ protected:
+  ProcessGroup() = default;
+
+ private:
+  int64_t rank_ = 0, size_ = 1;
+  std::string backend_;
+  std::chrono::milliseconds timeout_{0};
+  std::unique_ptr<Backend> impl_;
+};
+
+// Thrown when a collective fails or times out: a peer died, was killed or stopped answering.
+class CollectiveError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace memcnn::distributed

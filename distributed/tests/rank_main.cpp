@@ -1,0 +1,113 @@
+// One rank of a distributed test: test_distributed starts several of these through
+// launch_local_ranks and compares what they write with a single-process reference.
+//   distributed_test_rank gradients MODEL f64|f32|bf16 OUT   one step on this rank's shard; OUT.rankR: gradients
+//   distributed_test_rank accumulate MODEL OUT               no_sync micro-batch, then a synchronised one
+//   distributed_test_rank sgd MODEL STEPS OUT                SGD steps; OUT.rankR: parameters, then buffers
+//   distributed_test_rank die AFTER OUT                      rank 1 exits after AFTER steps; the others must fail
+
+#include "scenarios.h"
+
+#include <memcnn/distributed/data_parallel.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+
+using namespace memcnn_dist_test;
+namespace dist = memcnn::distributed;
+
+namespace {
+
+std::shared_ptr<dist::ProcessGroup> connect() {
+  const char* timeout = std::getenv("MEMCNN_DIST_TIMEOUT");
+  dist::ProcessGroupOptions options;
+  options.timeout(std::chrono::seconds(timeout ? std::atoi(timeout) : 60));
+  auto group = dist::ProcessGroup::from_environment(options);
+  if (!group) throw std::invalid_argument("distributed_test_rank: WORLD_SIZE is not set; start it through a launcher");
+  return group;
+}
+
+std::string output_for(const std::string& base, const dist::ProcessGroup& group) {
+  return base + ".rank" + std::to_string(group.rank());
+}
+
+torch::Dtype dtype_of(const std::string& name) { return name == "f64" ? torch::kFloat64 : torch::kFloat32; }
+
+int gradients(const std::string& model_name, const std::string& precision, const std::string& out) {
+  auto group = connect();
+  auto model = make_model(model_name, dtype_of(precision));
+  dist::DataParallel parallel(model.module, group);
+  auto batch = shard(global_batch(0, dtype_of(precision)), group->rank(), group->size());
+  loss_of(model, batch, precision == "bf16").backward();
+  torch::save(gradients_of(model), output_for(out, *group));
+  return 0;
+}
+
+int accumulate(const std::string& model_name, const std::string& out) {
+  auto group = connect();
+  auto model = make_model(model_name, torch::kFloat64);
+  dist::DataParallel parallel(model.module, group);
+  {
+    auto local_only = parallel.no_sync();
+    loss_of(model, shard(global_batch(0, torch::kFloat64), group->rank(), group->size())).backward();
+  }
+  const auto after_local = parallel.stats().synchronized_backwards;
+  loss_of(model, shard(global_batch(1, torch::kFloat64), group->rank(), group->size())).backward();
+  auto result = gradients_of(model);
+  result.push_back(torch::tensor({after_local, parallel.stats().synchronized_backwards}));
+  torch::save(result, output_for(out, *group));
+  return 0;
+}
+
+int sgd(const std::string& model_name, int steps, const std::string& out) {
+  auto group = connect();
+  auto model = make_model(model_name, torch::kFloat32);
+  dist::DataParallel parallel(model.module, group);
+  torch::optim::SGD optimizer(model.module->parameters(),
+                              torch::optim::SGDOptions(0.05).momentum(0.9).weight_decay(2e-4));
+  for (int step = 0; step < steps; ++step) {
+    optimizer.zero_grad();
+    loss_of(model, shard(global_batch(step, torch::kFloat32), group->rank(), group->size())).backward();
+    optimizer.step();
+  }
+  auto state = model.module->parameters();
+  parallel.broadcast_buffers();
+  for (const auto& b : model.module->buffers()) state.push_back(b);
+  torch::save(state, output_for(out, *group));
+  return 0;
+}
+
+int die(int after, const std::string& out) {
+  auto group = connect();
+  auto model = make_model("revnet", torch::kFloat32);
+  dist::DataParallel parallel(model.module, group);
+  for (int step = 0; step < 100000; ++step) {
+    if (group->rank() == 1 && step == after) std::_Exit(3);  // as a crash would: no goodbye to the peers
+    try {
+      loss_of(model, shard(global_batch(step % 4, torch::kFloat32), group->rank(), group->size())).backward();
+    } catch (const std::exception& e) {
+      std::ofstream(output_for(out, *group)) << e.what();
+      std::cerr << "rank " << group->rank() << " stops: " << e.what() << std::endl;
+      std::_Exit(2);  // the process group may still wait for the dead peer while being destroyed
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  torch::set_num_threads(1);
+  try {
+    if (args.size() == 4 && args[0] == "gradients") return gradients(args[1], args[2], args[3]);
+    if (args.size() == 3 && args[0] == "accumulate") return accumulate(args[1], args[2]);
+    if (args.size() == 4 && args[0] == "sgd") return sgd(args[1], std::stoi(args[2]), args[3]);
+    if (args.size() == 3 && args[0] == "die") return die(std::stoi(args[1]), args[2]);
+    std::cerr << "usage: see the comment at the top of distributed/tests/rank_main.cpp" << std::endl;
+    return 64;
+  } catch (const std::exception& e) {
+    std::cerr << "distributed_test_rank: " << e.what() << std::endl;
+    return 1;
+  }
+}

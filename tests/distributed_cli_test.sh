@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# memcnn-train data-parallel end to end, ranks on 127.0.0.1 only.
+# Usage: distributed_cli_test.sh MEMCNN_TRAIN WORK_DIR MODE
+#   resume    --nproc 2 trains and writes one set of results; resumes with 2 ranks, then with 1;
+#             evaluation with 2 ranks gives the accuracy of one process
+#   kill      killing one rank mid-run makes the other exit non-zero with a message within the
+#             timeout; the run then resumes from its last checkpoint
+#   interrupt SIGINT to the launcher: the ranks agree on an iteration, rank 0 checkpoints, all exit
+#             130, and the run resumes there
+#   torchrun  the same program under `torchrun --no-python` (skipped where torchrun is missing)
+set -u
+train=$1
+work=$2
+mode=$3
+rm -rf "$work"
+mkdir -p "$work"
+results="$work/results"
+experiments="$work/experiments.json"
+cat > "$experiments" <<'JSON'
+{
+  "default": {"batch_size": 20, "max_iterations": 1000, "optimizer": {"lr": 0.05, "momentum": 0.9, "weight_decay": 0.0002},
+              "lr_milestones": [500], "lr_gamma": 0.1, "checkpoint_every": 2, "validate_every": 1000,
+              "validation_batches": 2, "log_every": 1, "seed": 0, "loader_workers": 1},
+  "fashion-mnist": {"base": "default", "dataset": "fashion-mnist", "num_classes": 10, "in_channels": 1},
+  "revnet38": {"model": "revnet38", "model_options": {"layers": [1, 1, 1]}}
+}
+JSON
+common=(revnet38 fashion-mnist --experiments-file "$experiments" --results-dir "$results" --dist-timeout 20)
+fail() { echo "FAIL: $*"; exit 1; }
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+case "$mode" in
+resume)
+  "$train" "${common[@]}" --fresh --nproc 2 --max-iterations 4 > "$work/run1.log" 2>&1 || { cat "$work/run1.log"; fail "2-rank run"; }
+  cat "$work/run1.log"
+  grep -q "batch 20 (2 ranks x 10, gloo)" "$work/run1.log" || fail "no world size in the header"
+  grep -q "world 2  comm .* ms/it, waited" "$work/run1.log" || fail "no communication figures in the progress line"
+  out="$results/revnet38_fashion-mnist"
+  [ -f "$out/checkpoint.pt" ] && [ -f "$out/metrics.csv" ] && [ -f "$out/metrics.svg" ] || fail "results missing"
+  [ "$(ls "$out" | grep -c tmp)" -eq 0 ] || fail "temporary files left in $out"
+  [ "$(grep -c '^4,' "$out/metrics.csv")" -eq 1 ] || fail "metrics.csv does not have exactly one row for iteration 4 (two writers?)"
+  "$train" "${common[@]}" --nproc 2 --max-iterations 6 > "$work/run2.log" 2>&1 || { cat "$work/run2.log"; fail "2-rank resume"; }
+  grep -q "resuming from the checkpoint at iteration 4" "$work/run2.log" || { cat "$work/run2.log"; fail "2 ranks did not resume"; }
+  "$train" "${common[@]}" --max-iterations 8 > "$work/run3.log" 2>&1 || { cat "$work/run3.log"; fail "1-process resume"; }
+  grep -q "resuming from the checkpoint at iteration 6" "$work/run3.log" || { cat "$work/run3.log"; fail "1 process did not resume"; }
+  "$train" "${common[@]}" --evaluate > "$work/eval1.log" 2>&1 || fail "evaluate"
+  "$train" "${common[@]}" --evaluate --nproc 2 > "$work/eval2.log" 2>&1 || { cat "$work/eval2.log"; fail "2-rank evaluate"; }
+  one=$(sed -n 's/.*test accuracy \([0-9.]*\)%.*/\1/p' "$work/eval1.log")
+  two=$(sed -n 's/.*test accuracy \([0-9.]*\)% (2 ranks).*/\1/p' "$work/eval2.log")
+  echo "test accuracy: 1 process $one%, 2 ranks $two%"
+  [ -n "$one" ] && [ "$one" = "$two" ] || fail "evaluation differs: 1 process '$one', 2 ranks '$two'"
+  echo "PASS: 2-rank training, resumed with 2 and 1 ranks, evaluation $one% both ways"
+  ;;
+kill)
+  "$train" "${common[@]}" --fresh --nproc 2 > "$work/run.log" 2>&1 &
+  launcher=$!
+  for _ in $(seq 1 900); do
+    grep -q " it 6/" "$work/run.log" && break
+    kill -0 "$launcher" 2>/dev/null || break
+    sleep 0.2
+  done
+  ranks=$(pgrep -P "$launcher")
+  [ "$(echo "$ranks" | wc -w)" -eq 2 ] || { cat "$work/run.log"; fail "expected 2 rank processes, found: $ranks"; }
+  victim=$(echo "$ranks" | tail -n 1)
+  start=$(date +%s)
+  kill -KILL "$victim"
+  wait "$launcher"
+  status=$?
+  elapsed=$(( $(date +%s) - start ))
+  cat "$work/run.log"
+  [ "$status" -ne 0 ] || fail "the launcher exited 0 after a rank was killed"
+  grep -q "was killed by signal 9" "$work/run.log" || fail "the launcher did not say which rank was killed"
+  grep -q "memcnn-train: rank [01] of 2: .* failed" "$work/run.log" || fail "the surviving rank gave no message"
+  [ "$elapsed" -le 50 ] || fail "the surviving rank took $elapsed s to stop (timeout 20 s)"
+  pgrep -P "$launcher" > /dev/null && fail "ranks left running"
+  last=$(sed -n 's/^\([0-9]*\),.*/\1/p' "$results/revnet38_fashion-mnist/metrics.csv" | tail -n 1)
+  "$train" "${common[@]}" --nproc 2 --max-iterations $((last + 2)) > "$work/resume.log" 2>&1 || { cat "$work/resume.log"; fail "resume after the kill"; }
+  grep -q "resuming from the checkpoint at iteration" "$work/resume.log" || { cat "$work/resume.log"; fail "no resume"; }
+  echo "PASS: killed rank $victim; the other stopped with a message after $elapsed s; resumed"
+  ;;
+interrupt)
+  "$train" "${common[@]}" --fresh --nproc 2 > "$work/run.log" 2>&1 &
+  launcher=$!
+  for _ in $(seq 1 900); do
+    grep -q " it 5/" "$work/run.log" && break
+    kill -0 "$launcher" 2>/dev/null || break
+    sleep 0.2
+  done
+  kill -INT "$launcher"  # as Ctrl-C would (a terminal signals every process of the job)
+  wait "$launcher"
+  status=$?
+  cat "$work/run.log"
+  [ "$status" -eq 130 ] || fail "exit status $status after SIGINT, expected 130"
+  iteration=$(sed -n 's/.*interrupted at iteration \([0-9]*\).*/\1/p' "$work/run.log")
+  [ -n "$iteration" ] || fail "no 'interrupted at iteration' line"
+  "$train" "${common[@]}" --nproc 2 --max-iterations $((iteration + 2)) > "$work/resume.log" 2>&1 || { cat "$work/resume.log"; fail "resume"; }
+  grep -q "resuming from the checkpoint at iteration $iteration" "$work/resume.log" || { cat "$work/resume.log"; fail "no resume at $iteration"; }
+  echo "PASS: SIGINT stopped both ranks at iteration $iteration with a checkpoint; resumed there"
+  ;;
+torchrun)
+  if ! command -v torchrun > /dev/null; then echo "SKIPPED: torchrun is not installed (Debian package python3-torch)"; exit 0; fi
+  port=$(free_port)
+  # Underscored options: torchrun 1.13 knows only these (2.x takes both spellings). Debian's 1.13
+  # under Python 3.11 cannot parse its own defaults for --redirects/--tee ("0"), so they are given.
+  torchrun --no_python --nnodes 1 --nproc_per_node 2 --master_addr 127.0.0.1 --master_port "$port" \
+    --redirects 1 --tee 1 \
+    "$train" "${common[@]}" --fresh --max-iterations 2 > "$work/run.log" 2>&1 || { cat "$work/run.log"; fail "torchrun"; }
+  cat "$work/run.log"
+  grep -q "(2 ranks x 10, gloo)" "$work/run.log" || fail "torchrun's ranks did not form one job"
+  [ -f "$results/revnet38_fashion-mnist/checkpoint.pt" ] || fail "no checkpoint"
+  echo "PASS: torchrun --no-python --nproc-per-node 2"
+  ;;
+*) fail "unknown mode $mode" ;;
+esac
