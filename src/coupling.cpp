@@ -7,6 +7,7 @@
 
 #include <sstream>
 #include <stdexcept>
+#include <unordered_set>
 
 namespace memcnn {
 namespace detail {
@@ -16,6 +17,19 @@ torch::Tensor only_tensor(const std::vector<torch::Tensor>& tensors, const char*
               tensors.size(), "; use forward_multi/inverse_multi with a multi-tensor module");
   return tensors.front();
 }
+
+}  // namespace detail
+
+std::vector<torch::Tensor> unique_parameters(const torch::nn::Module& module) {
+  std::vector<torch::Tensor> unique;
+  std::unordered_set<const void*> seen;
+  for (const auto& p : module.parameters()) {
+    if (seen.insert(p.unsafeGetTensorImpl()).second) unique.push_back(p);
+  }
+  return unique;
+}
+
+namespace detail {
 
 torch::nn::AnyModule clone_for_G(const torch::nn::AnyModule& F, const char* coupling_name) {
   TORCH_CHECK(!F.is_empty(), coupling_name, ": F is an empty module");
@@ -174,7 +188,7 @@ void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halve
 
   std::vector<torch::Tensor> wrt(source_leaves);
   std::vector<torch::Tensor> trainable;
-  for (const auto& p : step.module->ptr()->parameters()) {
+  for (const auto& p : unique_parameters(*step.module->ptr())) {
     if (p.requires_grad()) trainable.push_back(p);
   }
   wrt.insert(wrt.end(), trainable.begin(), trainable.end());
@@ -225,7 +239,7 @@ RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<to
     result.inputs = merge(state);
     result.input_grads = merge(grads);
   }
-  for (const auto& p : parameters()) {
+  for (const auto& p : unique_parameters(*this)) {
     auto found = parameter_grads.find(p.unsafeGetTensorImpl());
     result.parameter_grads.push_back(found == parameter_grads.end() ? torch::Tensor() : found->second);
   }

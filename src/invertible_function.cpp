@@ -102,12 +102,21 @@ const char* reason_to_keep(std::size_t i, const std::vector<torch::Tensor>& inpu
   return nullptr;
 }
 
+// What a freed tensor is until its refill: no storage, and asking for it (tensor.storage(), as
+// Python code does to check for freed inputs) raises instead of handing out a null storage.
+struct FreedTensorImpl : c10::TensorImpl {
+  FreedTensorImpl(c10::DispatchKeySet keys, const caffe2::TypeMeta dtype, c10::optional<c10::Device> device)
+      : c10::TensorImpl(keys, dtype, device) {
+    set_storage_access_should_throw();
+  }
+};
+
 // Empties the storage and detaches the tensor from it; returns the storage for refilling.
 c10::Storage free_storage(const torch::Tensor& t) {
   c10::Storage storage = t.storage();
   storage.unsafeGetStorageImpl()->set_data_ptr_noswap(c10::DataPtr(nullptr, t.device()));
   storage.unsafeGetStorageImpl()->set_nbytes(0);
-  auto storageless = c10::make_intrusive<c10::TensorImpl>(t.key_set(), t.dtype(), t.device());
+  auto storageless = c10::make_intrusive<FreedTensorImpl>(t.key_set(), t.dtype(), t.device());
   storageless->set_sizes_and_strides(t.sizes(), t.strides());
   t.set_data(torch::Tensor::wrap_tensor_impl(std::move(storageless)));
   return storage;
@@ -355,7 +364,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
         root_grads.push_back(grad_outputs[i]);
       }
     }
-    const auto parameters = call.fn->parameters();
+    const auto parameters = unique_parameters(*call.fn);
     std::vector<int64_t> slot;  // index into wrt, or -1
     for (std::size_t i = 0; i < detached.size(); ++i) {
       slot.push_back(call.input_requires_grad[i] ? static_cast<int64_t>(wrt.size()) : -1);
@@ -408,7 +417,7 @@ std::vector<torch::Tensor> apply_memory_saving(const std::shared_ptr<InvertibleM
   call->fn = fn;
   call->options = options;
   call->passes_left = options.num_bwd_passes;
-  const auto parameters = fn->parameters();
+  const auto parameters = unique_parameters(*fn);
   return InvertibleFunction::apply(call, torch::TensorList(inputs), torch::TensorList(parameters));
 }
 

@@ -83,7 +83,7 @@ std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> rebuild_and_di
     }
   }
   std::vector<torch::Tensor> trainable;
-  for (const auto& p : member.parameters()) {
+  for (const auto& p : unique_parameters(member)) {
     if (p.requires_grad()) trainable.push_back(p);
   }
   wrt.insert(wrt.end(), trainable.begin(), trainable.end());
@@ -165,7 +165,7 @@ RebuildAndGradients InvertibleSequentialImpl::rebuild_and_differentiate(
     const auto& masks = member == walk.back() ? zero_masks : std::vector<torch::Tensor>{};
     if (auto* fused = dynamic_cast<FusedBackward*>(member)) {
       auto result = fused->rebuild_and_differentiate(state, grads, inverse_direction, masks);
-      const auto parameters = member->parameters();
+      const auto parameters = unique_parameters(*member);
       TORCH_CHECK(result.parameter_grads.size() == parameters.size(), "InvertibleSequential: a member's fused "
                   "backward returned ", result.parameter_grads.size(), " parameter gradients for ",
                   parameters.size(), " parameters");
@@ -185,7 +185,7 @@ RebuildAndGradients InvertibleSequentialImpl::rebuild_and_differentiate(
   RebuildAndGradients result;
   result.inputs = std::move(state);
   result.input_grads = std::move(grads);
-  result.parameter_grads = parameter_grads.in_order_of(parameters());
+  result.parameter_grads = parameter_grads.in_order_of(unique_parameters(*this));
   return result;
 }
 

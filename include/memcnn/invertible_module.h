@@ -27,7 +27,7 @@ class InvertibleModule : public virtual torch::nn::Module {
 struct RebuildAndGradients {
   std::vector<torch::Tensor> inputs;           // rebuilt inputs of the wrapped call
   std::vector<torch::Tensor> input_grads;      // one per input
-  std::vector<torch::Tensor> parameter_grads;  // in the order of parameters(); undefined: none
+  std::vector<torch::Tensor> parameter_grads;  // in the order of unique_parameters(); undefined: none
 };
 
 class FusedBackward {
@@ -54,6 +54,10 @@ class LogDetModule {
   // input tensors it is the determinant of the joint map (the sum over the tensors).
   virtual torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) = 0;
 };
+
+// The module's parameters, each once: a sub-module (or parameter) that appears twice in the tree
+// (F and G sharing layers, say) is listed once, so its gradient is the sum of its uses, not twice it.
+std::vector<torch::Tensor> unique_parameters(const torch::nn::Module& module);
 
 namespace detail {
 // Sets tensors[i] to zero where masks[i] (bool, same shape) is true; undefined masks do nothing.

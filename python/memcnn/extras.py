@@ -1,0 +1,72 @@
+"""memcnn's extras beyond MemCNN's API: InvertibleSequential, checkpoint, memory statistics."""
+
+import torch
+import torch.nn as nn
+
+from memcnn import _C
+from memcnn._bridge import check_tensors, handle, unpack
+
+
+class InvertibleSequential(nn.Sequential):
+    """A chain of invertible modules, itself invertible (inverse runs the members backwards).
+    Wrapped in an InvertibleModuleWrapper the whole chain is one autograd node: forward keeps no
+    activation of any member, backward rebuilds and differentiates the members one at a time
+    (couplings with their fused backward). Members keep the number of tensors they are given."""
+
+    def _memcnn_handle(self, n_tensors):
+        if len(self) == 0:
+            raise ValueError("InvertibleSequential: the chain is empty")
+        return _C.sequential([handle(m, n_tensors) for m in self], self.training)
+
+    def forward(self, *x):
+        check_tensors(x, "InvertibleSequential.forward")
+        return unpack(_C.run(self._memcnn_handle(len(x)), list(x), False))
+
+    def inverse(self, *y):
+        check_tensors(y, "InvertibleSequential.inverse")
+        return unpack(_C.run(self._memcnn_handle(len(y)), list(y), True))
+
+
+def checkpoint(fn, *inputs, parameters=None, preserve_rng_state=True, num_bwd_passes=1):
+    """Gradient checkpointing by memcnn's C++ core for modules that are not invertible: forward
+    keeps only `inputs`, backward runs fn again with a graph. `fn`: a torch.nn.Module (its parameters
+    get gradients and its buffers, such as BatchNorm statistics, end as after one call) or any callable
+    (pass the tensors it uses that need gradients as `parameters`). Returns what fn returns."""
+    check_tensors(inputs, "checkpoint")
+    stateful = fn if isinstance(fn, nn.Module) else None
+    if parameters is None:
+        parameters = list(fn.parameters()) if stateful is not None else []
+    parameters = list(parameters)
+    if isinstance(num_bwd_passes, bool) or not isinstance(num_bwd_passes, int) or num_bwd_passes < 1:
+        raise ValueError("checkpoint: num_bwd_passes must be an integer >= 1, got {!r}".format(num_bwd_passes))
+    return unpack(_C.checkpoint(fn, list(inputs), parameters, stateful, bool(preserve_rng_state), num_bwd_passes))
+
+
+def _device(device):
+    return str(torch.device(device))
+
+
+def enable_cpu_memory_tracking():
+    """Installs memcnn's counting CPU allocator; tensors allocated from now on are counted."""
+    _C.enable_cpu_memory_tracking()
+
+
+def memory_stats(device="cpu"):
+    """Bytes held by tensors on the device now and at the peak since reset_peak_memory(), from the
+    allocator (CPU: memcnn's counting allocator, installed on first use; CUDA: the caching allocator)."""
+    current, peak = _C.memory_stats(_device(device))
+    return {"current_bytes": current, "peak_bytes": peak}
+
+
+def reset_peak_memory(device="cpu"):
+    _C.reset_peak_memory(_device(device))
+
+
+def is_freed(tensor):
+    """True while a memory-saving wrapper holds this tensor freed (between forward and backward)."""
+    return _C.is_freed(tensor)
+
+
+def set_log_level(level):
+    """'debug' logs why an input was kept rather than freed; 'info', 'warning' (default)."""
+    _C.set_log_level(level)

@@ -1,0 +1,58 @@
+"""AdditiveCoupling (MemCNN's API): y1 = x1 + Fm(x2), y2 = x2 + Gm(y1), computed by memcnn's C++
+coupling, whose fused backward runs Fm and Gm once each when wrapped."""
+
+import copy
+import warnings
+
+import torch.nn as nn
+
+from memcnn import _C
+from memcnn._bridge import check_tensors, unpack
+
+_IMPLEMENTATIONS = (-1, 0, 1)
+
+
+def check_implementation(implementation_fwd, implementation_bwd):
+    """MemCNN's implementation numbers: -1 (the plain coupling), 0 and 1 (its deprecated autograd
+    functions, computing the same). Ours computes all three with the C++ coupling."""
+    for name, value in (("implementation_fwd", implementation_fwd), ("implementation_bwd", implementation_bwd)):
+        if value not in _IMPLEMENTATIONS:
+            raise NotImplementedError("Selected {} ({}) is not implemented; use -1 (0 and 1 are deprecated "
+                                      "aliases)".format(name, value))
+    if implementation_fwd != -1 or implementation_bwd != -1:
+        warnings.warn("implementation_fwd/implementation_bwd 0 and 1 are deprecated; memcnn computes the "
+                      "coupling the same way for all of them", DeprecationWarning)
+
+
+class AdditiveCoupling(nn.Module):
+    def __init__(self, Fm, Gm=None, implementation_fwd=-1, implementation_bwd=-1, split_dim=1):
+        """Additive coupling: y1 = x1 + Fm(x2), y2 = x2 + Gm(y1), with x split in two halves along
+        split_dim. Gm defaults to a deep copy of Fm. Several input tensors: each is split, and Fm
+        and Gm take (and return) one tensor per input."""
+        super(AdditiveCoupling, self).__init__()
+        if Gm is None:
+            Gm = copy.deepcopy(Fm)
+        self.Gm = Gm
+        self.Fm = Fm
+        self.implementation_fwd = implementation_fwd
+        self.implementation_bwd = implementation_bwd
+        self.split_dim = split_dim
+
+    def _memcnn_handle(self, n_tensors):
+        check_implementation(self.implementation_fwd, self.implementation_bwd)
+        return _C.coupling("additive", self.Fm, self.Gm, self.split_dim, n_tensors, self.training)
+
+    def forward(self, *x):
+        check_tensors(x, "AdditiveCoupling.forward")
+        return unpack(_C.run(self._memcnn_handle(len(x)), list(x), False))
+
+    def inverse(self, *y):
+        check_tensors(y, "AdditiveCoupling.inverse")
+        return unpack(_C.run(self._memcnn_handle(len(y)), list(y), True))
+
+
+class AdditiveBlock(AdditiveCoupling):
+    def __init__(self, Fm, Gm=None, implementation_fwd=1, implementation_bwd=1):
+        warnings.warn("This class has been deprecated. Use the AdditiveCoupling class instead.", DeprecationWarning)
+        super(AdditiveBlock, self).__init__(Fm=Fm, Gm=Gm, implementation_fwd=implementation_fwd,
+                                            implementation_bwd=implementation_bwd)
