@@ -69,6 +69,9 @@ figures() {
 }
 stage figures figures.log figures
 stage bench bench.log "$build/bench/memcnn-bench" --cuda --batch 512 --output "$out/benchmarks-cuda.md"
+# Data-parallel on the GPU: NCCL with the one GPU there is (a job of one rank), to see it runs.
+stage bench-nccl bench.log "$build/bench/memcnn-bench-distributed" --cuda --nproc 1 --batch 256 \
+  --output "$out/benchmarks-nccl.md"
 stage train train.log "$build/memcnn-train" revnet38 fashion-mnist --fresh --max-iterations "${TRAIN_ITERATIONS:-1000}" --results-dir /tmp/memcnn-train-cuda
 cp /tmp/memcnn-train-cuda/revnet38_fashion-mnist/metrics.csv "$out/" 2>/dev/null
 stage train-bfloat16 train.log "$build/memcnn-train" revnet38 fashion-mnist --fresh --autocast bfloat16 \

@@ -67,6 +67,10 @@ struct DataParallel::State : std::enable_shared_from_this<DataParallel::State> {
     }
     bucket.buffer = torch::cat(parts).div_(static_cast<double>(group->size()));
     bucket.started = Clock::now();
+    if (in_backward) {
+      std::lock_guard<std::mutex> lock(stats_mutex);
+      ++stats.buckets_started_during_backward;
+    }
     const auto started = bucket.started;
     const int64_t bytes = bucket.buffer.numel() * static_cast<int64_t>(bucket.buffer.element_size());
     bucket.work = group->allreduce_sum_async(bucket.buffer, [this, started, bytes] {

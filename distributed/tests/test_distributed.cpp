@@ -202,6 +202,8 @@ TEST(DataParallel, BucketsCoverEveryParameterOnceWithASmallFirstBucket) {
   EXPECT_EQ(worst_relative_error(gradients_of(model), gradients_of(reference)), 0.0);
   EXPECT_EQ(parallel.stats().synchronized_backwards, 1);
   EXPECT_EQ(parallel.stats().buckets_reduced, static_cast<int64_t>(buckets.size()));
+  // Only the bucket holding the stem (the last gradients to arrive) waits for the end of backward.
+  EXPECT_GE(parallel.stats().buckets_started_during_backward, static_cast<int64_t>(buckets.size()) - 1);
 }
 
 // ---- Two ranks, each on half of the batch, against one process averaging the halves ----

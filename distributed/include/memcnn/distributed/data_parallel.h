@@ -37,6 +37,7 @@ struct DataParallelOptions {
 struct CommunicationStats {
   int64_t synchronized_backwards = 0;
   int64_t buckets_reduced = 0;
+  int64_t buckets_started_during_backward = 0;  // overlapped with the rest of backward (the others at its end)
   int64_t bytes_reduced = 0;      // gradient bytes handed to allreduce
   double wait_seconds = 0;        // backward blocked waiting for allreduces (not hidden by compute)
   double allreduce_seconds = 0;   // from each bucket's start to its completion, summed
