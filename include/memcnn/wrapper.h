@@ -69,8 +69,8 @@ class InvertibleModuleWrapperImpl : public torch::nn::Cloneable<InvertibleModule
 TORCH_MODULE(InvertibleModuleWrapper);
 
 // True while a memory-saving wrapper holds this tensor freed: after the forward that freed it
-// and before the backward that rebuilds it. Meanwhile it has no storage (tensor.storage() is
-// empty) and any use of its data raises an error.
+// and before the backward that rebuilds it. Meanwhile it has no storage (has_storage() is false;
+// tensor.storage() raises, as does any use of its data).
 bool is_freed(const torch::Tensor& tensor);
 
 }  // namespace memcnn

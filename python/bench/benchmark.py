@@ -14,7 +14,7 @@ plain; peak bytes are the allocator's (memcnn's counting CPU allocator, or CUDA'
 above what was live before it (parameters and gradients), in MiB (2^20 bytes). The overhead of
 calling Python F and G from C++ is fused vs C++ fused.
 
-  python3 python/bench/benchmark.py [--batch 128] [--rounds 5] [--cuda] [--output docs/python-benchmarks.md]
+  python3 python/bench/benchmark.py [--batch 128] [--rounds 5] [--threads N] [--cuda] [--output docs/python-benchmarks.md]
 """
 
 import argparse
@@ -188,12 +188,23 @@ def main():
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--cuda", action="store_true")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads (default: all cores)")
+    parser.add_argument("--variants", default=None,
+                        help="comma-separated subset of: plain,checkpoint,recompute,fused,cpp (default: all)")
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.cuda else "cpu")
     memcnn.enable_cpu_memory_tracking()
 
     names = ["plain", "checkpoint", "recompute", "fused"] + (["C++ fused"] if device.type == "cpu" else [])
+    if args.variants:
+        wanted = [v.strip().replace("cpp", "C++ fused") for v in args.variants.split(",")]
+        unknown = [v for v in wanted if v not in names]
+        if unknown:
+            parser.error("unknown variant(s) {}; choose from plain,checkpoint,recompute,fused,cpp".format(unknown))
+        names = [n for n in names if n in wanted]
+    baseline = names[0]
     runners = {n: PythonVariant(n, device) for n in names if n != "C++ fused"}
     if "C++ fused" in names:
         runners["C++ fused"] = CppVariant(device)
@@ -215,21 +226,21 @@ def main():
 
     median = {n: statistics.median(times[n]) for n in names}
     lines = [
-        "| variant | step time (median, s) | ratio to plain | peak bytes in a step above its start (MiB) |",
+        "| variant | step time (median, s) | ratio to {} | peak bytes in a step above its start (MiB) |".format(baseline),
         "|---|---:|---:|---:|",
     ]
     for n in names:
-        lines.append("| {} | {:.3f} | {:.2f}x | {:.1f} |".format(n, median[n], median[n] / median["plain"],
+        lines.append("| {} | {:.3f} | {:.2f}x | {:.1f} |".format(n, median[n], median[n] / median[baseline],
                                                                 max(peaks[n]) / MIB))
     table = "\n".join(lines)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     header = ("RevNet-110 ({} parameters), batch {} of 3x32x32, {} on {} ({} threads), torch {}, {} rounds, {}."
-              .format(counts["plain"], args.batch, device.type.upper(), platform.machine(), torch.get_num_threads(),
+              .format(counts[baseline], args.batch, device.type.upper(), platform.machine(), torch.get_num_threads(),
                       torch.__version__, args.rounds, when))
     print(header)
     print(table)
     overhead = None
-    if "C++ fused" in names:
+    if "C++ fused" in names and "fused" in names:
         overhead = median["fused"] / median["C++ fused"] - 1
         print("Python F and G called from C++ vs the same network built in C++: {:+.1f}% step time".format(
             100 * overhead))
