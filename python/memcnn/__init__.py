@@ -18,6 +18,9 @@ from memcnn.models.additive import AdditiveCoupling  # noqa: E402
 from memcnn.models.affine import AffineCoupling, AffineAdapterNaive, AffineAdapterSigmoid  # noqa: E402
 from memcnn.extras import (InvertibleSequential, checkpoint, enable_cpu_memory_tracking, memory_stats,  # noqa: E402
                            reset_peak_memory, is_freed, set_log_level)
+from memcnn import layers  # noqa: E402,F401
+from memcnn.layers import (InvertibleDownsampling, InvertibleUpsampling, ChannelPermutation,  # noqa: E402
+                           InvertibleConv1x1, ActNorm)
 
 
 def _install_storage_of_freed_inputs():
@@ -58,4 +61,9 @@ __all__ = [
     'reset_peak_memory',
     'is_freed',
     'set_log_level',
+    'InvertibleDownsampling',
+    'InvertibleUpsampling',
+    'ChannelPermutation',
+    'InvertibleConv1x1',
+    'ActNorm',
 ]

@@ -23,6 +23,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -216,6 +217,74 @@ Handle make_sequential(const std::vector<Handle>& members, bool training) {
 
 torch::Device device_of(const std::string& device) { return torch::Device(device); }
 
+// The invertible layers (layers.h) keep their tensors in public members and in the module's
+// parameter and buffer dictionaries. The Python classes own the tensors (nn.Parameter, buffers);
+// before each call the C++ layer is pointed at them: parameters replaced in the member and the
+// dictionary (so gradients reach the Python parameters), buffers made to share the Python
+// buffers' storage (so ActNorm's initialisation is seen on both sides).
+struct ModuleAccess : torch::nn::Module {
+  static torch::OrderedDict<std::string, torch::Tensor>& parameters_of(torch::nn::Module& m) {
+    return m.*(&ModuleAccess::parameters_);
+  }
+};
+
+std::vector<std::pair<std::string, torch::Tensor*>> layer_members(torch::nn::Module& m) {
+  if (auto* c = dynamic_cast<memcnn::InvertibleConv1x1Impl*>(&m)) {
+    return {{"weight", &c->weight}, {"lower", &c->lower}, {"upper", &c->upper}, {"log_s", &c->log_s},
+            {"permutation", &c->permutation}, {"sign_s", &c->sign_s}};
+  }
+  if (auto* a = dynamic_cast<memcnn::ActNormImpl*>(&m)) {
+    return {{"bias", &a->bias}, {"log_scale", &a->log_scale}, {"initialized", &a->initialized}};
+  }
+  if (auto* p = dynamic_cast<memcnn::ChannelPermutationImpl*>(&m)) {
+    return {{"permutation", &p->permutation}, {"inverse_permutation", &p->inverse_permutation}};
+  }
+  return {};
+}
+
+Handle make_layer(const std::string& kind, int64_t channels, int64_t block_size, uint64_t seed, bool reverse, bool lu,
+                  double eps) {
+  if (kind == "downsampling") {
+    return std::make_shared<memcnn::InvertibleDownsamplingImpl>(memcnn::InvertibleDownsamplingOptions().block_size(block_size));
+  }
+  if (kind == "upsampling") {
+    return std::make_shared<memcnn::InvertibleUpsamplingImpl>(memcnn::InvertibleDownsamplingOptions().block_size(block_size));
+  }
+  if (kind == "permutation") {
+    return std::make_shared<memcnn::ChannelPermutationImpl>(
+        memcnn::ChannelPermutationOptions(channels).seed(seed).reverse(reverse));
+  }
+  if (kind == "conv1x1") {
+    return std::make_shared<memcnn::InvertibleConv1x1Impl>(memcnn::InvertibleConv1x1Options(channels).lu(lu));
+  }
+  if (kind == "actnorm") return std::make_shared<memcnn::ActNormImpl>(memcnn::ActNormOptions(channels).eps(eps));
+  throw py::value_error("unknown layer kind '" + kind + "'");
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> layer_tensors(const Handle& layer) {
+  auto& m = dynamic_cast<torch::nn::Module&>(*layer);
+  std::vector<std::pair<std::string, torch::Tensor>> tensors;
+  for (const auto& item : m.named_parameters(false)) tensors.emplace_back(item.key(), item.value());
+  for (const auto& item : m.named_buffers(false)) tensors.emplace_back(item.key(), item.value());
+  return tensors;
+}
+
+void bind_layer(const Handle& layer, const std::map<std::string, torch::Tensor>& tensors, bool training) {
+  auto& m = dynamic_cast<torch::nn::Module&>(*layer);
+  auto& parameters = ModuleAccess::parameters_of(m);
+  for (auto& [name, member] : layer_members(m)) {
+    auto found = tensors.find(name);
+    if (found == tensors.end() || !member->defined()) continue;
+    if (auto* slot = parameters.find(name)) {
+      *slot = found->second;
+      *member = found->second;
+    } else if (member->unsafeGetTensorImpl() != found->second.unsafeGetTensorImpl()) {
+      member->set_data(found->second);  // a buffer: the same impl stays in the dictionary
+    }
+  }
+  m.train(training);
+}
+
 // A model of memcnn::models built in C++ (F and G C++ modules), for the benchmark's comparison with
 // the same network built in Python.
 struct CppModel {
@@ -316,6 +385,11 @@ PYBIND11_MODULE(_C, m) {
         },
         py::arg("fn"), py::arg("inputs"), py::arg("parameters"), py::arg("stateful"), py::arg("preserve_rng_state"),
         py::arg("num_bwd_passes"));
+
+  m.def("layer", &make_layer, py::arg("kind"), py::arg("channels") = 0, py::arg("block_size") = 2,
+        py::arg("seed") = 0, py::arg("reverse") = false, py::arg("lu") = false, py::arg("eps") = 1e-6);
+  m.def("layer_tensors", &layer_tensors, py::arg("layer"));
+  m.def("bind_layer", &bind_layer, py::arg("layer"), py::arg("tensors"), py::arg("training"));
 
   py::class_<CppModel>(m, "CppModel", "A memcnn::models network built in C++ (benchmark comparison)")
       .def(py::init<const std::string&, bool>(), py::arg("name"), py::arg("fused_backward") = true)
