@@ -191,6 +191,7 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads (default: all cores)")
     parser.add_argument("--variants", default=None,
                         help="comma-separated subset of: plain,checkpoint,recompute,fused,cpp (default: all)")
+    parser.add_argument("--note", default=None, help="a line about the conditions, written under the table")
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -256,6 +257,8 @@ def main():
                       "C++ fused is the same network built in C++ (`memcnn::models`), stepped from Python.\n")
             out.write("- Peak bytes: the allocator's peak during a step (forward, loss, backward) minus the bytes "
                       "live before it (parameters, gradients), the largest over the rounds.\n")
+            if args.note:
+                out.write("- " + args.note + "\n")
             if overhead is not None:
                 out.write("- Calling Python F and G from C++ costs {:+.1f}% step time against the network built in "
                           "C++ (fused vs C++ fused).\n".format(100 * overhead))
