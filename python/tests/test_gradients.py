@@ -134,3 +134,26 @@ def test_multi_tensor_coupling_and_wrapper():
         assert relative_error(p.grad, q.grad) < 1e-10
     u2, v2 = wrapper.inverse(pa.detach(), qa.detach())
     assert relative_error(u2, u) < 1e-12 and relative_error(v2, v) < 1e-12
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_exact_zeros_in_a_freed_input_are_restored(fused):
+    # The input has exact zeros (a ReLU's output, copied so it can be freed) and F starts with a
+    # ReLU, whose backward masks on its output > 0: a rebuilt +1e-17 instead of 0 would let gradient
+    # through where the plain computation has none. The core remembers the zeros (one bit each).
+    torch.manual_seed(2)
+    F = nn.Sequential(nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.Tanh())
+    G = nn.Sequential(nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1), nn.Tanh())
+    coupling = memcnn.AdditiveCoupling(F, G).double()
+    plain = copy.deepcopy(coupling)
+    wrapper = memcnn.InvertibleModuleWrapper(coupling, fused_backward=fused)
+    source = torch.randn(2, 6, 5, 5, dtype=torch.float64)
+    xa, xb = source.clone().requires_grad_(), source.clone().requires_grad_()
+    ina = torch.relu(xa).clone()
+    assert (ina == 0).any()
+    ya = wrapper(ina)
+    assert memcnn.is_freed(ina)
+    ya.pow(2).sum().backward()
+    plain(torch.relu(xb).clone()).pow(2).sum().backward()
+    assert relative_error(xa.grad, xb.grad) < 1e-10
+    assert relative_error(flat_grads(coupling.parameters()), flat_grads(plain.parameters())) < 1e-10
