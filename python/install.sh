@@ -25,7 +25,11 @@ cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-Release} -DMEM
 cmake --build "$build_dir" --target memcnn_python -j "${JOBS:-$(nproc)}"
 
 if [ -n "$venv" ]; then
-  [ -x "$venv/bin/python" ] || "$python" -m venv --system-site-packages "$venv"
+  if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv --help >/dev/null 2>&1 || {
+      echo "[install] $python has no venv module: apt-get install python3-venv (or install without --venv)" >&2; exit 1; }
+    "$python" -m venv --system-site-packages "$venv"
+  fi
   python="$venv/bin/python"
   site=$("$python" -c "import sysconfig; print(sysconfig.get_paths()['platlib'])")
 else
