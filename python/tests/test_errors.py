@@ -113,3 +113,22 @@ def test_inverse_not_matching_forward_is_reported():
     y = w(torch.rand(1, 2, 3, requires_grad=True) * 1.0)
     with pytest.raises(RuntimeError, match="does not match its forward"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: memcnn.ChannelPermutation(0), "channels must be at least 1"),
+    (lambda: memcnn.InvertibleDownsampling(2)(torch.rand(1, 2, 5, 5)), "divisible by block_size"),
+    (lambda: memcnn.InvertibleConv1x1(4)(torch.rand(1, 3, 2, 2)), "expects 4 channels"),
+    (lambda: memcnn.ActNorm(3)(torch.rand(3)), "4 dimensions"),
+    (lambda: memcnn.AdditiveCoupling(nn.Identity(), split_dim=5)(torch.rand(2, 2)), "split_dim 5 is out of range"),
+    (lambda: memcnn.AffineCoupling(nn.Identity(), adapter=memcnn.AffineAdapterSigmoid)(torch.rand(1, 4, 2, 2)),
+     "sigmoid adapter"),
+])
+def test_core_checks_arrive_as_runtime_errors(call, message):
+    with pytest.raises(RuntimeError, match=message):
+        call()
+
+
+def test_empty_chain_is_a_value_error():
+    with pytest.raises(ValueError, match="empty"):
+        memcnn.InvertibleSequential()(torch.rand(1))
