@@ -7,10 +7,10 @@
 // unchanged. The Python classes build a fresh adapter tree for every call, so it always sees the
 // module as it is now (after .to(), load_state_dict, a replaced sub-module).
 //
-// The GIL: calls from Python hold it; an adapter takes it (re-entrantly) only for the Python call
-// itself. Backward runs on an autograd engine thread that does not hold the GIL: the adapter takes
-// it for F or G and lets go before the core differentiates (torch::autograd::grad), so no engine
-// thread ever waits for work while holding the GIL.
+// The GIL: the core runs without it (the calls from Python release it), and an adapter takes it
+// only for the Python call itself. Backward runs on an autograd engine thread that does not hold
+// the GIL either: the adapter takes it for F or G and lets go before the core differentiates
+// (torch::autograd::grad), so no thread ever waits for autograd work while holding the GIL.
 
 #include <memcnn/memcnn.h>
 #include <memcnn/models/resnet.h>
@@ -342,24 +342,26 @@ PYBIND11_MODULE(_C, m) {
   m.def("coupling", &make_coupling, py::arg("kind"), py::arg("Fm"), py::arg("Gm"), py::arg("split_dim"),
         py::arg("n_tensors"), py::arg("training"));
   m.def("sequential", &make_sequential, py::arg("members"), py::arg("training"));
-  m.def("run", &run, py::arg("fn"), py::arg("inputs"), py::arg("inverse"));
+  // The core runs without the GIL; the adapters take it around each Python call.
+  using release_gil = py::call_guard<py::gil_scoped_release>;
+  m.def("run", &run, py::arg("fn"), py::arg("inputs"), py::arg("inverse"), release_gil());
   m.def("run_wrapped", &run_wrapped, py::arg("fn"), py::arg("inputs"), py::arg("inverse"), py::arg("training"),
         py::arg("keep_input"), py::arg("keep_input_inverse"), py::arg("num_bwd_passes"), py::arg("disable"),
-        py::arg("preserve_rng_state"), py::arg("fused_backward"));
+        py::arg("preserve_rng_state"), py::arg("fused_backward"), release_gil());
   m.def("log_det",
         [](const Handle& fn, const Tensors& xs) {
           auto* l = dynamic_cast<memcnn::LogDetModule*>(fn.get());
           TORCH_CHECK_VALUE(l != nullptr, "log_det: this module has no log-determinant");
           return l->log_det(xs);
         },
-        py::arg("fn"), py::arg("inputs"));
+        py::arg("fn"), py::arg("inputs"), release_gil());
   m.def("is_invertible",
         [](const Handle& fn, const std::vector<std::vector<int64_t>>& shapes, const torch::Tensor& dtype_of,
            double atol, uint64_t seed) {
           return memcnn::is_invertible_module(std::dynamic_pointer_cast<torch::nn::Module>(fn),
                                               memcnn::InputShapes(shapes), dtype_of.scalar_type(), atol, seed);
         },
-        py::arg("fn"), py::arg("shapes"), py::arg("dtype_of"), py::arg("atol"), py::arg("seed"));
+        py::arg("fn"), py::arg("shapes"), py::arg("dtype_of"), py::arg("atol"), py::arg("seed"), release_gil());
   m.def("is_freed", &memcnn::is_freed, py::arg("tensor"));
 
   m.def("checkpoint",
@@ -380,6 +382,7 @@ PYBIND11_MODULE(_C, m) {
               throw_current_python_error();
             }
           };
+          py::gil_scoped_release no_gil;
           return memcnn::checkpoint(call, inputs, parameters, state.get(),
                                     memcnn::CheckpointOptions().preserve_rng_state(preserve_rng_state).num_bwd_passes(num_bwd_passes));
         },
