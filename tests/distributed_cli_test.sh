@@ -25,9 +25,23 @@ cat > "$experiments" <<'JSON'
   "revnet38": {"model": "revnet38", "model_options": {"layers": [1, 1, 1]}}
 }
 JSON
-common=(revnet38 fashion-mnist --experiments-file "$experiments" --results-dir "$results" --dist-timeout 20)
+# One thread per process: ctest runs other tests beside this one, and OpenMP threads that spin on
+# oversubscribed cores can slow a step down tenfold.
+common=(revnet38 fashion-mnist --experiments-file "$experiments" --results-dir "$results" --dist-timeout 20 --threads 1)
 fail() { echo "FAIL: $*"; exit 1; }
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Starts a fresh 2-rank run in the background (its launcher's pid in $launcher) and returns once
+# it has logged iteration $1 (or stopped).
+start_two_ranks_until() {
+  "$train" "${common[@]}" --fresh --nproc 2 > "$work/run.log" 2>&1 &
+  launcher=$!
+  for _ in $(seq 1 900); do
+    grep -q " it $1/" "$work/run.log" && break
+    kill -0 "$launcher" 2>/dev/null || break
+    sleep 0.2
+  done
+}
 
 case "$mode" in
 resume)
@@ -52,13 +66,7 @@ resume)
   echo "PASS: 2-rank training, resumed with 2 and 1 ranks, evaluation $one% both ways"
   ;;
 kill)
-  "$train" "${common[@]}" --fresh --nproc 2 > "$work/run.log" 2>&1 &
-  launcher=$!
-  for _ in $(seq 1 900); do
-    grep -q " it 6/" "$work/run.log" && break
-    kill -0 "$launcher" 2>/dev/null || break
-    sleep 0.2
-  done
+  start_two_ranks_until 6
   ranks=$(pgrep -P "$launcher")
   [ "$(echo "$ranks" | wc -w)" -eq 2 ] || { cat "$work/run.log"; fail "expected 2 rank processes, found: $ranks"; }
   victim=$(echo "$ranks" | tail -n 1)
@@ -79,13 +87,7 @@ kill)
   echo "PASS: killed rank $victim; the other stopped with a message after $elapsed s; resumed"
   ;;
 interrupt)
-  "$train" "${common[@]}" --fresh --nproc 2 > "$work/run.log" 2>&1 &
-  launcher=$!
-  for _ in $(seq 1 900); do
-    grep -q " it 5/" "$work/run.log" && break
-    kill -0 "$launcher" 2>/dev/null || break
-    sleep 0.2
-  done
+  start_two_ranks_until 5
   kill -INT "$launcher"  # as Ctrl-C would (a terminal signals every process of the job)
   wait "$launcher"
   status=$?
