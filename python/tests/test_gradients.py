@@ -42,7 +42,7 @@ def run(model, x, seed):
     torch.manual_seed(seed)
     xin = x.clone().requires_grad_()
     y = model(xin * 1.0)  # a non-leaf input, which the first wrapper may free
-    loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype).view_as(y)).sum()
+    loss = (y * torch.linspace(-1, 1, y.numel(), dtype=y.dtype, device=y.device).view_as(y)).sum()
     loss.backward()
     return y.detach(), xin.grad
 
@@ -157,3 +157,16 @@ def test_exact_zeros_in_a_freed_input_are_restored(fused):
     plain(torch.relu(xb).clone()).pow(2).sum().backward()
     assert relative_error(xa.grad, xb.grad) < 1e-10
     assert relative_error(flat_grads(coupling.parameters()), flat_grads(plain.parameters())) < 1e-10
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (this build of torch sees none)")
+@pytest.mark.parametrize("fused", [True, False])
+def test_parity_on_cuda(fused):
+    plain, saving = make_stack("additive", depth=3, channels=8, dropout=0.2, dtype=torch.float64, fused=fused,
+                               preserve_rng_state=True)
+    plain, saving = plain.cuda(), saving.cuda()
+    x = torch.randn(4, 8, 8, 8, dtype=torch.float64, device="cuda")
+    y_plain, gx_plain = run(plain, x, seed=3)
+    y_saving, gx_saving = run(saving, x, seed=3)
+    assert relative_error(gx_saving, gx_plain) < 1e-10
+    assert relative_error(flat_grads(saving.parameters()), flat_grads(plain.parameters())) < 1e-10
