@@ -90,7 +90,7 @@ int main(int argc, char** argv) {
       IRevNet model(d, 10);
       bytes.push_back(step_activation_bytes(model, probe_batch));
       std::cout << "[irevnet] " << d << " couplings per stage: activation memory of a training step "
-                << std::fixed << std::setprecision(2) << bytes.back() / 1e6 << " MB" << std::endl;
+                << memcnn::format_mib(bytes.back(), 2) << std::endl;
     }
     const double growth = static_cast<double>(bytes[1]) / bytes[0];
     std::cout << "[irevnet] 4x the depth: " << std::setprecision(3) << growth << "x the activation memory ("

@@ -4,7 +4,10 @@
 #include <memcnn/data/loader.h>
 #include <memcnn/distributed/launch.h>
 #include <memcnn/distributed/process_group.h>
+#include <memcnn/memory.h>
+#include <memcnn/models/resnet.h>
 #include <memcnn/train/config.h>
+#include <memcnn/train/results_lock.h>
 #include <memcnn/train/trainer.h>
 
 #include <CLI/CLI.hpp>
@@ -17,6 +20,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include <unistd.h>
@@ -85,6 +89,15 @@ int run(const Arguments& args) {
   const torch::Device device =
       cuda ? torch::Device(torch::kCUDA, static_cast<int>(local_rank % torch::cuda::device_count())) : torch::Device(torch::kCPU);
   const fs::path results = fs::path(args.results_dir) / (args.model + "_" + args.dataset);
+  // One trainer per experiment (rank 0 speaks for a distributed one); evaluation only reads.
+  std::optional<train::ResultsLock> lock;
+  if (rank0 && !args.evaluate) {
+    lock.emplace(results.string());
+    if (const auto previous = lock->taken_over_from()) {
+      std::cout << "[memcnn-train] took over " << lock->path() << " from process " << *previous
+                << ", which ended without releasing it" << std::endl;
+    }
+  }
   if (rank0 && args.fresh && fs::exists(results)) {
     fs::remove_all(results);
     std::cout << "[memcnn-train] --fresh: removed " << results.string() << std::endl;
@@ -137,7 +150,7 @@ int run(const Arguments& args) {
   const int64_t rank_batch = config.batch_size / summary.world_size;
   std::cout << "[memcnn-train] activation memory per training step (batch " << rank_batch
             << (group ? " per rank" : "") << "): "
-            << args.model << " " << summary.activation_bytes / 1e6 << " MB";
+            << args.model << " " << format_mib(summary.activation_bytes, 2);
   const std::string other = counterpart(args.model);
   if (!other.empty()) {
     auto other_config = config;
@@ -149,7 +162,7 @@ int run(const Arguments& args) {
     const auto batch = trainer.training_batch(0);
     const auto bytes = train::measure_activation_bytes(other_model, batch.images.to(device), batch.labels.to(device),
                                                        config.autocast);
-    std::cout << ", " << other << " " << bytes / 1e6 << " MB (measured in this run, same batch)";
+    std::cout << ", " << other << " " << format_mib(bytes, 2) << " (measured in this run, same batch)";
   }
   std::cout << "\n[memcnn-train] metrics: " << (results / "metrics.csv").string() << ", plot: "
             << (results / "metrics.svg").string() << std::endl;
@@ -161,9 +174,10 @@ int run(const Arguments& args) {
 int main(int argc, char** argv) {
   CLI::App app{"Train MemCNN's ResNet/RevNet experiments (memcnn, C++)"};
   Arguments args;
-  app.add_option("MODEL", args.model, "resnet32, resnet110, resnet164, revnet38, revnet110, revnet164")
-      ->required()
-      ->check(CLI::IsMember({"resnet32", "resnet110", "resnet164", "revnet38", "revnet110", "revnet164"}));
+  const auto model_names = models::model_names();
+  std::string model_list;
+  for (const auto& name : model_names) model_list += (model_list.empty() ? "" : ", ") + name;
+  app.add_option("MODEL", args.model, model_list)->required()->check(CLI::IsMember(model_names));
   app.add_option("DATASET", args.dataset, "cifar10, cifar100, fashion-mnist")
       ->required()
       ->check(CLI::IsMember({"cifar10", "cifar100", "fashion-mnist"}));

@@ -97,7 +97,7 @@ std::vector<Measurement> measure(std::vector<Workload>& workloads, const torch::
 
 std::string mb(int64_t bytes) {
   std::ostringstream s;
-  s << std::fixed << std::setprecision(1) << bytes / (1024.0 * 1024.0);
+  s << std::fixed << std::setprecision(1) << to_mib(bytes);
   return s.str();
 }
 
@@ -219,7 +219,7 @@ int run(BenchArgs args) {
                       fixed(results[i].median_seconds / results[0].median_seconds, 2), mb(results[i].activation_bytes)});
     }
     report.markdown << "## RevNet-110, batch " << batch << ": backward strategies\n\n";
-    report.table({"backward", "step s (median)", "time vs plain", "activation MB"}, rows);
+    report.table({"backward", "step s (median)", "time vs plain", "activation MiB"}, rows);
   }
 
   // 2. Depth sweep.
@@ -247,7 +247,7 @@ int run(BenchArgs args) {
                       fixed(results[1].median_seconds / results[0].median_seconds, 2)});
     }
     report.markdown << "## Depth sweep: additive coupling stacks, 32 channels, batch " << sweep_batch << "\n\n";
-    report.table({"depth", "plain MB", "memory saving MB", "time ratio"}, rows);
+    report.table({"depth", "plain MiB", "memory saving MiB", "time ratio"}, rows);
   }
 
   // 3. The CIFAR models (MemCNN's memory table), RevNets also with checkpointed transitions.
@@ -279,8 +279,8 @@ int run(BenchArgs args) {
     }
     report.markdown << "## CIFAR models, batch " << batch << ", " << size << "x" << size
                     << "x3: activation memory (seed: MemCNN's table, PyTorch on GPU)\n\n";
-    report.table({"ResNet / RevNet", "parameters", "activation MB", "seed's MB", "RevNet/ResNet",
-                  "RevNet ckpt MB", "ckpt/ResNet"},
+    report.table({"ResNet / RevNet", "parameters", "activation MiB", "seed's MB", "RevNet/ResNet",
+                  "RevNet ckpt MiB", "ckpt/ResNet"},
                  rows);
     report.markdown << "\"ckpt\": the RevNet with `checkpoint_transitions(true)` (stem and projection blocks "
                        "checkpointed with memcnn::checkpoint).\n\n";

@@ -137,7 +137,7 @@ std::string fixed(double value, int digits) {
   return s.str();
 }
 
-std::string mib(double bytes) { return fixed(bytes / (1024.0 * 1024.0), 2); }
+std::string mib(double bytes) { return fixed(bytes / kBytesPerMiB, 2); }
 
 int run_launcher(const Args& args, int argc, char** argv) {
   const int64_t threads = args.threads > 0 ? args.threads : std::max(1u, std::thread::hardware_concurrency());

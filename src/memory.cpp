@@ -6,6 +6,7 @@
 #include <c10/util/Exception.h>
 
 #include <atomic>
+#include <cstdio>
 #include <utility>
 
 #ifdef MEMCNN_WITH_CUDA
@@ -141,6 +142,16 @@ std::int64_t MemoryProbe::peak_above_start() const {
 
 std::int64_t MemoryProbe::current_above_start() const {
   return memory_stats(device_).current_bytes - start_bytes_;
+}
+
+}  // namespace memcnn
+
+namespace memcnn {
+
+std::string format_mib(std::int64_t bytes, int digits) {
+  char text[64];
+  std::snprintf(text, sizeof(text), "%.*f MiB", digits, to_mib(bytes));
+  return text;
 }
 
 }  // namespace memcnn

@@ -6,8 +6,15 @@
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <string>
 
 namespace memcnn {
+
+// The one unit memcnn reports memory in: MiB (2^20 bytes), labelled so.
+constexpr double kBytesPerMiB = 1024.0 * 1024.0;
+constexpr double to_mib(std::int64_t bytes) { return static_cast<double>(bytes) / kBytesPerMiB; }
+// "12.3 MiB" (with `digits` decimals).
+std::string format_mib(std::int64_t bytes, int digits = 1);
 
 struct MemoryStats {
   std::int64_t current_bytes = 0;  // bytes held by live tensors right now

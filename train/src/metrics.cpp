@@ -2,6 +2,8 @@
 
 #include "memcnn/train/checkpoint.h"
 
+#include <memcnn/memory.h>
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -126,14 +128,14 @@ void MetricsLog::truncate_after(int64_t iteration) {
 void MetricsLog::plot(const std::string& title) const {
   const auto rows = read();
   Series loss{"train loss", "#c0392b", {}}, train_acc{"train accuracy", "#2980b9", {}},
-      test_acc{"test accuracy", "#27ae60", {}}, memory{"activation MB", "#8e44ad", {}};
+      test_acc{"test accuracy", "#27ae60", {}}, memory{"activation MiB", "#8e44ad", {}};
   double max_x = 1;
   for (const auto& r : rows) {
     max_x = std::max(max_x, static_cast<double>(r.iteration));
     loss.points.emplace_back(r.iteration, r.loss);
     train_acc.points.emplace_back(r.iteration, r.train_accuracy);
     if (r.test_accuracy) test_acc.points.emplace_back(r.iteration, *r.test_accuracy);
-    memory.points.emplace_back(r.iteration, r.activation_bytes / 1e6);
+    memory.points.emplace_back(r.iteration, to_mib(r.activation_bytes));
   }
   std::ostringstream svg;
   svg << "<svg xmlns='http://www.w3.org/2000/svg' width='720' height='640' font-family='sans-serif'>\n"
@@ -141,7 +143,7 @@ void MetricsLog::plot(const std::string& title) const {
       << "</text>\n";
   draw_panel(svg, 60, "loss", {loss}, max_x);
   draw_panel(svg, 260, "accuracy", {train_acc, test_acc}, max_x);
-  draw_panel(svg, 460, "activation memory (MB)", {memory}, max_x);
+  draw_panel(svg, 460, "activation memory (MiB)", {memory}, max_x);
   svg << "<text x='380' y='636' font-size='11' text-anchor='middle'>iteration</text>\n</svg>\n";
   write_file_atomically(svg_path(), svg.str());
 }

@@ -298,7 +298,7 @@ TrainSummary Trainer::run() {
       line << "[" << s.title() << "] it " << iteration << "/" << c.max_iterations << "  loss " << std::fixed
            << std::setprecision(4) << row.loss << "  acc " << std::setprecision(1) << 100 * row.train_accuracy
            << "%  " << std::setprecision(2) << row.iterations_per_second << " it/s  ETA " << format_duration(eta)
-           << "  activations " << std::setprecision(1) << summary.activation_bytes / 1e6 << " MB  data wait "
+           << "  activations " << format_mib(summary.activation_bytes) << "  data wait "
            << std::setprecision(0) << 100 * window_wait / window_seconds << "%";
       if (s.parallel) {
         const auto comm = s.parallel->stats();

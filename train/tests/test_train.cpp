@@ -4,6 +4,7 @@
 #include <memcnn/train/checkpoint.h>
 #include <memcnn/train/config.h>
 #include <memcnn/train/metrics.h>
+#include <memcnn/train/results_lock.h>
 #include <memcnn/train/trainer.h>
 
 #include <gtest/gtest.h>
@@ -12,6 +13,9 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 namespace fs = std::filesystem;
 using namespace memcnn;
@@ -202,6 +206,38 @@ TEST(Checkpoint, NoTemporaryFilesLeftBehind) {
   std::string text((std::istreambuf_iterator<char>(in)), {});
   EXPECT_EQ(text, "two");
   EXPECT_EQ(std::distance(fs::directory_iterator(dir), fs::directory_iterator()), 1);
+}
+
+TEST(ResultsLock, ASecondTrainerStopsAndAStaleLockIsTakenOver) {
+  const auto folder = fs::temp_directory_path() / ("memcnn-lock-" + std::to_string(::getpid())) / "revnet38_cifar10";
+  {
+    train::ResultsLock first(folder.string());
+    EXPECT_FALSE(first.taken_over_from().has_value());
+    try {
+      train::ResultsLock second(folder.string());
+      ADD_FAILURE() << "a second lock on the same folder was granted";
+    } catch (const std::runtime_error& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find("the results folder " + folder.string() + " is in use"), std::string::npos) << message;
+      EXPECT_NE(message.find("process " + std::to_string(::getpid())), std::string::npos) << message;
+    }
+  }
+  train::ResultsLock after_release(folder.string());  // released with its owner
+  EXPECT_FALSE(after_release.taken_over_from().has_value());
+}
+
+TEST(ResultsLock, LockOfAProcessThatDiedIsTakenOver) {
+  const auto folder = fs::temp_directory_path() / ("memcnn-lock-stale-" + std::to_string(::getpid())) / "run";
+  const pid_t child = ::fork();
+  if (child == 0) {
+    train::ResultsLock held(folder.string());
+    ::_exit(0);  // dies holding it: no destructor clears the file
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(child, &status, 0), child);
+  train::ResultsLock lock(folder.string());
+  ASSERT_TRUE(lock.taken_over_from().has_value());
+  EXPECT_EQ(*lock.taken_over_from(), static_cast<long>(child));
 }
 
 TEST(Trainer, LearnsAndWritesMetrics) {
