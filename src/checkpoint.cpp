@@ -181,6 +181,31 @@ torch::Tensor checkpoint(const std::function<torch::Tensor(const torch::Tensor&)
   return checkpoint(as_list, std::vector<torch::Tensor>{input}, parameters, stateful, options).front();
 }
 
+TensorSequentialImpl::TensorSequentialImpl(const torch::nn::Sequential& sequential) {
+  TORCH_CHECK(!sequential.is_empty(), "TensorSequential: the Sequential is a null holder (Sequential(nullptr))");
+  const auto names = sequential->named_children();
+  std::size_t i = 0;
+  for (const auto& module : *sequential) push_back(names[i++].key(), module);
+}
+
+std::shared_ptr<torch::nn::Module> TensorSequentialImpl::clone(const torch::optional<torch::Device>& device) const {
+  auto copy = std::make_shared<TensorSequentialImpl>();
+  const auto names = named_children();
+  std::size_t i = 0;
+  for (const auto& module : *this) copy->push_back(names[i++].key(), module.clone(device));
+  if (!is_training()) copy->eval();
+  return copy;
+}
+
+torch::nn::AnyModule CheckpointedImpl::from_sequential(const torch::nn::Sequential& sequential) {
+  TORCH_CHECK(!sequential.is_empty(), "Checkpointed: the Sequential is a null holder (Sequential(nullptr))");
+  TORCH_CHECK(!sequential->is_empty(), "Checkpointed: the Sequential has no modules");
+  return torch::nn::AnyModule(TensorSequential(sequential));
+}
+
+CheckpointedImpl::CheckpointedImpl(const torch::nn::Sequential& sequential, CheckpointOptions options_)
+    : CheckpointedImpl(from_sequential(sequential), options_, 0) {}
+
 CheckpointedImpl::CheckpointedImpl(torch::nn::AnyModule module, CheckpointOptions options_, int)
     : options(options_), module_(std::move(module)) {
   TORCH_CHECK(!module_.is_empty(), "Checkpointed: the module is empty");

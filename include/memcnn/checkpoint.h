@@ -7,10 +7,12 @@
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/container/sequential.h>
 #include <torch/types.h>
 
 #include <functional>
 #include <memory>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -40,13 +42,44 @@ torch::Tensor checkpoint(const std::function<torch::Tensor(const torch::Tensor&)
                          const std::vector<torch::Tensor>& parameters, torch::nn::Module* stateful = nullptr,
                          CheckpointOptions options = {});
 
-// Any single-tensor module, checkpointed in training with grad enabled; a plain call otherwise.
+// A torch::nn::Sequential whose forward takes and returns one tensor. Sequential's own forward
+// is a template, which torch::nn::AnyModule cannot hold (its static assertion about templated
+// forward); this one can, so a Sequential can go wherever memcnn takes an AnyModule (Checkpointed,
+// the couplings' F and G). Built from a Sequential, it holds that Sequential's modules (the same
+// objects, not copies) under the same names.
+class TensorSequentialImpl : public torch::nn::SequentialImpl {
+ public:
+  TensorSequentialImpl() = default;
+  explicit TensorSequentialImpl(const torch::nn::Sequential& sequential);
+
+  // Hides SequentialImpl's template forward.
+  torch::Tensor forward(const torch::Tensor& x) { return torch::nn::SequentialImpl::forward(x); }
+
+  // A TensorSequential again (SequentialImpl's would be a plain Sequential), names kept.
+  std::shared_ptr<torch::nn::Module> clone(
+      const torch::optional<torch::Device>& device = torch::nullopt) const override;
+  void pretty_print(std::ostream& stream) const override { stream << "memcnn::TensorSequential"; }
+};
+TORCH_MODULE(TensorSequential);
+
+// A module checkpointed in training with grad enabled; a plain call otherwise. Accepts
+// - a module whose forward takes and returns one tensor: its holder (torch::nn::Linear, a
+//   TORCH_MODULE of your own), a std::shared_ptr to its Impl, or an AnyModule holding one;
+// - a torch::nn::Sequential (or a std::shared_ptr<SequentialImpl>) of such modules, checkpointed
+//   as one segment: module() then holds a TensorSequential with the Sequential's modules (the same
+//   objects), so parameters are named "module.0.weight" and so on.
+// Nothing else: a module with several inputs or outputs goes through memcnn::checkpoint with a
+// function instead. A Sequential saves the activations inside it; its recompute in backward
+// rebuilds them all at once, so the peak of a training step drops when a network is split into
+// several checkpointed segments.
 class CheckpointedImpl : public torch::nn::Cloneable<CheckpointedImpl> {
  public:
-  // Accepts a module holder, a shared pointer to a module, or an AnyModule.
-  template <typename Module>
+  template <typename Module,
+            typename = std::enable_if_t<!std::is_convertible<std::decay_t<Module>, torch::nn::Sequential>::value>>
   explicit CheckpointedImpl(Module&& module, CheckpointOptions options = {})
       : CheckpointedImpl(torch::nn::AnyModule(std::forward<Module>(module)), options, 0) {}
+
+  explicit CheckpointedImpl(const torch::nn::Sequential& sequential, CheckpointOptions options = {});
 
   torch::Tensor forward(const torch::Tensor& x);
 
@@ -61,6 +94,7 @@ class CheckpointedImpl : public torch::nn::Cloneable<CheckpointedImpl> {
 
  private:
   CheckpointedImpl(torch::nn::AnyModule module, CheckpointOptions options, int);
+  static torch::nn::AnyModule from_sequential(const torch::nn::Sequential& sequential);
   torch::nn::AnyModule module_;
 };
 TORCH_MODULE(Checkpointed);
