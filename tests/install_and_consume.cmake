@@ -1,11 +1,17 @@
-# Installs the built memcnn into a scratch prefix, then builds and runs tests/consumer against it
-# with find_package(memcnn). Variables: BUILD_DIR, SOURCE_DIR, WORK_DIR.
+# Installs the built memcnn into a scratch prefix, checks the programs are there, then builds and
+# runs tests/consumer (the core and every component) against it with find_package(memcnn).
+# Variables: BUILD_DIR, SOURCE_DIR, WORK_DIR.
 file(REMOVE_RECURSE "${WORK_DIR}")
 execute_process(COMMAND ${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${WORK_DIR}/prefix"
                 RESULT_VARIABLE result)
 if(result)
   message(FATAL_ERROR "install failed")
 endif()
+foreach(program memcnn-train memcnn-bench memcnn-bench-distributed)
+  if(NOT EXISTS "${WORK_DIR}/prefix/bin/${program}")
+    message(FATAL_ERROR "${program} was not installed into bin/")
+  endif()
+endforeach()
 execute_process(COMMAND ${CMAKE_COMMAND} -S "${SOURCE_DIR}/tests/consumer" -B "${WORK_DIR}/build"
                         "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix" RESULT_VARIABLE result)
 if(result)
