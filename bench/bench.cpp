@@ -116,12 +116,19 @@ models::ResNet revnet(const std::string& name, InvertibleModuleWrapperOptions wr
 struct Report {
   std::ostringstream markdown;
   void table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
+    // Each printed column as wide as its widest cell, two spaces apart.
+    std::vector<std::size_t> widths(header.size(), 0);
+    for (std::size_t i = 0; i < header.size(); ++i) widths[i] = header[i].size();
+    for (const auto& r : rows)
+      for (std::size_t i = 0; i < r.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], r[i].size());
     auto line = [&](const std::vector<std::string>& cells) {
       markdown << "|";
       for (const auto& c : cells) markdown << " " << c << " |";
       markdown << "\n";
-      std::cout << "  ";
-      for (const auto& c : cells) std::cout << std::setw(16) << c;
+      std::cout << " ";
+      for (std::size_t i = 0; i < cells.size(); ++i) {
+        std::cout << " " << std::setw(static_cast<int>(i < widths.size() ? widths[i] : 0)) << cells[i] << " ";
+      }
       std::cout << "\n";
     };
     line(header);
