@@ -54,10 +54,19 @@ void expect_same_buffers(const torch::nn::Module& a, const torch::nn::Module& b,
   }
 }
 
-class CheckpointGradients : public testing::TestWithParam<torch::Dtype> {};
+struct DtypeCase {
+  torch::Dtype dtype;
+};
+
+std::string describe(const DtypeCase& c) { return c.dtype == torch::kFloat64 ? "f64" : "f32"; }
+
+// What GoogleTest (and so ctest's test names) print for a case.
+void PrintTo(const DtypeCase& c, std::ostream* os) { *os << describe(c); }
+
+class CheckpointGradients : public testing::TestWithParam<DtypeCase> {};
 
 TEST_P(CheckpointGradients, ConvBnReluStackEqualsPlain) {
-  const auto dtype = GetParam();
+  const auto dtype = GetParam().dtype;
   const double tolerance = dtype == torch::kFloat64 ? 1e-10 : 1e-4;
   torch::manual_seed(0);
   auto checkpointed = make_stack(6, 8, true);
@@ -78,7 +87,9 @@ TEST_P(CheckpointGradients, ConvBnReluStackEqualsPlain) {
             << relative_error(x1.grad(), x2.grad()) << "\n";
 }
 
-INSTANTIATE_TEST_SUITE_P(Dtypes, CheckpointGradients, testing::Values(torch::kFloat64, torch::kFloat32));
+INSTANTIATE_TEST_SUITE_P(Dtypes, CheckpointGradients,
+                         testing::Values(DtypeCase{torch::kFloat64}, DtypeCase{torch::kFloat32}),
+                         [](const testing::TestParamInfo<DtypeCase>& info) { return describe(info.param); });
 
 // Two inputs, three outputs (one depending on both inputs), parameters from a module.
 struct TwoInThreeOutImpl : torch::nn::Cloneable<TwoInThreeOutImpl> {
@@ -348,7 +359,9 @@ SequentialMemory sequential_memory(int segments) {
   if (segments == 0) {
     model = conv_bn_relu_sequential(depth, 8);
   } else {
-    for (int i = 0; i < segments; ++i) model->push_back(memcnn::Checkpointed(conv_bn_relu_sequential(depth / segments, 8)));
+    for (int i = 0; i < segments; ++i) {
+      model->push_back(memcnn::Checkpointed(conv_bn_relu_sequential(depth / segments, 8)));
+    }
   }
   auto x = torch::rand({4, 8, 32, 32}).requires_grad_();
   model->forward(x).sum().backward();  // allocates the parameters' gradients

@@ -18,10 +18,12 @@ struct Case {
   bool cuda = false;
 };
 
+// additive_f64_fwd_2t_fused: coupling, dtype, direction, tensor count, backward. The device is
+// in the instantiation's name (Stacks, CudaStacks).
 std::string describe(const Case& c) {
   return name_of(c.coupling) + (c.dtype == torch::kFloat64 ? "_f64" : "_f32") +
-         (c.inverse_direction ? "_inverse" : "_forward") + "_" + std::to_string(c.tensors) + "tensor" +
-         (c.fused ? "_fused" : "_recompute") + (c.cuda ? "_cuda" : "");
+         (c.inverse_direction ? "_inv" : "_fwd") + "_" + std::to_string(c.tensors) + "t" +
+         (c.fused ? "_fused" : "_recompute");
 }
 
 std::string case_name(const testing::TestParamInfo<Case>& info) { return describe(info.param); }
@@ -31,7 +33,7 @@ void PrintTo(const Case& c, std::ostream* os) { *os << describe(c); }
 
 class StackGradients : public testing::TestWithParam<Case> {};
 
-TEST_P(StackGradients, EqualPlainComputation) {
+TEST_P(StackGradients, EqualPlain) {
   const auto c = GetParam();
   if (c.cuda && !torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
   const ExactFloat32OnCuda exact_float32;
@@ -98,7 +100,8 @@ TEST_P(StackGradients, EqualPlainComputation) {
           << ": " << buffers[i].item<int64_t>() << " vs " << plain_buffers[i].item<int64_t>();
     }
   }
-  std::cout << "[figure] " << describe(c) << ": worst relative gradient error " << worst << "\n";
+  std::cout << "[figure] " << describe(c) << (c.cuda ? " cuda" : "") << ": worst relative gradient error " << worst
+            << "\n";
 }
 
 std::vector<Case> all_cases(bool cuda) {

@@ -17,6 +17,9 @@ struct LayerCase {
   std::vector<int64_t> tiny_shape = {2, 4, 2, 2};
 };
 
+// What GoogleTest (and so ctest's test names) print for a case: its name, not its bytes.
+void PrintTo(const LayerCase& c, std::ostream* os) { *os << c.name; }
+
 std::vector<LayerCase> layer_cases() {
   return {
       {"downsampling", [] { return memcnn::InvertibleDownsampling().ptr(); }, {2, 4, 6, 6}},

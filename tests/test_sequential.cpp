@@ -49,15 +49,19 @@ struct Case {
   bool fused;
 };
 
-std::string case_name(const testing::TestParamInfo<Case>& info) {
-  const auto& c = info.param;
+std::string describe(const Case& c) {
   return name_of(c.coupling) + (c.dtype == torch::kFloat64 ? "_f64" : "_f32") +
-         (c.inverse_direction ? "_inverse" : "_forward") + (c.fused ? "_fused" : "_recompute");
+         (c.inverse_direction ? "_inv" : "_fwd") + (c.fused ? "_fused" : "_recompute");
 }
+
+std::string case_name(const testing::TestParamInfo<Case>& info) { return describe(info.param); }
+
+// What GoogleTest (and so ctest's test names) print for a case: its name, not its bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << describe(c); }
 
 class ChainGradients : public testing::TestWithParam<Case> {};
 
-TEST_P(ChainGradients, OneWrapperEqualsPlainChain) {
+TEST_P(ChainGradients, OneWrapperEqualsPlain) {
   const auto c = GetParam();
   const double tolerance = c.dtype == torch::kFloat64 ? 1e-10 : 1e-4;
   torch::manual_seed(1);
@@ -96,7 +100,7 @@ TEST_P(ChainGradients, OneWrapperEqualsPlainChain) {
   for (std::size_t i = 0; i < b1.size(); ++i) {
     EXPECT_LT(relative_error(b1[i].to(torch::kFloat64), b2[i].to(torch::kFloat64)), tolerance) << "buffer " << i;
   }
-  std::cout << "[figure] chain of 10 couplings + 6 layers, " << case_name({c, 0}) << ": worst relative gradient error "
+  std::cout << "[figure] chain of 10 couplings + 6 layers, " << describe(c) << ": worst relative gradient error "
             << worst << "\n";
 }
 

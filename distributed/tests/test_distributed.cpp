@@ -213,15 +213,19 @@ struct GradientCase {
   double tolerance;
 };
 
-std::string gradient_case_name(const testing::TestParamInfo<GradientCase>& info) {
-  return info.param.model + "_" + info.param.precision;
-}
+std::string describe(const GradientCase& c) { return c.model + "_" + c.precision; }
+
+std::string gradient_case_name(const testing::TestParamInfo<GradientCase>& info) { return describe(info.param); }
+
+// What GoogleTest (and so ctest's test names) print for a case: its name, not its bytes.
+void PrintTo(const GradientCase& c, std::ostream* os) { *os << describe(c); }
 
 class TwoRanks : public testing::TestWithParam<GradientCase> {};
 
-TEST_P(TwoRanks, GradientsEqualOneProcessAveragingTheHalves) {
+// The gradients equal those of one process averaging the two halves' gradients.
+TEST_P(TwoRanks, GradientsEqualAveragedHalves) {
   const auto& c = GetParam();
-  const auto out = scratch("gradients_" + gradient_case_name({c, 0})) / "grads";
+  const auto out = scratch("gradients_" + describe(c)) / "grads";
   ASSERT_EQ(run_ranks({"gradients", c.model, c.precision, out.string()}), 0);
 
   const auto dtype = c.precision == "f64" ? torch::kFloat64 : torch::kFloat32;
