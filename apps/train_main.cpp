@@ -4,6 +4,7 @@
 #include <memcnn/data/loader.h>
 #include <memcnn/distributed/launch.h>
 #include <memcnn/distributed/process_group.h>
+#include <memcnn/autocast.h>
 #include <memcnn/memory.h>
 #include <memcnn/models/resnet.h>
 #include <memcnn/train/config.h>
@@ -115,6 +116,11 @@ int run(const Arguments& args) {
   options.device = device;
   options.live_line = ::isatty(STDOUT_FILENO) != 0;
   options.group = group;
+  if (rank0 && config.autocast == "bfloat16" && device.is_cpu()) {
+    if (const auto warning = cpu_bfloat16_warning(cpu_bfloat16_support())) {
+      std::cout << "[memcnn-train] warning: " << *warning << std::endl;
+    }
+  }
   train::Trainer trainer(config, std::move(train_set), std::move(test_set), options);
 
   if (args.evaluate) {

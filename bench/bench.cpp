@@ -196,6 +196,9 @@ int run(BenchArgs args) {
 
   // 1. Plain vs recompute vs fused on RevNet-110.
   std::cout << "RevNet-110, batch " << batch << ": plain vs MemCNN recompute vs fused\n";
+  // The bfloat16 row's time depends on what the CPU offers oneDNN: say so before measuring it.
+  const auto bfloat16_warning = device.is_cpu() ? cpu_bfloat16_warning(cpu_bfloat16_support()) : std::nullopt;
+  if (bfloat16_warning) std::cout << "  warning (bfloat16 row): " << *bfloat16_warning << "\n";
   {
     std::vector<Workload> workloads;
     struct Variant {
@@ -227,6 +230,7 @@ int run(BenchArgs args) {
     }
     report.markdown << "## RevNet-110, batch " << batch << ": backward strategies\n\n";
     report.table({"backward", "step s (median)", "time vs plain", "activation MiB"}, rows);
+    if (bfloat16_warning) report.markdown << "bfloat16 row: " << *bfloat16_warning << "\n\n";
   }
 
   // 2. Depth sweep.
