@@ -73,6 +73,7 @@ models::ResNet build_model(const TrainConfig& config) {
     if (o.contains("block")) options.block(block_from(o.at("block").get<std::string>()));
     if (o.contains("reversible")) options.reversible(o.at("reversible").get<bool>());
     if (o.contains("fused_backward")) options.wrapper().fused_backward(o.at("fused_backward").get<bool>());
+    if (o.contains("checkpoint_transitions")) options.checkpoint_transitions(o.at("checkpoint_transitions").get<bool>());
   } catch (const Json::exception& e) {
     throw std::invalid_argument(std::string("model_options: wrong type: ") + e.what());
   }

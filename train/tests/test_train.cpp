@@ -150,6 +150,16 @@ TEST(Config, AutocastIsBfloat16OrNothing) {
   }
 }
 
+TEST(Config, ModelOptionsReachTheModel) {
+  auto json = train::experiment_for(train::default_experiments(), "revnet110", "cifar10");
+  json["model_options"] = {{"checkpoint_transitions", true}, {"fused_backward", false}};
+  auto model = train::build_model(train::TrainConfig::from_json(json));
+  EXPECT_TRUE(model->options.checkpoint_transitions());
+  EXPECT_FALSE(model->options.wrapper().fused_backward());
+  json["model_options"] = {{"checkpoint_transitions", false}};
+  EXPECT_FALSE(train::build_model(train::TrainConfig::from_json(json))->options.checkpoint_transitions());
+}
+
 TEST(Config, InvalidFieldsAreNamed) {
   try {
     train::TrainConfig::from_json(Json{{"model", "revnet38"}, {"dataset", "cifar10"}, {"batch_size", 0}});

@@ -23,7 +23,8 @@ namespace train {
 torch::Tensor tf_style_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels);
 
 // The configured model: the named architecture with the overrides of config.model_options
-// (layers, channels_per_layer, strides, init_kernel_size, block, reversible, fused_backward).
+// (layers, channels_per_layer, strides, init_kernel_size, block, reversible, fused_backward,
+// checkpoint_transitions).
 models::ResNet build_model(const TrainConfig& config);
 
 // Peak bytes allocated above the start by one forward and backward of the model on a batch
