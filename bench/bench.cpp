@@ -287,7 +287,7 @@ int run(BenchArgs args) {
       const auto timed = measure(revnets, images, labels, static_cast<int>(repetitions));
       rows.push_back({pairs[i].first + " / " + pairs[i].second,
                       std::to_string(models::count_parameters(*workloads[0].module)) + " / " +
-                          std::to_string(models::count_parameters(*workloads[1].module)),
+                          std::to_string(models::count_parameters(*revnets[0].module)),
                       mb(results[0].activation_bytes) + " / " + mb(results[1].activation_bytes), seed[i],
                       fixed(static_cast<double>(results[1].activation_bytes) / results[0].activation_bytes, 3),
                       mb(results[2].activation_bytes),
