@@ -54,38 +54,127 @@ std::optional<MetricsRow> parse_line(const std::string& line) {
 struct Series {
   std::string name, colour;
   std::vector<std::pair<double, double>> points;
+  bool label_last = false;  // write the last value beside the last point
+  double label_scale = 1;   // ... multiplied by this (100: a percentage)
+  std::string label_unit;
 };
 
-void draw_panel(std::ostringstream& svg, double top, const std::string& title, const std::vector<Series>& series,
-                double max_x) {
-  const double left = 70, width = 620, height = 160;
+Series named(const std::string& name, const std::string& colour) {
+  Series series;
+  series.name = name;
+  series.colour = colour;
+  return series;
+}
+
+std::string number(double value, int precision = 4) {
+  std::ostringstream text;
+  text << std::setprecision(precision) << value;
+  return text.str();
+}
+
+// Round tick positions in [lo, hi]: steps of 1, 2 or 5 times a power of ten, about `count` of them.
+std::vector<double> linear_ticks(double lo, double hi, int count) {
+  const double raw = (hi - lo) / std::max(1, count);
+  const double power = std::pow(10.0, std::floor(std::log10(raw)));
+  double step = power;
+  for (double m : {1.0, 2.0, 5.0, 10.0}) {
+    step = m * power;
+    if (step >= raw) break;
+  }
+  std::vector<double> ticks;
+  for (double t = std::ceil(lo / step - 1e-9) * step; t <= hi + step * 1e-9; t += step) ticks.push_back(std::abs(t) < step * 1e-9 ? 0.0 : t);
+  return ticks;
+}
+
+// 1, 2 and 5 times the powers of ten within [lo, hi] (lo > 0); the powers alone when that is plenty.
+std::vector<double> log_ticks(double lo, double hi) {
+  std::vector<double> ticks;
+  const bool fine = std::log10(hi / lo) < 2.5;
+  for (double decade = std::pow(10.0, std::floor(std::log10(lo))); decade <= hi; decade *= 10) {
+    for (double m : fine ? std::vector<double>{1, 2, 5} : std::vector<double>{1}) {
+      if (m * decade >= lo * (1 - 1e-9) && m * decade <= hi * (1 + 1e-9)) ticks.push_back(m * decade);
+    }
+  }
+  return ticks;
+}
+
+struct Box {
+  double left = 70, top = 0, width = 620, height = 160;
+};
+
+struct Axis {
+  double lo = 0, hi = 1;
+  bool log = false;
+  // Where a value goes, 0 (lo) to 1 (hi).
+  double fraction(double v) const {
+    return log ? (std::log(v) - std::log(lo)) / (std::log(hi) - std::log(lo)) : (v - lo) / (hi - lo);
+  }
+};
+
+Axis value_axis(const std::vector<Series>& series, bool log) {
+  Axis axis;
+  axis.log = log;
   double lo = INFINITY, hi = -INFINITY;
   for (const auto& s : series) {
     for (const auto& p : s.points) {
+      if (log && !(p.second > 0)) continue;
       lo = std::min(lo, p.second);
       hi = std::max(hi, p.second);
     }
   }
-  if (!std::isfinite(lo)) lo = 0, hi = 1;
-  if (hi - lo < 1e-12) hi = lo + 1;
-  svg << "<text x='" << left << "' y='" << top - 8 << "' font-size='13'>" << title << "</text>\n";
-  svg << "<rect x='" << left << "' y='" << top << "' width='" << width << "' height='" << height
+  if (!std::isfinite(lo)) lo = log ? 0.1 : 0, hi = log ? 10 : 1;
+  if (log) {
+    axis.lo = lo / 1.15, axis.hi = hi * 1.15;
+  } else {
+    const double pad = std::max(1e-12, (hi - lo) * 0.05);
+    axis.lo = lo - pad, axis.hi = hi + pad;
+  }
+  return axis;
+}
+
+void draw_panel(std::ostringstream& svg, const Box& box, const std::string& title, const std::vector<Series>& series,
+                double max_x, bool log_y, const std::vector<std::pair<double, double>>& lr_steps) {
+  const Axis y = value_axis(series, log_y);
+  const auto x_at = [&](double x) { return box.left + box.width * x / std::max(max_x, 1.0); };
+  const auto y_at = [&](double v) { return box.top + box.height * (1 - y.fraction(v)); };
+  svg << "<text x='" << box.left << "' y='" << box.top - 8 << "' font-size='13'>" << title
+      << (log_y ? " (log scale)" : "") << "</text>\n";
+  // Grid and tick labels on both axes.
+  for (double t : log_y ? log_ticks(y.lo, y.hi) : linear_ticks(y.lo, y.hi, 5)) {
+    svg << "<line x1='" << box.left << "' x2='" << box.left + box.width << "' y1='" << y_at(t) << "' y2='" << y_at(t)
+        << "' stroke='#eee'/>\n<text x='" << box.left - 5 << "' y='" << y_at(t) + 3
+        << "' font-size='10' text-anchor='end'>" << number(t) << "</text>\n";
+  }
+  for (double t : linear_ticks(0, max_x, 6)) {
+    svg << "<line x1='" << x_at(t) << "' x2='" << x_at(t) << "' y1='" << box.top << "' y2='" << box.top + box.height
+        << "' stroke='#eee'/>\n<text x='" << x_at(t) << "' y='" << box.top + box.height + 13
+        << "' font-size='10' text-anchor='middle'>" << number(t, 6) << "</text>\n";
+  }
+  // Learning-rate steps: a dashed line where the rate changes, with the new rate.
+  for (const auto& [iteration, lr] : lr_steps) {
+    svg << "<line x1='" << x_at(iteration) << "' x2='" << x_at(iteration) << "' y1='" << box.top << "' y2='"
+        << box.top + box.height << "' stroke='#e67e22' stroke-dasharray='4 3'/>\n<text x='" << x_at(iteration) + 3
+        << "' y='" << box.top + box.height - 4 << "' font-size='9' fill='#e67e22'>lr " << number(lr) << "</text>\n";
+  }
+  svg << "<rect x='" << box.left << "' y='" << box.top << "' width='" << box.width << "' height='" << box.height
       << "' fill='none' stroke='#999'/>\n";
-  svg << "<text x='" << left - 5 << "' y='" << top + 10 << "' font-size='10' text-anchor='end'>" << std::setprecision(4)
-      << hi << "</text>\n";
-  svg << "<text x='" << left - 5 << "' y='" << top + height << "' font-size='10' text-anchor='end'>" << lo << "</text>\n";
-  svg << "<text x='" << left + width << "' y='" << top + height + 14 << "' font-size='10' text-anchor='end'>"
-      << static_cast<int64_t>(max_x) << "</text>\n";
-  double legend_x = left + 10;
+  double legend_x = box.left + 10;
   for (const auto& s : series) {
     svg << "<polyline fill='none' stroke='" << s.colour << "' stroke-width='1.5' points='";
     for (const auto& p : s.points) {
-      svg << left + width * p.first / std::max(max_x, 1.0) << ',' << top + height * (1 - (p.second - lo) / (hi - lo))
-          << ' ';
+      if (log_y && !(p.second > 0)) continue;
+      svg << x_at(p.first) << ',' << y_at(p.second) << ' ';
     }
-    svg << "'/>\n<text x='" << legend_x << "' y='" << top + 14 << "' font-size='11' fill='" << s.colour << "'>"
+    svg << "'/>\n<text x='" << legend_x << "' y='" << box.top + 14 << "' font-size='11' fill='" << s.colour << "'>"
         << s.name << "</text>\n";
     legend_x += 110;
+    if (s.label_last && !s.points.empty()) {
+      const auto& [x, v] = s.points.back();
+      svg << "<circle cx='" << x_at(x) << "' cy='" << y_at(v) << "' r='3' fill='" << s.colour << "'/>\n<text x='"
+          << x_at(x) - 4 << "' y='" << y_at(v) - 6 << "' font-size='11' text-anchor='end' fill='" << s.colour << "'>"
+          << std::fixed << std::setprecision(1) << v * s.label_scale << s.label_unit << "</text>\n"
+          << std::defaultfloat;
+    }
   }
 }
 
@@ -127,24 +216,33 @@ void MetricsLog::truncate_after(int64_t iteration) {
 
 void MetricsLog::plot(const std::string& title) const {
   const auto rows = read();
-  Series loss{"train loss", "#c0392b", {}}, train_acc{"train accuracy", "#2980b9", {}},
-      test_acc{"test accuracy", "#27ae60", {}}, memory{"activation MiB", "#8e44ad", {}};
+  Series loss = named("train loss", "#c0392b"), train_acc = named("train accuracy", "#2980b9"),
+         test_acc = named("test accuracy", "#27ae60"), memory = named("activation MiB", "#8e44ad");
+  test_acc.label_last = true, test_acc.label_scale = 100, test_acc.label_unit = "%";
   double max_x = 1;
-  for (const auto& r : rows) {
+  std::vector<std::pair<double, double>> lr_steps;  // (iteration, new rate) where the rate changed
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto& r = rows[i];
     max_x = std::max(max_x, static_cast<double>(r.iteration));
     loss.points.emplace_back(r.iteration, r.loss);
     train_acc.points.emplace_back(r.iteration, r.train_accuracy);
     if (r.test_accuracy) test_acc.points.emplace_back(r.iteration, *r.test_accuracy);
     memory.points.emplace_back(r.iteration, to_mib(r.activation_bytes));
+    // A row's rate is the one its last iteration used: the change happened after the previous row.
+    if (i > 0 && r.lr != rows[i - 1].lr) lr_steps.emplace_back(rows[i - 1].iteration, r.lr);
   }
   std::ostringstream svg;
-  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='720' height='640' font-family='sans-serif'>\n"
+  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='720' height='660' font-family='sans-serif'>\n"
       << "<rect width='100%' height='100%' fill='white'/>\n<text x='70' y='22' font-size='15'>" << title
       << "</text>\n";
-  draw_panel(svg, 60, "loss", {loss}, max_x);
-  draw_panel(svg, 260, "accuracy", {train_acc, test_acc}, max_x);
-  draw_panel(svg, 460, "activation memory (MiB)", {memory}, max_x);
-  svg << "<text x='380' y='636' font-size='11' text-anchor='middle'>iteration</text>\n</svg>\n";
+  Box box;
+  box.top = 60;
+  draw_panel(svg, box, "loss", {loss}, max_x, /*log_y=*/true, lr_steps);
+  box.top = 265;
+  draw_panel(svg, box, "accuracy", {train_acc, test_acc}, max_x, false, lr_steps);
+  box.top = 470;
+  draw_panel(svg, box, "activation memory (MiB)", {memory}, max_x, false, lr_steps);
+  svg << "<text x='380' y='652' font-size='11' text-anchor='middle'>iteration</text>\n</svg>\n";
   write_file_atomically(svg_path(), svg.str());
 }
 

@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -248,6 +249,35 @@ TEST(ResultsLock, LockOfAProcessThatDiedIsTakenOver) {
   train::ResultsLock lock(folder.string());
   ASSERT_TRUE(lock.taken_over_from().has_value());
   EXPECT_EQ(*lock.taken_over_from(), static_cast<long>(child));
+}
+
+TEST(Metrics, PlotHasTicksLogLossLearningRateStepsAndLastTestAccuracy) {
+  const auto dir = scratch_dir("plot");
+  fs::remove_all(dir);
+  train::MetricsLog metrics(dir.string());
+  for (int64_t it = 100; it <= 3000; it += 100) {
+    train::MetricsRow row;
+    row.iteration = it;
+    row.loss = 2.3 * std::exp(-it / 800.0) + 0.05;  // 2.2 down to 0.1: two decades
+    row.train_accuracy = 0.1 + 0.85 * it / 3000.0;
+    row.lr = it <= 1600 ? 0.1 : it <= 2100 ? 0.01 : 0.001;
+    row.activation_bytes = 95 << 20;
+    if (it % 500 == 0) row.test_accuracy = 0.2 + 0.7 * it / 3000.0;
+    metrics.append(row);
+  }
+  metrics.plot("revnet38 on fashion-mnist");
+  std::ifstream file(metrics.svg_path());
+  std::stringstream text;
+  text << file.rdbuf();
+  const std::string svg = text.str();
+  EXPECT_NE(svg.find("loss (log scale)"), std::string::npos);
+  for (const char* tick : {">0.1<", ">0.2<", ">0.5<", ">1<", ">2<"}) EXPECT_NE(svg.find(tick), std::string::npos) << tick;
+  for (const char* tick : {">500<", ">1000<", ">2000<", ">3000<"}) EXPECT_NE(svg.find(tick), std::string::npos) << tick;
+  EXPECT_NE(svg.find(">lr 0.01<"), std::string::npos);   // the step after 1600
+  EXPECT_NE(svg.find(">lr 0.001<"), std::string::npos);  // and after 2100
+  EXPECT_NE(svg.find(">90.0%<"), std::string::npos);     // test accuracy at its last point (3000)
+  EXPECT_NE(svg.find("activation memory (MiB)"), std::string::npos);
+  EXPECT_NE(svg.find(">95<"), std::string::npos) << "the memory panel's tick at 95 MiB";
 }
 
 TEST(Trainer, LearnsAndWritesMetrics) {
