@@ -18,6 +18,7 @@ PACKAGES=(
   python3-torch           # python: PyTorch 1.13 on the same LibTorch as libtorch-dev; ships torchrun
   pybind11-dev            # python: the extension module
   python3-pytest          # python: the package's tests
+  python3-venv            # python: python/install.sh --venv DIR
 )
 
 missing=()
