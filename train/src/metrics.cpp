@@ -126,7 +126,8 @@ Axis value_axis(const std::vector<Series>& series, bool log) {
   if (log) {
     axis.lo = lo / 1.15, axis.hi = hi * 1.15;
   } else {
-    const double pad = std::max(1e-12, (hi - lo) * 0.05);
+    // A flat series (activation memory usually is) gets a range around it rather than none.
+    const double pad = hi - lo > 1e-9 * std::max(1.0, std::abs(hi)) ? (hi - lo) * 0.05 : std::max(1.0, std::abs(hi) * 0.05);
     axis.lo = lo - pad, axis.hi = hi + pad;
   }
   return axis;
@@ -170,10 +171,11 @@ void draw_panel(std::ostringstream& svg, const Box& box, const std::string& titl
     legend_x += 110;
     if (s.label_last && !s.points.empty()) {
       const auto& [x, v] = s.points.back();
+      std::ostringstream label;  // its own stream: the SVG's coordinates keep their precision
+      label << std::fixed << std::setprecision(1) << v * s.label_scale << s.label_unit;
       svg << "<circle cx='" << x_at(x) << "' cy='" << y_at(v) << "' r='3' fill='" << s.colour << "'/>\n<text x='"
           << x_at(x) - 4 << "' y='" << y_at(v) - 6 << "' font-size='11' text-anchor='end' fill='" << s.colour << "'>"
-          << std::fixed << std::setprecision(1) << v * s.label_scale << s.label_unit << "</text>\n"
-          << std::defaultfloat;
+          << label.str() << "</text>\n";
     }
   }
 }
@@ -232,7 +234,7 @@ void MetricsLog::plot(const std::string& title) const {
     if (i > 0 && r.lr != rows[i - 1].lr) lr_steps.emplace_back(rows[i - 1].iteration, r.lr);
   }
   std::ostringstream svg;
-  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='720' height='660' font-family='sans-serif'>\n"
+  svg << "<svg xmlns='http://www.w3.org/2000/svg' width='720' height='675' font-family='sans-serif'>\n"
       << "<rect width='100%' height='100%' fill='white'/>\n<text x='70' y='22' font-size='15'>" << title
       << "</text>\n";
   Box box;
@@ -242,7 +244,7 @@ void MetricsLog::plot(const std::string& title) const {
   draw_panel(svg, box, "accuracy", {train_acc, test_acc}, max_x, false, lr_steps);
   box.top = 470;
   draw_panel(svg, box, "activation memory (MiB)", {memory}, max_x, false, lr_steps);
-  svg << "<text x='380' y='652' font-size='11' text-anchor='middle'>iteration</text>\n</svg>\n";
+  svg << "<text x='380' y='665' font-size='11' text-anchor='middle'>iteration</text>\n</svg>\n";
   write_file_atomically(svg_path(), svg.str());
 }
 

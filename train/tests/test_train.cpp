@@ -277,7 +277,9 @@ TEST(Metrics, PlotHasTicksLogLossLearningRateStepsAndLastTestAccuracy) {
   EXPECT_NE(svg.find(">lr 0.001<"), std::string::npos);  // and after 2100
   EXPECT_NE(svg.find(">90.0%<"), std::string::npos);     // test accuracy at its last point (3000)
   EXPECT_NE(svg.find("activation memory (MiB)"), std::string::npos);
-  EXPECT_NE(svg.find(">95<"), std::string::npos) << "the memory panel's tick at 95 MiB";
+  EXPECT_NE(svg.find(">94<"), std::string::npos) << "a tick of the flat memory series (95 MiB)";
+  EXPECT_EQ(svg.find("e+0"), std::string::npos) << "a coordinate printed in scientific notation";
+  EXPECT_NE(svg.find("y='470'"), std::string::npos) << "the third panel's box";
 }
 
 TEST(Trainer, LearnsAndWritesMetrics) {
