@@ -2,17 +2,14 @@
 # Ctrl-C during memcnn-train: it saves a checkpoint, exits with 130, and a rerun resumes there.
 # Usage: ctrl_c_test.sh MEMCNN_TRAIN RESULTS_DIR
 set -u
+source "$(dirname "$0")/common.sh"
 train=$1
 results=$2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 "$train" revnet38 fashion-mnist --fresh --batch-size 20 --results-dir "$results" > "$log" 2>&1 &
 pid=$!
-for _ in $(seq 1 600); do
-  grep -q " it 10/" "$log" && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.2
-done
+wait_for_iteration "$log" 10 "$pid"
 kill -INT "$pid"
 wait "$pid"
 status=$?

@@ -9,6 +9,7 @@
 #             130, and the run resumes there
 #   torchrun  the same program under `torchrun --no-python` (skipped where torchrun is missing)
 set -u
+source "$(dirname "$0")/common.sh"
 train=$1
 work=$2
 mode=$3
@@ -28,7 +29,6 @@ JSON
 # One thread per process: ctest runs other tests beside this one, and OpenMP threads that spin on
 # oversubscribed cores can slow a step down tenfold.
 common=(revnet38 fashion-mnist --experiments-file "$experiments" --results-dir "$results" --dist-timeout 20 --threads 1)
-fail() { echo "FAIL: $*"; exit 1; }
 free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Starts a fresh 2-rank run in the background (its launcher's pid in $launcher) and returns once
@@ -36,11 +36,7 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 start_two_ranks_until() {
   "$train" "${common[@]}" --fresh --nproc 2 > "$work/run.log" 2>&1 &
   launcher=$!
-  for _ in $(seq 1 900); do
-    grep -q " it $1/" "$work/run.log" && break
-    kill -0 "$launcher" 2>/dev/null || break
-    sleep 0.2
-  done
+  wait_for_iteration "$work/run.log" "$1" "$launcher"
 }
 
 case "$mode" in

@@ -3,18 +3,14 @@
 # the running process; once the first is killed, a new run takes its lock over.
 # Usage: lock_test.sh MEMCNN_TRAIN WORK_DIR
 set -u
+source "$(dirname "$0")/common.sh"
 train=$1
 work=$2
 rm -rf "$work" && mkdir -p "$work"
-fail() { echo "FAIL: $*"; exit 1; }
 common=(revnet38 fashion-mnist --batch-size 20 --threads 1 --results-dir "$work/results")
 "$train" "${common[@]}" --fresh > "$work/first.log" 2>&1 &
 first=$!
-for _ in $(seq 1 900); do
-  grep -q " it 10/" "$work/first.log" && break
-  kill -0 "$first" 2>/dev/null || break
-  sleep 0.2
-done
+wait_for_iteration "$work/first.log" 10 "$first"
 start=$(date +%s)
 "$train" "${common[@]}" --fresh > "$work/second.log" 2>&1
 status=$?
