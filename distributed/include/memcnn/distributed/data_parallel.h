@@ -8,9 +8,10 @@
 // at the end of backward waits for the buckets and copies the averages back. Buckets are started
 // strictly in order, so every rank issues the same collectives in the same order even when
 // gradients arrive in another order (a memory-saving wrapper delivers all parameter gradients of
-// its block from one autograd node, a checkpoint from its recompute). c10d::Reducer does the same
-// from C++ on 1.13, but tells nothing of its communication (no per-step time or bytes without
-// Python's sampled logger), and the live line and the benchmark need both.
+// its block from one autograd node, a checkpoint from its recompute). c10d::Reducer (exported by
+// 1.13's libtorch_cpu, not tried here) works the same way, but its API tells nothing of its
+// communication (no per-step time or bytes without Python's sampled logger), and the live line and
+// the benchmark need both.
 //
 // BatchNorm statistics stay per rank in training, as with PyTorch's DDP without SyncBatchNorm;
 // broadcast_buffers() makes every replica hold rank 0's before evaluation and checkpointing.
