@@ -58,17 +58,19 @@ int64_t ranks_on_this_machine(const std::shared_ptr<distributed::ProcessGroup>& 
 
 int run(const Arguments& args) {
   const bool cuda = !args.no_cuda && torch::cuda::is_available();
-  // A rank of a distributed job when the launcher (torchrun, --nproc, a scheduler) says so.
+  // A rank of a distributed job when the launcher (torchrun, --nproc, a scheduler) says so; each
+  // local rank trains on its own GPU.
+  const auto env = distributed::Environment::from_environment();
+  const int64_t local_rank = env ? env->local_rank : 0;
+  const torch::Device device =
+      cuda ? torch::Device(torch::kCUDA, static_cast<int>(local_rank % torch::cuda::device_count())) : torch::Device(torch::kCPU);
   std::shared_ptr<distributed::ProcessGroup> group;
-  if (const auto env = distributed::Environment::from_environment(); env && env->world_size > 1) {
-    const torch::Device rank_device =
-        cuda ? torch::Device(torch::kCUDA, static_cast<int>(env->local_rank % torch::cuda::device_count()))
-             : torch::Device(torch::kCPU);
+  if (env && env->world_size > 1) {
     group = distributed::ProcessGroup::connect(
         *env, distributed::ProcessGroupOptions()
                   .timeout(std::chrono::milliseconds(static_cast<int64_t>(args.dist_timeout * 1000)))
                   .backend(args.dist_backend)
-                  .device(rank_device));
+                  .device(device));
   }
   const bool rank0 = !group || group->rank() == 0;
   const auto experiments =
@@ -86,9 +88,6 @@ int run(const Arguments& args) {
   const int64_t threads = args.threads > 0 ? args.threads : std::max<int64_t>(1, cores / ranks_on_this_machine(group));
   torch::set_num_threads(static_cast<int>(threads));
 
-  const int64_t local_rank = group ? distributed::Environment::from_environment()->local_rank : 0;
-  const torch::Device device =
-      cuda ? torch::Device(torch::kCUDA, static_cast<int>(local_rank % torch::cuda::device_count())) : torch::Device(torch::kCPU);
   const fs::path results = fs::path(args.results_dir) / (args.model + "_" + args.dataset);
   // One trainer per experiment (rank 0 speaks for a distributed one); evaluation only reads.
   std::optional<train::ResultsLock> lock;

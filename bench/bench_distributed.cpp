@@ -63,8 +63,8 @@ struct Step {
   std::unique_ptr<torch::optim::SGD> optimizer;
   torch::Device device;
 
-  Step(const Args& args, torch::Device device) : model(models::model_options(args.model)), device(device) {
-    torch::manual_seed(0);
+  Step(const Args& args, torch::Device device) : model(nullptr), device(device) {
+    torch::manual_seed(0);  // the same initial weights in every configuration
     model = models::ResNet(models::model_options(args.model));
     model->to(device);
     model->train();

@@ -22,7 +22,6 @@ double seconds_since(Clock::time_point start) { return std::chrono::duration<dou
 struct DataParallel::State : std::enable_shared_from_this<DataParallel::State> {
   struct Bucket {
     std::vector<int64_t> members;  // parameter indices
-    int64_t numel = 0;
     // per backward
     int64_t pending = 0;
     torch::Tensor buffer;
@@ -41,7 +40,6 @@ struct DataParallel::State : std::enable_shared_from_this<DataParallel::State> {
   bool sync_enabled = true;
   bool in_backward = false;   // a synchronised backward has begun (a hook fired)
   size_t next_to_start = 0;   // buckets start strictly in order, the same on every rank
-  Clock::time_point wait_start;
   CommunicationStats stats;
   std::mutex stats_mutex;     // completion callbacks run on the backend's threads
 
@@ -206,10 +204,7 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, std::share
   for (size_t b = 0; b < buckets.size(); ++b) {
     State::Bucket bucket;
     bucket.members = buckets[b];
-    for (int64_t i : bucket.members) {
-      s.bucket_of[i] = b;
-      bucket.numel += s.parameters[i].numel();
-    }
+    for (int64_t i : bucket.members) s.bucket_of[i] = b;
     s.buckets.push_back(std::move(bucket));
   }
   for (size_t i = 0; i < s.parameters.size(); ++i) {
