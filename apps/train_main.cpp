@@ -6,6 +6,7 @@
 #include <memcnn/distributed/process_group.h>
 #include <memcnn/autocast.h>
 #include <memcnn/memory.h>
+#include <memcnn/wrapper.h>
 #include <memcnn/models/resnet.h>
 #include <memcnn/train/config.h>
 #include <memcnn/train/results_lock.h>
@@ -44,8 +45,8 @@ std::string counterpart(const std::string& model) {
 
 struct Arguments {
   std::string model, dataset, data_dir, results_dir = "results", experiments_file, autocast, dist_backend = "auto";
-  bool fresh = false, no_cuda = false, evaluate = false;
-  int64_t max_iterations = 0, batch_size = 0, threads = 0, nproc = 0;
+  bool fresh = false, no_cuda = false, evaluate = false, exact = false;
+  int64_t max_iterations = 0, batch_size = 0, threads = 0, nproc = 0, anchor_every = 0, fraction_bits = -1;
   double dist_timeout = 120;
 };
 
@@ -83,6 +84,9 @@ int run(const Arguments& args) {
     json["autocast"] = args.autocast == "float32" ? "" : args.autocast;
     config = train::TrainConfig::from_json(json);  // validates it
   }
+  if (args.exact) config.model_options["exact"] = true;
+  if (args.fraction_bits >= 0) config.model_options["fraction_bits"] = args.fraction_bits;
+  if (args.anchor_every > 0) config.model_options["anchor_every"] = args.anchor_every;
   // LibTorch may default to fewer threads than the machine has cores; local ranks share them.
   const int64_t cores = std::max(1u, std::thread::hardware_concurrency());
   const int64_t threads = args.threads > 0 ? args.threads : std::max<int64_t>(1, cores / ranks_on_this_machine(group));
@@ -152,6 +156,11 @@ int run(const Arguments& args) {
               << "% waiting for gradient allreduce";
   }
   std::cout << "); test accuracy " << 100 * summary.test_accuracy << "%\n";
+  if (config.model_options.value("exact", false)) {
+    std::cout << "[memcnn-train] exact couplings: " << exact_rebuild_fallbacks()
+              << " wrapped calls kept their input because a value left the fixed-point grid's exact range "
+                 "(0: every activation was rebuilt bit for bit)\n";
+  }
   const int64_t rank_batch = config.batch_size / summary.world_size;
   std::cout << "[memcnn-train] activation memory per training step (batch " << rank_batch
             << (group ? " per rank" : "") << "): "
@@ -197,6 +206,16 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", args.batch_size, "override the experiment's batch size")->check(CLI::PositiveNumber);
   app.add_option("--autocast", args.autocast, "mixed precision: bfloat16, or float32 (off); overrides the experiment's");
   app.add_option("--threads", args.threads, "LibTorch intra-op threads (default: all cores)")->check(CLI::PositiveNumber);
+ app.add_flag("--exact", args.exact,
+               "bit-exact reversible couplings (fixed point): gradients with memory saving equal the plain "
+               "computation's; same parameters, so it may be switched on or off between runs");
+  app.add_option("--fraction-bits", args.fraction_bits,
+                 "fraction bits of --exact's fixed-point grid (default 16: resolution 2^-16, range +-256 in float32)")
+      ->check(CLI::Range(0, 23));
+  app.add_option("--anchor-every", args.anchor_every,
+                 "keep the input of every K-th reversible block of a stage (bounds rounding drift of "
+                 "couplings that are not exact; costs one activation per anchor)")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--evaluate", args.evaluate, "report the test accuracy of the saved checkpoint and exit");
   app.add_option("--nproc", args.nproc,
                  "data-parallel: start N ranks on this machine (each on batch/N of every batch); under torchrun "

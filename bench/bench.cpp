@@ -4,6 +4,8 @@
 //      step time and peak bytes.
 //   2. Depth sweep of coupling stacks: activation memory against depth.
 //   3. The six CIFAR models at batch 128, 32x32x3: activation memory (MemCNN's table).
+//   4. Gradient accuracy in float32: each RevNet with memory saving against the same model
+//      without it (ordinary, exact and re-anchored couplings), and exact against ordinary.
 // Writes docs/benchmarks.md (or --output) and prints the tables.
 
 #include <memcnn/memcnn.h>
@@ -14,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <fstream>
 #include <functional>
@@ -107,10 +110,51 @@ std::string fixed(double value, int digits) {
   return s.str();
 }
 
-models::ResNet revnet(const std::string& name, InvertibleModuleWrapperOptions wrapper, int64_t classes = 10) {
+int64_t fraction_bits = kDefaultFractionBits;  // of the exact models (--fraction-bits)
+
+models::ResNet revnet(const std::string& name, InvertibleModuleWrapperOptions wrapper, int64_t classes = 10,
+                      bool exact = false, int64_t anchor_every = 0) {
   auto options = models::model_options(name, classes);
-  options.wrapper(wrapper);
+  options.wrapper(wrapper).exact(exact).anchor_every(anchor_every).fraction_bits(fraction_bits);
   return models::ResNet(options);
+}
+
+// How far the parameter gradients `a` stray from `b`.
+struct GradientError {
+  double global = 0;  // ||a - b|| / ||b|| over all parameters together (L2)
+  double worst = 0;   // the largest max |a - b| / max |b| of a single tensor
+  bool bitwise = true;
+};
+
+// Tensors whose reference gradient is below this fraction of the largest one are zero but for
+// rounding (a BatchNorm bias whose output the next BatchNorm normalises) and left out of `worst`.
+constexpr double kRoundingLevel = 1e-5;
+
+GradientError compare_gradients(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
+  GradientError e;
+  double diff = 0, norm = 0, largest = 0;
+  for (const auto& g : b) largest = std::max(largest, g.abs().max().item<double>());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    const auto x = a[i].to(torch::kFloat64), y = b[i].to(torch::kFloat64);
+    diff += (x - y).pow(2).sum().item<double>();
+    norm += y.pow(2).sum().item<double>();
+    const double scale = y.abs().max().item<double>();
+    if (scale > kRoundingLevel * largest) e.worst = std::max(e.worst, (x - y).abs().max().item<double>() / scale);
+    e.bitwise = e.bitwise && a[i].scalar_type() == b[i].scalar_type() && memcnn::detail::bitwise_equal(a[i], b[i]);
+  }
+  e.global = std::sqrt(diff / (norm > 0 ? norm : 1.0));
+  return e;
+}
+
+// Gradients of one forward and backward (cross entropy), parameters then the input.
+std::vector<torch::Tensor> gradients(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels) {
+  model->zero_grad();
+  const auto x = images.to(model->parameters().front().scalar_type()).requires_grad_();
+  torch::nn::functional::cross_entropy(model->forward(x), labels).backward();
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : model->parameters()) grads.push_back(p.grad().clone());
+  grads.push_back(x.grad());
+  return grads;
 }
 
 struct Report {
@@ -156,7 +200,9 @@ std::string machine_description() {
 }
 
 struct BenchArgs {
-  int64_t batch = 128, sweep_batch = 32, repetitions = 5, threads = 0;
+  int64_t batch = 128, sweep_batch = 32, repetitions = 5, threads = 0, anchor_every = 3, accuracy_batch = 16;
+  std::vector<int64_t> accuracy_seeds{0, 1, 2, 3};
+  std::vector<std::string> sections{"strategies", "sweep", "models", "accuracy"};
   std::string output = "docs/benchmarks.md";
   bool quick = false, cuda = false;
   std::vector<int64_t> depths{4, 8, 16, 32, 64};
@@ -164,7 +210,11 @@ struct BenchArgs {
 };
 
 int run(BenchArgs args) {
-  auto& [batch, sweep_batch, repetitions, threads, output, quick, cuda, depths, command] = args;
+  auto& [batch, sweep_batch, repetitions, threads, anchor_every, accuracy_batch, accuracy_seeds, sections, output, quick,
+         cuda, depths, command] = args;
+  auto wanted = [&sections = args.sections](const std::string& name) {
+    return std::find(sections.begin(), sections.end(), name) != sections.end();
+  };
 
   // glibc returns large freed blocks to the OS and faults them back in on the next step, which
   // can double CPU step times; keep them in the process as a caching allocator would.
@@ -178,6 +228,8 @@ int run(BenchArgs args) {
     batch = 4;
     sweep_batch = 2;
     repetitions = 1;
+    accuracy_batch = 2;
+    accuracy_seeds = {0};
     depths = {2, 4};
   }
   const int64_t size = quick ? 8 : 32;
@@ -195,25 +247,34 @@ int run(BenchArgs args) {
                   << "(parameters, gradients, optimizer state, the batch).\n\n";
 
   // 1. Plain vs recompute vs fused on RevNet-110.
-  std::cout << "RevNet-110, batch " << batch << ": plain vs MemCNN recompute vs fused\n";
   // The bfloat16 row's time depends on what the CPU offers oneDNN: say so before measuring it.
   const auto bfloat16_warning = device.is_cpu() ? cpu_bfloat16_warning(cpu_bfloat16_support()) : std::nullopt;
-  if (bfloat16_warning) std::cout << "  warning (bfloat16 row): " << *bfloat16_warning << "\n";
-  {
+  if (wanted("strategies")) {
+    std::cout << "RevNet-110, batch " << batch << ": plain vs MemCNN recompute vs fused\n";
+    if (bfloat16_warning) std::cout << "  warning (bfloat16 row): " << *bfloat16_warning << "\n";
     std::vector<Workload> workloads;
     struct Variant {
       std::string name;
       InvertibleModuleWrapperOptions options;
       bool bfloat16;
+      bool exact = false;
+      int64_t anchor_every = 0;
     };
-    const std::vector<Variant> variants = {
+    std::vector<Variant> variants = {
         {"plain (disabled)", InvertibleModuleWrapperOptions().disable(true), false},
         {"recompute (MemCNN)", InvertibleModuleWrapperOptions().fused_backward(false), false},
         {"fused", InvertibleModuleWrapperOptions(), false},
-        {"fused, bfloat16 autocast", InvertibleModuleWrapperOptions(), true}};
+        {"fused, bfloat16 autocast", InvertibleModuleWrapperOptions(), true},
+        {"fused, exact", InvertibleModuleWrapperOptions(), false, true},
+        {"fused, exact, bfloat16 autocast", InvertibleModuleWrapperOptions(), true, true}};
+    for (const int64_t every : {int64_t{2}, anchor_every}) {
+      if (every == 2 && anchor_every == 2 && variants.back().anchor_every == 2) continue;
+      variants.push_back({"fused, anchor every " + std::to_string(every), InvertibleModuleWrapperOptions(), false, false,
+                          every});
+    }
     for (const auto& variant : variants) {
       torch::manual_seed(0);
-      auto model = revnet("revnet110", variant.options);
+      auto model = revnet("revnet110", variant.options, 10, variant.exact, variant.anchor_every);
       model->to(device);
       const bool bfloat16 = variant.bfloat16;
       workloads.push_back(make_workload(variant.name, model.ptr(), [model, bfloat16](const torch::Tensor& x) mutable {
@@ -224,18 +285,29 @@ int run(BenchArgs args) {
     }
     const auto results = measure(workloads, images, labels, static_cast<int>(repetitions));
     std::vector<std::vector<std::string>> rows;
+    const std::size_t fused = 2, fused_bfloat16 = 3;
     for (std::size_t i = 0; i < results.size(); ++i) {
+      const std::size_t like = variants[i].bfloat16 ? fused_bfloat16 : fused;
+      const bool versus_fused = variants[i].exact || variants[i].anchor_every > 0;
       rows.push_back({workloads[i].name, fixed(results[i].median_seconds, 3),
-                      fixed(results[i].median_seconds / results[0].median_seconds, 2), mb(results[i].activation_bytes)});
+                      fixed(results[i].median_seconds / results[0].median_seconds, 2), mb(results[i].activation_bytes),
+                      versus_fused ? fixed(results[i].median_seconds / results[like].median_seconds, 3) : "",
+                      versus_fused ? fixed(static_cast<double>(results[i].activation_bytes) / results[like].activation_bytes, 3)
+                                   : ""});
     }
     report.markdown << "## RevNet-110, batch " << batch << ": backward strategies\n\n";
-    report.table({"backward", "step s (median)", "time vs plain", "activation MiB"}, rows);
+    report.table({"backward", "step s (median)", "time vs plain", "activation MiB", "time vs fused",
+                  "memory vs fused"},
+                 rows);
+    report.markdown << "\"exact\": `ResNetOptions::exact(true)`, fixed-point couplings that rebuild bit for bit; "
+                       "\"anchor every k\": `anchor_every(k)`, every k-th coupling of a stage keeps its input. Both "
+                       "compared with the fused row of the same precision, measured side by side.\n\n";
     if (bfloat16_warning) report.markdown << "bfloat16 row: " << *bfloat16_warning << "\n\n";
   }
 
   // 2. Depth sweep.
-  std::cout << "Coupling stacks (Conv-BN-ReLU halves, 32 channels, batch " << sweep_batch << "): depth sweep\n";
-  {
+  if (wanted("sweep")) {
+    std::cout << "Coupling stacks (Conv-BN-ReLU halves, 32 channels, batch " << sweep_batch << "): depth sweep\n";
     const auto sweep_images = images.narrow(0, 0, std::min(sweep_batch, batch));
     std::vector<std::vector<std::string>> rows;
     for (const auto depth : depths) {
@@ -262,8 +334,8 @@ int run(BenchArgs args) {
   }
 
   // 3. The CIFAR models (MemCNN's memory table), RevNets also with checkpointed transitions.
-  std::cout << "CIFAR models, batch " << batch << ", " << size << "x" << size << "x3\n";
-  {
+  if (wanted("models")) {
+    std::cout << "CIFAR models, batch " << batch << ", " << size << "x" << size << "x3\n";
     std::vector<std::vector<std::string>> rows;
     const std::vector<std::pair<std::string, std::string>> pairs = {
         {"resnet32", "revnet38"}, {"resnet110", "revnet110"}, {"resnet164", "revnet164"}};
@@ -304,6 +376,76 @@ int run(BenchArgs args) {
                        "of " << repetitions << " steps measured side by side.\n\n";
   }
 
+  // 4. Gradient accuracy in float32.
+  if (wanted("accuracy")) {
+    std::cout << "Gradient accuracy, float32, batch " << accuracy_batch << ", seeds";
+    for (auto seed : accuracy_seeds) std::cout << " " << seed;
+    std::cout << "\n";
+    struct Mode {
+      std::string name;
+      bool exact;
+      int64_t anchor_every;
+      bool reference_exact;  // the plain model it is compared with
+      bool reference_float64 = false;
+      bool plain = false;  // the compared model without memory saving too
+    };
+    const std::vector<Mode> modes = {
+        {"ordinary: saving vs plain", false, 0, false},
+        {"exact: saving vs plain exact", true, 0, true},
+        {"exact saving vs ordinary plain", true, 0, false},
+        {"ordinary plain vs float64 plain", false, 0, false, true, true},
+        {"exact saving vs float64 plain", true, 0, false, true},
+        {"anchor every 2: saving vs plain", false, 2, false},
+        {"anchor every " + std::to_string(anchor_every) + ": saving vs plain", false, anchor_every, false}};
+    std::vector<std::vector<std::string>> rows;
+    for (const std::string name : {"revnet38", "revnet110", "revnet164"}) {
+      for (const auto& mode : modes) {
+        double global_low = INFINITY, global_high = 0, worst_low = INFINITY, worst_high = 0;
+        int64_t bitwise = 0;
+        const int64_t fallbacks_before = exact_rebuild_fallbacks();
+        for (const auto seed : accuracy_seeds) {
+          torch::manual_seed(seed);
+          const auto images = torch::randn({accuracy_batch, 3, size, size}).to(device);
+          const auto labels = torch::randint(10, {accuracy_batch}, torch::kLong).to(device);
+          torch::manual_seed(seed);
+          auto saving = revnet(name, InvertibleModuleWrapperOptions().disable(mode.plain), 10, mode.exact,
+                               mode.anchor_every);
+          torch::manual_seed(seed);
+          auto plain = revnet(name, InvertibleModuleWrapperOptions().disable(true), 10, mode.reference_exact);
+          saving->to(device);
+          plain->to(device, mode.reference_float64 ? torch::kFloat64 : torch::kFloat32);
+          const auto error = compare_gradients(gradients(saving, images, labels), gradients(plain, images, labels));
+          global_low = std::min(global_low, error.global);
+          global_high = std::max(global_high, error.global);
+          worst_low = std::min(worst_low, error.worst);
+          worst_high = std::max(worst_high, error.worst);
+          bitwise += error.bitwise ? 1 : 0;
+        }
+        auto range = [](double low, double high) {
+          std::ostringstream s;
+          s << std::scientific << std::setprecision(1) << low;
+          if (high != low) s << " to " << high;
+          return s.str();
+        };
+        rows.push_back({name, mode.name, range(global_low, global_high), range(worst_low, worst_high),
+                        std::to_string(bitwise) + " of " + std::to_string(accuracy_seeds.size()),
+                        mode.exact ? std::to_string(exact_rebuild_fallbacks() - fallbacks_before) : ""});
+      }
+    }
+    report.markdown << "## Gradient accuracy, float32, batch " << accuracy_batch << "\n\n"
+                    << "Each RevNet's parameter and input gradients after one forward and backward (cross entropy, "
+                       "random 32x32x3 images and labels, He init as built) against the same model, built from the "
+                       "same seed, with every wrapper disabled. global: ||a - b|| / ||b|| over all gradients "
+                       "together; worst tensor: the largest max |a - b| / max |b| of one gradient tensor; bitwise: "
+                       "seeds where every gradient has the same bits; exact fallbacks: wrapped calls that kept their input because a "
+                       "value left the grid's range. Range over the seeds. Exact models: " << fraction_bits
+                    << " fraction bits. Tensors whose reference gradient is below " << kRoundingLevel
+                    << " of the largest are zero but for rounding (the bias of a BatchNorm that another BatchNorm "
+                       "normalises) and are left out of the worst-tensor column.\n\n";
+    report.table({"model", "mode", "global relative L2 error", "worst tensor", "bitwise equal", "exact fallbacks"},
+                 rows);
+  }
+
   if (!output.empty()) {
     std::ofstream out(output);
     out << report.markdown.str();
@@ -323,6 +465,14 @@ int main(int argc, char** argv) {
   app.add_option("--output", args.output, "markdown report to write ('' for none)");
   app.add_option("--depths", args.depths, "depths of the coupling-stack sweep");
   app.add_option("--sweep-batch", args.sweep_batch, "batch size of the depth sweep")->check(CLI::PositiveNumber);
+  app.add_option("--anchor-every", args.anchor_every, "the re-anchoring interval of the anchored rows")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--accuracy-batch", args.accuracy_batch, "batch size of the gradient accuracy section")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--fraction-bits", fraction_bits, "fraction bits of the exact models' fixed-point grid");
+  app.add_option("--accuracy-seeds", args.accuracy_seeds, "seeds of the gradient accuracy section");
+  app.add_option("--sections", args.sections, "which sections to run: strategies, sweep, models, accuracy")
+      ->check(CLI::IsMember({"strategies", "sweep", "models", "accuracy"}));
   app.add_flag("--quick", args.quick, "tiny sizes: checks that the program works, figures mean nothing");
   app.add_flag("--cuda", args.cuda, "run on the first CUDA device");
   CLI11_PARSE(app, argc, argv);

@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <cmath>
 #include <sstream>
 #include <stdexcept>
 #include <unordered_set>
@@ -130,25 +131,77 @@ std::vector<CouplingBase::HalfStep> CouplingBase::half_steps(bool inverse_direct
   return {f, g};
 }
 
+std::vector<torch::Tensor> CouplingBase::terms(const std::vector<torch::Tensor>& h,
+                                               const std::vector<torch::Tensor>& target) const {
+  std::vector<torch::Tensor> out;
+  out.reserve(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) out.push_back(coupling_term(h[i], target[i]));
+  return out;
+}
+
 std::vector<torch::Tensor> CouplingBase::apply(const HalfStep& step, const std::vector<torch::Tensor>& target,
-                                               const std::vector<torch::Tensor>& h, bool invert) const {
+                                               const std::vector<torch::Tensor>& term, bool invert) const {
   std::vector<torch::Tensor> out;
   out.reserve(target.size());
   const bool uncoupling = step.uncoupling != invert;
   for (std::size_t i = 0; i < target.size(); ++i) {
-    out.push_back(uncoupling ? uncouple(target[i], h[i]) : couple(target[i], h[i]));
+    out.push_back(uncoupling ? uncouple(target[i], term[i]) : couple(target[i], term[i]));
   }
   return out;
 }
 
+void CouplingBase::verify_exact(const HalfStep& step, const std::vector<torch::Tensor>& before,
+                                const std::vector<torch::Tensor>& after, const std::vector<torch::Tensor>& term) const {
+  auto* check = ExactRebuildCheck::current();
+  if (check == nullptr) return;
+  torch::NoGradGuard no_grad;
+  const auto undone = apply(step, after, term, /*invert=*/true);
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    if (bitwise_equal(undone[i], before[i])) continue;
+    std::ostringstream what;
+    what << name_ << " (" << step.module_name << "'s half step, tensor " << i << "): max |input| "
+         << before[i].abs().max().item<double>() << ", max |output| " << after[i].abs().max().item<double>();
+    check->report(false, what.str());
+  }
+}
+
 std::vector<torch::Tensor> CouplingBase::run(const std::vector<torch::Tensor>& tensors, bool inverse_direction) {
   Halves state = split(tensors);
-  for (const auto& step : half_steps(inverse_direction)) {
-    const int source = 1 - step.target;
-    const auto h = call(*step.module, step.module_name, state[source], state[step.target]);
-    state[step.target] = apply(step, state[step.target], h, /*invert=*/false);
+  const bool exact = rebuilds_exactly();
+  // An exact coupling's F and G must see their input in the layout the fused backward gives
+  // them (some kernels, BatchNorm's, sum in another order for another layout): there the first
+  // step's source is a fresh tensor (rebuilt), the second's a view of the output. So forward
+  // copies the first source, and writes the output halves into one whole tensor (no final cat).
+  const bool write_whole = exact && !torch::GradMode::is_enabled();
+  std::vector<torch::Tensor> whole;
+  Halves whole_halves;
+  if (write_whole) {
+    for (const auto& t : tensors) whole.push_back(torch::empty_like(t, torch::MemoryFormat::Contiguous));
+    whole_halves = split(whole);
   }
-  return merge(state);
+  const auto steps = half_steps(inverse_direction);
+  for (std::size_t k = 0; k < steps.size(); ++k) {
+    const auto& step = steps[k];
+    const int source = 1 - step.target;
+    auto source_tensors = state[source];
+    if (exact && k == 0) {
+      for (auto& t : source_tensors) t = t.contiguous();
+    }
+    const auto h = call(*step.module, step.module_name, source_tensors, state[step.target]);
+    const auto term = terms(h, state[step.target]);
+    auto next = apply(step, state[step.target], term, /*invert=*/false);
+    if (exact) verify_exact(step, state[step.target], next, term);
+    if (write_whole) {
+      for (std::size_t i = 0; i < next.size(); ++i) next[i] = whole_halves[step.target][i].copy_(next[i]);
+    } else if (exact && k == 0) {
+      // With a graph (no memory saving): the same layout, through a cat that autograd follows.
+      Halves staged = state;
+      staged[step.target] = next;
+      next = split(merge(staged))[step.target];
+    }
+    state[step.target] = std::move(next);
+  }
+  return write_whole ? whole : merge(state);
 }
 
 std::vector<torch::Tensor> CouplingBase::forward_multi(const std::vector<torch::Tensor>& x) { return run(x, false); }
@@ -162,22 +215,24 @@ void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halve
   for (const auto& t : state[source]) source_leaves.push_back(t.detach().requires_grad_());
   const auto h = call(*step.module, step.module_name, source_leaves, state[target]);
   std::vector<torch::Tensor> h_leaves;
-  for (const auto& t : h) h_leaves.push_back(t.detach());
-  std::vector<torch::Tensor> rebuilt;
+  for (const auto& t : h) h_leaves.push_back(t.detach().requires_grad_());
+  std::vector<torch::Tensor> rebuilt, grad_h;
   {
-    torch::NoGradGuard no_grad;
-    rebuilt = apply(step, state[target], h_leaves, /*invert=*/true);
-    zero_where(rebuilt, masks[target]);
-  }
-
-  // The rule first, on its own small graph, so that its output is gone before the module's
-  // backward runs (which is where the memory peaks).
-  std::vector<torch::Tensor> grad_h;
-  {
+    // The term (h itself, or a rounded copy of it) and the rule's graph are gone before the
+    // module's backward runs, which is where the memory peaks.
+    const auto term = terms(h_leaves, state[target]);
+    {
+      torch::NoGradGuard no_grad;
+      std::vector<torch::Tensor> term_values;
+      for (const auto& t : term) term_values.push_back(t.detach());
+      rebuilt = apply(step, state[target], term_values, /*invert=*/true);
+      zero_where(rebuilt, masks[target]);
+    }
     std::vector<torch::Tensor> wrt;
-    for (auto& t : rebuilt) wrt.push_back(t.requires_grad_());
-    for (auto& t : h_leaves) wrt.push_back(t.requires_grad_());
-    const auto redone = apply(step, rebuilt, h_leaves, /*invert=*/false);
+    for (const auto& t : rebuilt) wrt.push_back(t.detach().requires_grad_());
+    const std::vector<torch::Tensor> rule_inputs(wrt);
+    for (auto& t : h_leaves) wrt.push_back(t);
+    const auto redone = apply(step, rule_inputs, term, /*invert=*/false);
     const auto g = differentiate(redone, wrt, grads[target]);
     const std::size_t n = rebuilt.size();
     for (std::size_t i = 0; i < n; ++i) {
@@ -202,7 +257,6 @@ void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halve
     auto& slot = parameter_grads[trainable[i].unsafeGetTensorImpl()];
     slot = slot.defined() ? slot + g[n + i] : g[n + i];
   }
-  for (auto& t : rebuilt) t = t.detach();
   state[target] = rebuilt;
 }
 
@@ -251,13 +305,22 @@ RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<to
 // ---- AdditiveCoupling ----
 
 
-torch::Tensor AdditiveCouplingImpl::couple(const torch::Tensor& x, const torch::Tensor& h) const { return x + h; }
+// Exact mode: h rounded to the grid, in the target's type (under autocast h may be bfloat16
+// while the activations stay float32); adding and subtracting it is then exact.
+torch::Tensor AdditiveCouplingImpl::coupling_term(const torch::Tensor& h, const torch::Tensor& target) const {
+  if (!options.exact()) return h;
+  fixed_point_range(target.scalar_type(), options.fraction_bits());  // a clear error for bfloat16 activations
+  return detail::round_to_grid(h.to(target.scalar_type()), options.fraction_bits());
+}
 
-torch::Tensor AdditiveCouplingImpl::uncouple(const torch::Tensor& y, const torch::Tensor& h) const { return y - h; }
+torch::Tensor AdditiveCouplingImpl::couple(const torch::Tensor& x, const torch::Tensor& term) const { return x + term; }
 
+torch::Tensor AdditiveCouplingImpl::uncouple(const torch::Tensor& y, const torch::Tensor& term) const { return y - term; }
 
 void AdditiveCouplingImpl::pretty_print(std::ostream& stream) const {
-  stream << "memcnn::AdditiveCoupling(split_dim=" << options.split_dim() << ")";
+  stream << "memcnn::AdditiveCoupling(split_dim=" << options.split_dim();
+  if (options.exact()) stream << ", exact, fraction_bits=" << options.fraction_bits();
+  stream << ")";
 }
 
 // ---- AffineCoupling ----

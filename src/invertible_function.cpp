@@ -25,18 +25,28 @@
 // instead: each sub-module runs once in backward, with its graph, rather than twice.
 //
 // With drift_tolerance set, backward also checks each rebuild (one more forward) and warns.
+//
+// Blocks that rebuild exactly (exact couplings, fixed_point.h) are held to it: forward runs them
+// under an ExactRebuildCheck and keeps the input of a call whose steps could not all be undone
+// bit for bit (values beyond the grid's range, inputs off the grid), so that call's gradients
+// come from a plain recompute; backward compares each rebuilt input's bit checksum with the
+// freed one's and raises on a difference (F or G did not recompute deterministically), instead
+// of differentiating at wrong values. Their exact zeros need no remembering.
 
 #include "invertible_function.h"
 
 #include "memcnn/autocast.h"
 #include "memcnn/compat.h"
+#include "memcnn/fixed_point.h"
 #include "memcnn/log.h"
 #include "memcnn/rng.h"
 
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
+#include <atomic>
 #include <cmath>
+#include <optional>
 #include <sstream>
 
 namespace memcnn {
@@ -54,6 +64,8 @@ struct SavedCall : torch::CustomClassHolder {
   std::vector<torch::Tensor> inputs;   // the caller's tensors; freed ones hold no bytes
   std::vector<c10::Storage> freed_storage;  // per input: the storage emptied by forward, if any
   std::vector<torch::Tensor> zero_masks;     // per freed input with exact zeros: their positions, packed
+  bool exact = false;                        // fn rebuilds exactly: freed inputs are checksummed
+  std::vector<int64_t> checksums;            // per freed input of an exact block: bit_checksum
   std::vector<bool> input_requires_grad;
   std::vector<torch::Tensor> outputs;  // detached aliases of what the caller received
   std::unique_ptr<RngTape> rng_tape;
@@ -69,6 +81,7 @@ struct SavedCall : torch::CustomClassHolder {
     outputs.clear();
     freed_storage.clear();
     zero_masks.clear();
+    checksums.clear();
     rng_tape.reset();
   }
 };
@@ -163,6 +176,17 @@ torch::Tensor unpack_zero_positions(const torch::Tensor& packed, torch::IntArray
   return packed.unsqueeze(1).bitwise_and(weights).ne(0).view(-1).narrow(0, 0, n).view(sizes);
 }
 
+std::atomic<int64_t>& exact_fallback_count() {
+  static std::atomic<int64_t> count{0};
+  return count;
+}
+
+std::string describe(const torch::nn::Module& module) {
+  std::ostringstream stream;
+  module.pretty_print(stream);
+  return stream.str();
+}
+
 // Restores buffers (BatchNorm running statistics) to their values at construction.
 class BufferSnapshot {
  public:
@@ -192,13 +216,22 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
       call->rng_tape = std::make_unique<RngTape>(cuda_devices_of(call->inputs));
       call->rng_tape->begin_recording();
     }
+    call->exact = call->fn->rebuilds_exactly() && !call->options.keep_input;
     std::vector<torch::Tensor> outputs;
+    std::optional<std::string> inexact_step;
     {
       AutocastCacheOff no_cache;  // this run has no graph
+      std::optional<ExactRebuildCheck> check;
+      if (call->exact) check.emplace();
       outputs = call->run(call->inputs, call->options.inverse_direction);
+      if (check && !check->all_exact()) inexact_step = check->first_failure();
     }
     for (const auto& y : outputs) call->outputs.push_back(y.defined() ? y.detach() : y);
-    if (!call->options.keep_input) free_inputs(*call, outputs);
+    if (inexact_step) {
+      keep_inexact_call(*call, *inexact_step);
+    } else if (!call->options.keep_input) {
+      free_inputs(*call, outputs);
+    }
     ctx->saved_data["call"] = c10::IValue::make_capsule(call);
     return outputs;
   }
@@ -259,9 +292,42 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
         log(LogLevel::Debug, message.str());
         continue;
       }
-      call.zero_masks[i] = pack_zero_positions(x);
+      if (call.exact) {
+        call.checksums.resize(call.inputs.size());
+        call.checksums[i] = bit_checksum(x);
+      } else {
+        call.zero_masks[i] = pack_zero_positions(x);
+      }
       call.freed_storage[i] = free_storage(x);
     }
+  }
+
+  // An exact block whose steps could not all be undone bit for bit: its input stays, so this
+  // call's backward recomputes from it and its gradients stay right.
+  static void keep_inexact_call(SavedCall& call, const std::string& step) {
+    call.exact = false;
+    const int64_t count = ++exact_fallback_count();
+    if (count > 1 && count != 10 && count != 100 && count % 1000 != 0) return;
+    std::ostringstream message;
+    message << "InvertibleModuleWrapper: the exact block ";
+    call.fn->pretty_print(message);
+    message << " could not be undone bit for bit in " << step << "; values beyond the grid's exact range "
+            << "or an input off the grid (put FixedPointQuantize before the first exact coupling). Kept its input "
+            << "for this call (no memory saving there; gradients stay right). Use fewer fraction_bits for a "
+               "wider range. Calls kept so far: " << count;
+    log(LogLevel::Warning, message.str());
+  }
+
+  // A rebuilt input of an exact block must have the freed input's bits.
+  static void check_exact_rebuild(const SavedCall& call, std::size_t i) {
+    if (!call.exact || i >= call.checksums.size()) return;
+    TORCH_CHECK(bit_checksum(call.inputs[i]) == call.checksums[i], "InvertibleModuleWrapper: the exact block ",
+                describe(*call.fn), " rebuilt input ", i, " with other bits than forward freed. Its "
+                "sub-modules did not recompute what they computed in forward: random layers (dropout) need "
+                "InvertibleModuleWrapperOptions().preserve_rng_state(true), CUDA needs deterministic "
+                "algorithms (torch::globalContext().setDeterministicAlgorithms(true, false)), and "
+                "parameters must not change between forward and backward. The gradients would be wrong, so "
+                "this backward stops here; keep_input(true) avoids the rebuild");
   }
 
 
@@ -294,7 +360,9 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     TORCH_CHECK(rebuilt.size() == call.inputs.size(), "InvertibleModuleWrapper: the inverse returned ",
                 rebuilt.size(), " tensors, but the block took ", call.inputs.size());
     for (std::size_t i = 0; i < rebuilt.size(); ++i) {
-      if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], call.freed_storage[i], rebuilt[i]);
+      if (!is_freed(call.inputs[i])) continue;
+      refill_storage(call.inputs[i], call.freed_storage[i], rebuilt[i]);
+      check_exact_rebuild(call, i);
     }
   }
 
@@ -337,7 +405,10 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
                 " inputs, but the block took ", call.inputs.size());
     variable_list grads;
     for (std::size_t i = 0; i < call.inputs.size(); ++i) {
-      if (is_freed(call.inputs[i])) refill_storage(call.inputs[i], call.freed_storage[i], result.inputs[i]);
+      if (is_freed(call.inputs[i])) {
+        refill_storage(call.inputs[i], call.freed_storage[i], result.inputs[i]);
+        check_exact_rebuild(call, i);
+      }
       grads.push_back(call.input_requires_grad[i] ? result.input_grads[i] : torch::Tensor());
     }
     grads.insert(grads.end(), result.parameter_grads.begin(), result.parameter_grads.end());
@@ -400,6 +471,8 @@ void zero_where(std::vector<torch::Tensor>& tensors, const std::vector<torch::Te
 }
 
 }  // namespace detail
+
+int64_t exact_rebuild_fallbacks() { return detail::exact_fallback_count().load(); }
 
 bool is_freed(const torch::Tensor& tensor) {
   return tensor.defined() && tensor.numel() > 0 &&

@@ -143,6 +143,14 @@ std::vector<torch::Tensor> InvertibleSequentialImpl::inverse_multi(const std::ve
   return ys;
 }
 
+bool InvertibleSequentialImpl::rebuilds_exactly() const {
+  if (members_.empty()) return false;
+  for (const auto& member : members_) {
+    if (!member->rebuilds_exactly()) return false;
+  }
+  return true;
+}
+
 RebuildAndGradients InvertibleSequentialImpl::rebuild_and_differentiate(
     const std::vector<torch::Tensor>& outputs, const std::vector<torch::Tensor>& grad_outputs,
     bool inverse_direction, const std::vector<torch::Tensor>& zero_masks) {

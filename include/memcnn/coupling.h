@@ -3,10 +3,13 @@
 // NICE/RealNVP), as MemCNN's AdditiveCoupling and AffineCoupling do:
 //   x = [x1, x2] split in halves along split_dim
 //   additive: y1 = x1 + F(x2),          y2 = x2 + G(y1)
+//   exact additive (options.exact): y1 = x1 + q(F(x2)), y2 = x2 + q(G(y1)), q rounding to the
+//             fixed-point grid of fixed_point.h, so the inverse gives x back bit for bit
 //   affine:   y1 = x1 * s_F(x2) + t_F,  y2 = x2 * s_G(y1) + t_G   (s, t from an adapter)
 // With several input tensors every tensor is split; F and G then take and return
 // std::vector<torch::Tensor> (the halves x2 of all inputs), one tensor per input.
 
+#include "memcnn/fixed_point.h"
 #include "memcnn/invertible_module.h"
 
 #include <torch/arg.h>
@@ -23,6 +26,16 @@ namespace memcnn {
 struct AdditiveCouplingOptions {
   // The dimension split into the two halves (1: channels of NCHW).
   TORCH_ARG(int64_t, split_dim) = 1;
+  // Bit-exact inverse: what F and G add is rounded to a grid of `fraction_bits` fraction bits
+  // (straight-through gradient), on which float32 addition is exact for |values| < 2^(24-b).
+  // Inputs must lie on that grid (FixedPointQuantize puts them there; exact couplings keep them
+  // there) and be float32 or float64. F and G must recompute deterministically (dropout: the
+  // wrapper's preserve_rng_state; CUDA: deterministic algorithms). In a memory-saving wrapper
+  // every step is checked in forward: a value beyond the range or an input off the grid makes
+  // the wrapper keep that call's input (correct gradients, no saving for that call) and log a
+  // warning; a rebuilt input whose bits differ from the freed one raises in backward.
+  TORCH_ARG(bool, exact) = false;
+  TORCH_ARG(int64_t, fraction_bits) = kDefaultFractionBits;
 };
 
 // How an affine coupling turns the output h of F (or G) into scale and shift.
@@ -68,9 +81,12 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
   std::pair<torch::nn::AnyModule, torch::nn::AnyModule> cloned_parts(
       const torch::optional<torch::Device>& device) const;
 
-  // y = couple(x, h) with h the output of F or G, and its inverse.
-  virtual torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& h) const = 0;
-  virtual torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& h) const = 0;
+  // What a half step adds from the output h of F or G, for a target half shaped like `target`
+  // (the exact coupling's grid index); h itself by default. Differentiable.
+  virtual torch::Tensor coupling_term(const torch::Tensor& h, const torch::Tensor& target) const { return h; }
+  // y = couple(x, term) with term = coupling_term(h, x), and its inverse.
+  virtual torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& term) const = 0;
+  virtual torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& term) const = 0;
   // How much larger than a half along split_dim the output of F and G is.
   virtual int64_t module_output_factor() const { return 1; }
 
@@ -85,8 +101,12 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
   };
   std::vector<HalfStep> half_steps(bool inverse_direction);
   using ParameterGrads = std::unordered_map<const void*, torch::Tensor>;
+  std::vector<torch::Tensor> terms(const std::vector<torch::Tensor>& h, const std::vector<torch::Tensor>& target) const;
   std::vector<torch::Tensor> apply(const HalfStep& step, const std::vector<torch::Tensor>& target,
-                                   const std::vector<torch::Tensor>& h, bool invert) const;
+                                   const std::vector<torch::Tensor>& term, bool invert) const;
+  // Inside a wrapper's ExactRebuildCheck: reports whether undoing the step gives `before` back.
+  void verify_exact(const HalfStep& step, const std::vector<torch::Tensor>& before,
+                    const std::vector<torch::Tensor>& after, const std::vector<torch::Tensor>& term) const;
 
   struct Halves {
     std::vector<torch::Tensor> first, second;
@@ -162,10 +182,12 @@ class AdditiveCouplingImpl : public detail::CouplingModule<AdditiveCouplingImpl,
   // Zeros: an additive coupling preserves volume.
   torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
   void pretty_print(std::ostream& stream) const override;
+  bool rebuilds_exactly() const override { return options.exact(); }
 
  protected:
-  torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& h) const override;
-  torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& h) const override;
+  torch::Tensor coupling_term(const torch::Tensor& h, const torch::Tensor& target) const override;
+  torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& term) const override;
+  torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& term) const override;
 };
 TORCH_MODULE(AdditiveCoupling);
 

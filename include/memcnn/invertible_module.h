@@ -20,6 +20,12 @@ class InvertibleModule : public virtual torch::nn::Module {
  public:
   virtual std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& inputs) = 0;
   virtual std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& outputs) = 0;
+  // True when inverse_multi(forward_multi(xs)) gives xs back bit for bit (exact couplings, chains
+  // of them), provided the block recomputes deterministically. A memory-saving wrapper then
+  // verifies, in forward, that every exact step could be undone (detail::ExactRebuildCheck) and
+  // keeps the input when one could not; and, in backward, that the rebuilt input has the bits of
+  // the freed one (a checksum), raising if not.
+  virtual bool rebuilds_exactly() const { return false; }
 };
 
 // Blocks that can rebuild their inputs from their outputs and differentiate in the same pass

@@ -44,6 +44,8 @@ class InvertibleSequentialImpl : public torch::nn::Cloneable<InvertibleSequentia
   torch::Tensor inverse(const torch::Tensor& y);
   std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& inputs) override;
   std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& outputs) override;
+  // When every member does (a chain of exact couplings).
+  bool rebuilds_exactly() const override;
 
   // Members that are themselves FusedBackward (couplings, nested chains) use their own
   // one-pass backward; the others are rebuilt with inverse_multi and recomputed with a graph.

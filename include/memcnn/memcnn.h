@@ -5,6 +5,7 @@
 #include "memcnn/checkpoint.h"
 #include "memcnn/coupling.h"
 #include "memcnn/drift.h"
+#include "memcnn/fixed_point.h"
 #include "memcnn/invertible_module.h"
 #include "memcnn/invertible_sequential.h"
 #include "memcnn/is_invertible.h"

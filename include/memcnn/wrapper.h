@@ -50,6 +50,7 @@ class InvertibleModuleWrapperImpl : public torch::nn::Cloneable<InvertibleModule
   torch::Tensor inverse(const torch::Tensor& y);
   std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& inputs) override;
   std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& outputs) override;
+  bool rebuilds_exactly() const override { return fn_->rebuilds_exactly(); }
 
   const std::shared_ptr<InvertibleModule>& fn() const { return fn_; }
 
@@ -72,5 +73,10 @@ TORCH_MODULE(InvertibleModuleWrapper);
 // and before the backward that rebuilds it. Meanwhile it has no storage (has_storage() is false;
 // tensor.storage() raises, as does any use of its data).
 bool is_freed(const torch::Tensor& tensor);
+
+// How many memory-saving calls of exact blocks (exact couplings) kept their input because one
+// of their steps could not be undone bit for bit (values beyond the fixed-point grid's range,
+// inputs off the grid); process-wide, since start. Each such call saves no memory but stays right.
+int64_t exact_rebuild_fallbacks();
 
 }  // namespace memcnn

@@ -88,8 +88,8 @@ torch::Tensor BlockSubImpl::forward(const torch::Tensor& input) {
 
 // ---- ResidualBlock ----
 
-ResidualBlockImpl::ResidualBlockImpl(BlockSubOptions sub_options_, bool project_)
-    : sub_options(std::move(sub_options_)), project(project_) {
+ResidualBlockImpl::ResidualBlockImpl(BlockSubOptions sub_options_, bool project_, int64_t output_fraction_bits_)
+    : sub_options(std::move(sub_options_)), project(project_), output_fraction_bits(output_fraction_bits_) {
   reset();
 }
 
@@ -105,7 +105,8 @@ void ResidualBlockImpl::reset() {
 }
 
 torch::Tensor ResidualBlockImpl::forward(const torch::Tensor& x) {
-  return sub->forward(x) + (shortcut ? shortcut->forward(x) : x);
+  auto y = sub->forward(x) + (shortcut ? shortcut->forward(x) : x);
+  return output_fraction_bits >= 0 ? quantize_to_grid(y, output_fraction_bits) : y;
 }
 
 // ---- Stem ----
@@ -144,6 +145,12 @@ torch::nn::Sequential ResNetImpl::make_stage(int64_t& in_planes, int64_t planes,
   torch::nn::Sequential stage;
   const auto kind = options.block();
   const int64_t out_planes = planes * expansion(kind);
+  auto is_coupling = [&](int64_t b) {
+    return options.reversible() && !(b == 0 && (stride != 1 || in_planes != out_planes));
+  };
+  int64_t couplings = 0;
+  for (int64_t b = 0; b < blocks; ++b) couplings += is_coupling(b) ? 1 : 0;
+  int64_t coupling_index = 0;
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t block_stride = b == 0 ? stride : 1;
     const bool project = b == 0 && (stride != 1 || in_planes != out_planes);
@@ -152,11 +159,20 @@ torch::nn::Sequential ResNetImpl::make_stage(int64_t& in_planes, int64_t planes,
                    .noactivation(b == 0 && noactivation)
                    .bn_momentum(options.bn_momentum())
                    .bn_eps(options.bn_eps());
-    if (options.reversible() && !project) {
+    if (is_coupling(b)) {
       auto half = BlockSubOptions(sub).in_planes(in_planes / 2).planes(planes / 2);
-      stage->push_back(InvertibleModuleWrapper(AdditiveCoupling(BlockSub(half), BlockSub(half)), options.wrapper()));
+      auto wrapper = options.wrapper();
+      const int64_t from_end = couplings - coupling_index++;
+      if (options.anchor_every() > 0 && from_end % options.anchor_every() == 0) wrapper.keep_input(true);
+      const auto coupling_options =
+          AdditiveCouplingOptions().exact(options.exact()).fraction_bits(options.fraction_bits());
+      stage->push_back(InvertibleModuleWrapper(AdditiveCoupling(BlockSub(half), BlockSub(half), coupling_options), wrapper));
     } else {
-      stage->push_back(maybe_checkpointed(ResidualBlock(sub, project), options.checkpoint_transitions() && project));
+      // Exact couplings follow a projection block: it rounds its output onto their grid. (No
+      // module is added for that, so checkpoints load into exact and ordinary models alike.)
+      const int64_t output_bits = options.exact() && project ? options.fraction_bits() : -1;
+      stage->push_back(maybe_checkpointed(ResidualBlock(sub, project, output_bits),
+                                          options.checkpoint_transitions() && project));
     }
     in_planes = out_planes;
   }
@@ -170,10 +186,17 @@ void ResNetImpl::reset() {
   TORCH_CHECK(channels.size() == layers.size() + 1 && strides.size() == layers.size() + 1,
               "ResNet: channels_per_layer and strides need one entry for the stem and one per stage (",
               layers.size() + 1, "), got ", channels.size(), " and ", strides.size());
+  TORCH_CHECK(options.anchor_every() >= 0, "ResNet: anchor_every must be 0 (off) or positive, got ",
+              options.anchor_every());
   stem = maybe_checkpointed(Stem(options.in_channels(), channels[0], options.init_kernel_size(), strides[0],
                                   options.bn_momentum(), options.bn_eps()),
                              options.checkpoint_transitions());
   register_module("stem", stem.ptr());
+  TORCH_CHECK(!options.exact() || (options.fraction_bits() >= 0 && options.fraction_bits() <= 52),
+              "ResNet: fraction_bits must lie in [0, 52] (at most 23 for float32 activations), got ",
+              options.fraction_bits());
+  quantize_stem_output_ = options.exact() && options.reversible() && !layers.empty() && layers[0] > 0 &&
+                          strides[1] == 1 && channels[0] == channels[1] * expansion(options.block());
   stages = torch::nn::ModuleList();
   int64_t in_planes = channels[0];
   for (std::size_t s = 0; s < layers.size(); ++s) {
@@ -194,6 +217,7 @@ void ResNetImpl::reset() {
 
 torch::Tensor ResNetImpl::forward(torch::Tensor x) {
   x = stem.forward(x);
+  if (quantize_stem_output_) x = quantize_to_grid(x, options.fraction_bits());
   for (const auto& stage : *stages) x = stage->as<torch::nn::SequentialImpl>()->forward(x);
   x = final_bn->forward(x).relu_();
   x = torch::adaptive_avg_pool2d(x, {1, 1}).flatten(1);

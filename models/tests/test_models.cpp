@@ -4,6 +4,9 @@
 #include <memcnn/models/resnet.h>
 
 #include <memcnn/memory.h>
+#include <memcnn/wrapper.h>
+
+#include <cmath>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -100,6 +103,109 @@ TEST(Models, CheckpointedTransitionsKeepGradientsAndSaveMemory) {
   std::cout << "[figure] revnet110 float64 batch 4 (16x16) step peak above start: " << plain_peak
             << " bytes; with checkpointed transitions " << checkpointed_peak << "\n";
   EXPECT_LT(checkpointed_peak, plain_peak);
+}
+
+namespace exact {
+
+struct Step {
+  std::vector<torch::Tensor> grads;  // parameters, then the input
+};
+
+Step gradients_of(const memcnn::models::ResNetOptions& options, int64_t seed) {
+  torch::manual_seed(seed);
+  memcnn::models::ResNet model(options);
+  torch::manual_seed(seed + 100);
+  const auto x = torch::randn({4, 3, 16, 16}).requires_grad_();
+  const auto labels = torch::randint(10, {4}, torch::kLong);
+  torch::nn::functional::cross_entropy(model->forward(x), labels).backward();
+  Step step;
+  for (const auto& p : model->parameters()) step.grads.push_back(p.grad());
+  step.grads.push_back(x.grad());
+  return step;
+}
+
+double global_relative_error(const Step& a, const Step& b) {
+  double diff = 0, norm = 0;
+  for (std::size_t i = 0; i < a.grads.size(); ++i) {
+    diff += (a.grads[i].to(torch::kFloat64) - b.grads[i].to(torch::kFloat64)).pow(2).sum().item<double>();
+    norm += b.grads[i].to(torch::kFloat64).pow(2).sum().item<double>();
+  }
+  return std::sqrt(diff / norm);
+}
+
+}  // namespace exact
+
+TEST(Models, ExactRevNetGradientsBitwiseEqualPlain) {
+  for (const std::string name : {"revnet38", "revnet164"}) {  // basic blocks; bottlenecks (projection first)
+    auto options = memcnn::models::model_options(name).exact(true);
+    auto plain_options = options;
+    plain_options.wrapper(memcnn::InvertibleModuleWrapperOptions().disable(true));
+    const auto fallbacks = memcnn::exact_rebuild_fallbacks();
+    const auto saving = exact::gradients_of(options, 0);
+    const auto plain = exact::gradients_of(plain_options, 0);
+    EXPECT_EQ(memcnn::exact_rebuild_fallbacks(), fallbacks) << name << ": an exact step fell back";
+    ASSERT_EQ(saving.grads.size(), plain.grads.size());
+    for (std::size_t i = 0; i < saving.grads.size(); ++i) {
+      EXPECT_TRUE(memcnn::detail::bitwise_equal(saving.grads[i], plain.grads[i])) << name << " gradient " << i;
+    }
+    // What the rounding itself costs: against the ordinary model without memory saving. These
+    // gradients react to any change of rounding at the 1e-5 level by about 1e-2 (float32 itself is
+    // 5e-4 to 7e-3 from float64; memcnn-bench's accuracy section), so this bound only catches a
+    // broken straight-through gradient (an error of order 1).
+    auto ordinary = memcnn::models::model_options(name);
+    ordinary.wrapper(memcnn::InvertibleModuleWrapperOptions().disable(true));
+    const double cost = exact::global_relative_error(saving, exact::gradients_of(ordinary, 0));
+    std::cout << "[figure] " << name << " exact vs ordinary float32 gradients, global relative L2: " << cost << "\n";
+    EXPECT_LT(cost, 0.1) << name;
+  }
+}
+
+TEST(Models, ExactAndOrdinaryRevNetsShareParameterNames) {
+  auto ordinary = make_model("revnet110");
+  memcnn::models::ResNet exact_model(memcnn::models::model_options("revnet110").exact(true));
+  const auto a = ordinary->named_parameters(), b = exact_model->named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].key(), b[i].key());
+  EXPECT_THROW(memcnn::models::ResNet(memcnn::models::model_options("revnet38").exact(true).fraction_bits(60)),
+               c10::Error);
+}
+
+TEST(Models, AnchorsKeepEveryKthInputFromTheStageEnd) {
+  memcnn::models::ResNet model(memcnn::models::model_options("revnet110").anchor_every(3));
+  std::vector<bool> kept;
+  for (const auto& w : model->wrappers()) kept.push_back(w->options.keep_input());
+  // Stage 1: 9 couplings, stages 2 and 3: 8 (after a projection block); the 3rd, 6th, ... from
+  // each stage's end keep their input.
+  const std::vector<bool> expected = {true,  false, false, true,  false, false, true,  false, false,
+                                      false, true,  false, false, true,  false, false, false, true,
+                                      false, false, true,  false, false};
+  ASSERT_EQ(kept.size(), 25u);
+  for (std::size_t i = 0; i < 9; ++i) EXPECT_EQ(kept[i], expected[i]) << "stage 1 coupling " << i;
+  for (std::size_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(kept[9 + i], (8 - i) % 3 == 0) << "stage 2 coupling " << i;
+    EXPECT_EQ(kept[17 + i], (8 - i) % 3 == 0) << "stage 3 coupling " << i;
+  }
+  // Anchored gradients equal the plain computation's (float64).
+  for (const int64_t every : {0, 2}) {
+    auto options = memcnn::models::model_options("revnet38").anchor_every(every);
+    torch::manual_seed(0);
+    memcnn::models::ResNet anchored(options);
+    anchored->to(torch::kFloat64);
+    auto plain = std::dynamic_pointer_cast<memcnn::models::ResNetImpl>(anchored->clone());
+    for (auto& w : plain->wrappers()) w->options.disable(true);
+    const auto x = torch::randn({2, 3, 16, 16}, torch::kFloat64);
+    anchored->forward(x).pow(2).sum().backward();
+    plain->forward(x).pow(2).sum().backward();
+    const auto a = anchored->named_parameters(), b = plain->named_parameters();
+    // Relative to the largest gradient: some (the bias of a BatchNorm whose output another
+    // BatchNorm normalises) are zero but for rounding.
+    double scale = 0;
+    for (const auto& p : b) scale = std::max(scale, p.value().grad().abs().max().item<double>());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      EXPECT_LT((a[i].value().grad() - b[i].value().grad()).abs().max().item<double>() / scale, 1e-10)
+          << "anchor_every " << every << " parameter " << a[i].key();
+    }
+  }
 }
 
 // A small problem the models can learn quickly: the class is the brightest quadrant.

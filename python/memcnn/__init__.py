@@ -17,7 +17,8 @@ from memcnn.models.revop import (ReversibleBlock, InvertibleModuleWrapper, creat
 from memcnn.models.additive import AdditiveCoupling  # noqa: E402
 from memcnn.models.affine import AffineCoupling, AffineAdapterNaive, AffineAdapterSigmoid  # noqa: E402
 from memcnn.extras import (InvertibleSequential, checkpoint, enable_cpu_memory_tracking, memory_stats,  # noqa: E402
-                           reset_peak_memory, is_freed, set_log_level)
+                           reset_peak_memory, is_freed, set_log_level, quantize_to_grid,
+                           exact_rebuild_fallbacks)
 from memcnn import layers  # noqa: E402,F401
 from memcnn.layers import (InvertibleDownsampling, InvertibleUpsampling, ChannelPermutation,  # noqa: E402
                            InvertibleConv1x1, ActNorm)
@@ -60,6 +61,8 @@ __all__ = [
     'memory_stats',
     'reset_peak_memory',
     'is_freed',
+    'quantize_to_grid',
+    'exact_rebuild_fallbacks',
     'set_log_level',
     'InvertibleDownsampling',
     'InvertibleUpsampling',

@@ -62,6 +62,18 @@ def reset_peak_memory(device="cpu"):
     _C.reset_peak_memory(_device(device))
 
 
+def quantize_to_grid(x, fraction_bits=16):
+    """round(x * 2**fraction_bits) / 2**fraction_bits with a straight-through gradient: puts the input
+    of a chain of exact couplings (AdditiveCoupling(exact=True)) on their fixed-point grid."""
+    return _C.quantize_to_grid(x, fraction_bits)
+
+
+def exact_rebuild_fallbacks():
+    """How many memory-saving calls of exact couplings kept their input because a value left the
+    fixed-point grid's exact range (or an input was off the grid); process-wide."""
+    return _C.exact_rebuild_fallbacks()
+
+
 def is_freed(tensor):
     """True while a memory-saving wrapper holds this tensor freed (between forward and backward)."""
     return _C.is_freed(tensor)

@@ -174,12 +174,15 @@ torch::nn::AnyModule python_fn(py::object module, const std::string& role, std::
 }
 
 Handle make_coupling(const std::string& kind, py::object F, py::object G, int64_t split_dim, std::size_t n_tensors,
-                     bool training) {
+                     bool training, bool exact, int64_t fraction_bits) {
   Handle coupling;
   auto f = python_fn(std::move(F), "Fm", n_tensors), g = python_fn(std::move(G), "Gm", n_tensors);
   if (kind == "additive") {
-    coupling = std::make_shared<memcnn::AdditiveCouplingImpl>(f, g, memcnn::AdditiveCouplingOptions().split_dim(split_dim));
+    coupling = std::make_shared<memcnn::AdditiveCouplingImpl>(
+        f, g, memcnn::AdditiveCouplingOptions().split_dim(split_dim).exact(exact).fraction_bits(fraction_bits));
   } else {
+    TORCH_CHECK_VALUE(!exact, "exact=True is for additive couplings only; an affine coupling's scaling cannot be "
+                      "undone bit for bit");
     const auto adapter = kind == "sigmoid" ? memcnn::AffineAdapter::sigmoid : memcnn::AffineAdapter::naive;
     TORCH_CHECK_VALUE(kind == "sigmoid" || kind == "naive", "unknown coupling kind ", kind);
     coupling = std::make_shared<memcnn::AffineCouplingImpl>(
@@ -340,7 +343,10 @@ PYBIND11_MODULE(_C, m) {
         },
         py::arg("module"), py::arg("training"));
   m.def("coupling", &make_coupling, py::arg("kind"), py::arg("Fm"), py::arg("Gm"), py::arg("split_dim"),
-        py::arg("n_tensors"), py::arg("training"));
+        py::arg("n_tensors"), py::arg("training"), py::arg("exact") = false,
+        py::arg("fraction_bits") = memcnn::kDefaultFractionBits);
+  m.def("quantize_to_grid", &memcnn::quantize_to_grid, py::arg("x"), py::arg("fraction_bits"));
+  m.def("exact_rebuild_fallbacks", &memcnn::exact_rebuild_fallbacks);
   m.def("sequential", &make_sequential, py::arg("members"), py::arg("training"));
   // The core runs without the GIL; the adapters take it around each Python call.
   using release_gil = py::call_guard<py::gil_scoped_release>;

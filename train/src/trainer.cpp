@@ -74,6 +74,9 @@ models::ResNet build_model(const TrainConfig& config) {
     if (o.contains("reversible")) options.reversible(o.at("reversible").get<bool>());
     if (o.contains("fused_backward")) options.wrapper().fused_backward(o.at("fused_backward").get<bool>());
     if (o.contains("checkpoint_transitions")) options.checkpoint_transitions(o.at("checkpoint_transitions").get<bool>());
+    if (o.contains("exact")) options.exact(o.at("exact").get<bool>());
+    if (o.contains("fraction_bits")) options.fraction_bits(o.at("fraction_bits").get<int64_t>());
+    if (o.contains("anchor_every")) options.anchor_every(o.at("anchor_every").get<int64_t>());
   } catch (const Json::exception& e) {
     throw std::invalid_argument(std::string("model_options: wrong type: ") + e.what());
   }

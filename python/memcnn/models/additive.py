@@ -25,10 +25,17 @@ def check_implementation(implementation_fwd, implementation_bwd):
 
 
 class AdditiveCoupling(nn.Module):
-    def __init__(self, Fm, Gm=None, implementation_fwd=-1, implementation_bwd=-1, split_dim=1):
+    def __init__(self, Fm, Gm=None, implementation_fwd=-1, implementation_bwd=-1, split_dim=1, exact=False,
+                 fraction_bits=16):
         """Additive coupling: y1 = x1 + Fm(x2), y2 = x2 + Gm(y1), with x split in two halves along
         split_dim. Gm defaults to a deep copy of Fm. Several input tensors: each is split, and Fm
-        and Gm take (and return) one tensor per input."""
+        and Gm take (and return) one tensor per input.
+
+        exact=True (memcnn only): what Fm and Gm add is rounded to a fixed-point grid of
+        fraction_bits fraction bits (straight-through gradient), on which float32 addition is exact
+        for |values| < 2**(24 - fraction_bits); inputs must lie on it (memcnn.quantize_to_grid), and
+        the memory-saving wrapper then rebuilds them bit for bit: its gradients equal those
+        without memory saving exactly."""
         super(AdditiveCoupling, self).__init__()
         if Gm is None:
             Gm = copy.deepcopy(Fm)
@@ -37,10 +44,13 @@ class AdditiveCoupling(nn.Module):
         self.implementation_fwd = implementation_fwd
         self.implementation_bwd = implementation_bwd
         self.split_dim = split_dim
+        self.exact = exact
+        self.fraction_bits = fraction_bits
 
     def _memcnn_handle(self, n_tensors):
         check_implementation(self.implementation_fwd, self.implementation_bwd)
-        return _C.coupling("additive", self.Fm, self.Gm, self.split_dim, n_tensors, self.training)
+        return _C.coupling("additive", self.Fm, self.Gm, self.split_dim, n_tensors, self.training,
+                           exact=getattr(self, "exact", False), fraction_bits=getattr(self, "fraction_bits", 16))
 
     def forward(self, *x):
         check_tensors(x, "AdditiveCoupling.forward")

@@ -5,6 +5,7 @@
 // without projection is an additive coupling of two half-width sub-blocks inside the
 // memory-saving wrapper; the blocks that change shape stay plain residual blocks.
 
+#include <memcnn/fixed_point.h>
 #include <memcnn/wrapper.h>
 
 #include <torch/arg.h>
@@ -42,6 +43,16 @@ struct ResNetOptions {
   // Gradient checkpointing (memcnn::checkpoint) for the blocks that are not invertible: the stem
   // and the projection blocks that change shape. With it a RevNet keeps only block boundaries.
   TORCH_ARG(bool, checkpoint_transitions) = false;
+  // Exact couplings (memcnn/fixed_point.h): each coupling rounds what F and G add to a grid of
+  // `fraction_bits` fraction bits, and a FixedPointQuantize puts every chain's input on it, so the
+  // backward rebuilds activations bit for bit: gradients with memory saving equal those without.
+  TORCH_ARG(bool, exact) = false;
+  TORCH_ARG(int64_t, fraction_bits) = kDefaultFractionBits;
+  // Re-anchoring, for couplings that are not exact (0: off): every anchor_every-th reversible
+  // block of a stage, counted from the stage's end, keeps its input, so no rebuilt input is more
+  // than anchor_every - 1 inverses away from a stored tensor and rounding errors stop compounding.
+  // Costs one stored activation per anchor.
+  TORCH_ARG(int64_t, anchor_every) = 0;
 };
 
 // The names MemCNN's experiments use: resnet32, resnet110, resnet164, revnet38, revnet110, revnet164.
@@ -77,13 +88,16 @@ class BlockSubImpl : public torch::nn::Cloneable<BlockSubImpl> {
 TORCH_MODULE(BlockSub);
 
 // sub(x) + shortcut(x), shortcut a strided 1x1 conv + BN when the shape changes.
+// output_fraction_bits >= 0: the output is rounded to that fixed-point grid (quantize_to_grid),
+// for the exact couplings that follow it.
 class ResidualBlockImpl : public torch::nn::Cloneable<ResidualBlockImpl> {
  public:
-  ResidualBlockImpl(BlockSubOptions sub_options, bool project);
+  ResidualBlockImpl(BlockSubOptions sub_options, bool project, int64_t output_fraction_bits = -1);
   void reset() override;
   torch::Tensor forward(const torch::Tensor& x);
   BlockSubOptions sub_options;
   bool project;
+  int64_t output_fraction_bits;
 
  private:
   BlockSub sub{nullptr};
@@ -120,6 +134,7 @@ class ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
   torch::nn::Sequential make_stage(int64_t& in_planes, int64_t planes, int64_t blocks, int64_t stride,
                                    bool noactivation);
   torch::nn::AnyModule stem;
+  bool quantize_stem_output_ = false;  // exact couplings right after the stem
   torch::nn::BatchNorm2d final_bn{nullptr};
   torch::nn::ModuleList stages{nullptr};  // one Sequential per stage
   torch::nn::Linear fc{nullptr};

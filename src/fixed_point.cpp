@@ -1,0 +1,171 @@
+#include "memcnn/fixed_point.h"
+
+#include <torch/autograd.h>
+#include <torch/torch.h>
+
+#include <ATen/Parallel.h>
+
+#include <cmath>
+#include <type_traits>
+#include <sstream>
+#include <stdexcept>
+
+namespace memcnn {
+namespace {
+
+int significand_digits(torch::ScalarType dtype) {
+  if (dtype == torch::kFloat32) return 24;
+  if (dtype == torch::kFloat64) return 53;
+  return 0;
+}
+
+// round(v) for |v| < 2^(digits-1) (half to even); beyond, an integer within 1 of v. Adding and
+// subtracting 2^(digits-1) with v's sign leaves no fraction bits; without fast-math the compiler
+// keeps both steps, and the loop vectorises (unlike nearbyint). Any integer keeps exactness; only
+// values far beyond the grid's range, which the wrapper's check rejects anyway, round coarser.
+template <typename T>
+void round_to_grid_kernel(const T* in, T* out, int64_t n, T scale, T step) {
+  constexpr T kShift = std::is_same_v<T, float> ? T(8388608.0) : T(4503599627370496.0);  // 2^23, 2^52
+  at::parallel_for(0, n, 32768, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T v = in[i] * scale;
+      const T shift = std::copysign(kShift, v);
+      out[i] = ((v + shift) - shift) * step;
+    }
+  });
+}
+
+// The same computation for any device and layout, in tensor operations.
+torch::Tensor round_to_grid_ops(const torch::Tensor& x, double scale, double step) {
+  const int digits = x.scalar_type() == torch::kFloat64 ? 52 : 23;
+  const auto v = torch::mul(x, scale);
+  const auto shift = torch::copysign(torch::full({}, std::ldexp(1.0, digits), x.options()), v);
+  return v.add_(shift).sub_(shift).mul_(step);
+}
+
+torch::Tensor round_to_grid_values(const torch::Tensor& x, int64_t fraction_bits) {
+  const double scale = std::ldexp(1.0, static_cast<int>(fraction_bits));
+  const double step = std::ldexp(1.0, -static_cast<int>(fraction_bits));
+  const bool fast = x.device().is_cpu() && (x.scalar_type() == torch::kFloat32 || x.scalar_type() == torch::kFloat64);
+  if (!fast) return round_to_grid_ops(x, scale, step);
+  const auto in = x.contiguous();
+  auto out = torch::empty_like(in);
+  if (x.scalar_type() == torch::kFloat32) {
+    round_to_grid_kernel<float>(in.data_ptr<float>(), out.data_ptr<float>(), in.numel(), static_cast<float>(scale),
+                                static_cast<float>(step));
+  } else {
+    round_to_grid_kernel<double>(in.data_ptr<double>(), out.data_ptr<double>(), in.numel(), scale, step);
+  }
+  return out;
+}
+
+// round_to_grid_values with the gradient of the identity (the gradient tensor passes through
+// untouched, so a straight-through step costs no memory in backward).
+class RoundToGrid : public torch::autograd::Function<RoundToGrid> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext*, const torch::Tensor& x, int64_t fraction_bits) {
+    return round_to_grid_values(x, fraction_bits);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*,
+                                                 torch::autograd::variable_list grads) {
+    return {grads[0], torch::Tensor()};
+  }
+};
+
+thread_local detail::ExactRebuildCheck* innermost_check = nullptr;
+
+}  // namespace
+
+double fixed_point_range(torch::ScalarType dtype, int64_t fraction_bits) {
+  const int digits = significand_digits(dtype);
+  if (digits == 0) {
+    std::ostringstream message;
+    message << "memcnn: exact (fixed-point) couplings need float32 or float64 activations, got " << dtype
+            << "; keep the activations in float32 (bfloat16 autocast does: only F and G compute in bfloat16) "
+               "or turn exact mode off";
+    throw std::invalid_argument(message.str());
+  }
+  if (fraction_bits < 0 || fraction_bits >= digits) {
+    std::ostringstream message;
+    message << "memcnn: fraction_bits must lie in [0, " << digits - 1 << "] for " << dtype << ", got "
+            << fraction_bits << " (" << kDefaultFractionBits << " is the default)";
+    throw std::invalid_argument(message.str());
+  }
+  return std::ldexp(1.0, digits - static_cast<int>(fraction_bits));
+}
+
+torch::Tensor quantize_to_grid(const torch::Tensor& input, int64_t fraction_bits) {
+  const bool reduced = input.scalar_type() == torch::kBFloat16 || input.scalar_type() == torch::kHalf;
+  const auto x = reduced ? input.to(torch::kFloat32) : input;
+  fixed_point_range(x.scalar_type(), fraction_bits);  // checks the type and the bits
+  // Never -0 (round_to_grid gives +0 for every zero): an exact coupling gives back +0 for a zero
+  // input, so a -0 in its input would not be rebuilt bit for bit.
+  return detail::round_to_grid(x, fraction_bits);
+}
+
+bool on_exact_grid(const torch::Tensor& x, int64_t fraction_bits) {
+  const double range = fixed_point_range(x.scalar_type(), fraction_bits);
+  torch::NoGradGuard no_grad;
+  if (x.numel() == 0) return true;
+  return detail::bitwise_equal(quantize_to_grid(x, fraction_bits), x) && x.abs().max().item<double>() < range;
+}
+
+FixedPointQuantizeImpl::FixedPointQuantizeImpl(FixedPointQuantizeOptions options_) : options(options_) { reset(); }
+
+void FixedPointQuantizeImpl::reset() {
+  if (options.fraction_bits() < 0 || options.fraction_bits() > 52) {
+    throw std::invalid_argument("FixedPointQuantize: fraction_bits must lie in [0, 52], got " +
+                                std::to_string(options.fraction_bits()));
+  }
+}
+
+torch::Tensor FixedPointQuantizeImpl::forward(const torch::Tensor& x) {
+  return quantize_to_grid(x, options.fraction_bits());
+}
+
+void FixedPointQuantizeImpl::pretty_print(std::ostream& stream) const {
+  stream << "memcnn::FixedPointQuantize(fraction_bits=" << options.fraction_bits() << ")";
+}
+
+namespace detail {
+
+torch::Tensor round_to_grid(const torch::Tensor& x, int64_t fraction_bits) {
+  if (torch::GradMode::is_enabled() && x.requires_grad()) return RoundToGrid::apply(x, fraction_bits);
+  torch::NoGradGuard no_grad;
+  return round_to_grid_values(x, fraction_bits);
+}
+
+ExactRebuildCheck::ExactRebuildCheck() : outer_(innermost_check) { innermost_check = this; }
+
+ExactRebuildCheck::~ExactRebuildCheck() { innermost_check = outer_; }
+
+ExactRebuildCheck* ExactRebuildCheck::current() { return innermost_check; }
+
+void ExactRebuildCheck::report(bool exact, const std::string& what) {
+  if (exact) return;
+  if (failures_++ == 0) first_failure_ = what;
+}
+
+bool bitwise_equal(const torch::Tensor& a, const torch::Tensor& b) {
+  if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
+  torch::NoGradGuard no_grad;
+  switch (a.element_size()) {
+    case 8: return torch::equal(a.view(torch::kLong), b.view(torch::kLong));
+    case 4: return torch::equal(a.view(torch::kInt), b.view(torch::kInt));
+    case 2: return torch::equal(a.view(torch::kShort), b.view(torch::kShort));
+    default: return torch::equal(a, b);
+  }
+}
+
+int64_t bit_checksum(const torch::Tensor& x) {
+  torch::NoGradGuard no_grad;
+  const auto flat = x.detach().contiguous().reshape(-1);
+  const auto bytes = flat.numel() * static_cast<int64_t>(flat.element_size());
+  if (bytes == 0) return 0;
+  if (bytes % 8 == 0) return flat.view(torch::kLong).sum().item<int64_t>();
+  if (bytes % 4 == 0) return flat.view(torch::kInt).sum().item<int64_t>();
+  return flat.view(torch::kByte).sum().item<int64_t>();
+}
+
+}  // namespace detail
+}  // namespace memcnn
