@@ -267,8 +267,9 @@ int run(BenchArgs args) {
         {"fused, bfloat16 autocast", InvertibleModuleWrapperOptions(), true},
         {"fused, exact", InvertibleModuleWrapperOptions(), false, true},
         {"fused, exact, bfloat16 autocast", InvertibleModuleWrapperOptions(), true, true}};
-    for (const int64_t every : {int64_t{2}, anchor_every}) {
-      if (every == 2 && anchor_every == 2 && variants.back().anchor_every == 2) continue;
+    std::vector<int64_t> intervals{2};
+    if (anchor_every != 2) intervals.push_back(anchor_every);
+    for (const int64_t every : intervals) {
       variants.push_back({"fused, anchor every " + std::to_string(every), InvertibleModuleWrapperOptions(), false, false,
                           every});
     }

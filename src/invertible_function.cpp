@@ -318,8 +318,10 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     log(LogLevel::Warning, message.str());
   }
 
-  // A rebuilt input of an exact block must have the freed input's bits.
-  static void check_exact_rebuild(const SavedCall& call, std::size_t i) {
+  // Refills freed input i with its rebuilt values; for an exact block they must have the freed
+  // input's bits.
+  static void restore_input(SavedCall& call, std::size_t i, const torch::Tensor& rebuilt) {
+    refill_storage(call.inputs[i], call.freed_storage[i], rebuilt);
     if (!call.exact || i >= call.checksums.size()) return;
     TORCH_CHECK(bit_checksum(call.inputs[i]) == call.checksums[i], "InvertibleModuleWrapper: the exact block ",
                 describe(*call.fn), " rebuilt input ", i, " with other bits than forward freed. Its "
@@ -360,9 +362,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     TORCH_CHECK(rebuilt.size() == call.inputs.size(), "InvertibleModuleWrapper: the inverse returned ",
                 rebuilt.size(), " tensors, but the block took ", call.inputs.size());
     for (std::size_t i = 0; i < rebuilt.size(); ++i) {
-      if (!is_freed(call.inputs[i])) continue;
-      refill_storage(call.inputs[i], call.freed_storage[i], rebuilt[i]);
-      check_exact_rebuild(call, i);
+      if (is_freed(call.inputs[i])) restore_input(call, i, rebuilt[i]);
     }
   }
 
@@ -405,10 +405,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
                 " inputs, but the block took ", call.inputs.size());
     variable_list grads;
     for (std::size_t i = 0; i < call.inputs.size(); ++i) {
-      if (is_freed(call.inputs[i])) {
-        refill_storage(call.inputs[i], call.freed_storage[i], result.inputs[i]);
-        check_exact_rebuild(call, i);
-      }
+      if (is_freed(call.inputs[i])) restore_input(call, i, result.inputs[i]);
       grads.push_back(call.input_requires_grad[i] ? result.input_grads[i] : torch::Tensor());
     }
     grads.insert(grads.end(), result.parameter_grads.begin(), result.parameter_grads.end());
