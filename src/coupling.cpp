@@ -1,7 +1,10 @@
 #include "memcnn/coupling.h"
 
 #include "memcnn/autocast.h"
+#include "memcnn/fixed_point.h"
 #include "memcnn/rng.h"
+
+#include "fixed_point_step.h"
 
 #include <torch/torch.h>
 
@@ -157,21 +160,52 @@ void CouplingBase::verify_exact(const HalfStep& step, const std::vector<torch::T
   torch::NoGradGuard no_grad;
   const auto undone = apply(step, after, term, /*invert=*/true);
   for (std::size_t i = 0; i < before.size(); ++i) {
-    if (bitwise_equal(undone[i], before[i])) continue;
-    std::ostringstream what;
-    what << name_ << " (" << step.module_name << "'s half step, tensor " << i << "): max |input| "
-         << before[i].abs().max().item<double>() << ", max |output| " << after[i].abs().max().item<double>();
-    check->report(false, what.str());
+    if (!bitwise_equal(undone[i], before[i])) report_inexact(step, i, before[i], after[i]);
   }
 }
 
+void CouplingBase::report_inexact(const HalfStep& step, std::size_t i, const torch::Tensor& before,
+                                  const torch::Tensor& after) const {
+  auto* check = ExactRebuildCheck::current();
+  if (check == nullptr) return;
+  torch::NoGradGuard no_grad;
+  std::ostringstream what;
+  what << name_ << " (" << step.module_name << "'s half step, tensor " << i << "): max |input| "
+       << before.abs().max().item<double>() << ", max |output| " << after.abs().max().item<double>();
+  check->report(false, what.str());
+}
+
+bool CouplingBase::half_step_in_one_pass(const HalfStep& step, const std::vector<torch::Tensor>& target,
+                                         const std::vector<torch::Tensor>& h,
+                                         const std::vector<torch::Tensor>& out) const {
+  std::vector<std::size_t> inexact;
+  for (std::size_t i = 0; i < target.size(); ++i) {
+    const auto exact = step_in_one_pass(target[i], h[i], step.uncoupling, out[i]);
+    if (!exact) return false;
+    if (!*exact) inexact.push_back(i);
+  }
+  for (const auto i : inexact) report_inexact(step, i, target[i], out[i]);
+  return true;
+}
+
+namespace {
+
+std::vector<torch::Tensor> contiguous(const std::vector<torch::Tensor>& tensors) {
+  std::vector<torch::Tensor> result;
+  for (const auto& t : tensors) result.push_back(t.contiguous());
+  return result;
+}
+
+}  // namespace
+
 std::vector<torch::Tensor> CouplingBase::run(const std::vector<torch::Tensor>& tensors, bool inverse_direction) {
-  Halves state = split(tensors);
   const bool exact = rebuilds_exactly();
-  // An exact coupling's F and G must see their input in the layout the fused backward gives
-  // them (some kernels, BatchNorm's, sum in another order for another layout): there the first
-  // step's source is a fresh tensor (rebuilt), the second's a view of the output. So forward
-  // copies the first source, and writes the output halves into one whole tensor (no final cat).
+  // An exact coupling's F and G must see their input in the same layout in forward, in the
+  // fused backward and without memory saving (BatchNorm sums in another order for another
+  // layout): always a contiguous tensor, which is also the layout F and G run fastest on (a
+  // copy of a half costs less than BatchNorm and convolution lose on a strided one). Without a
+  // graph the output halves are written into one whole tensor (no final cat).
+  Halves state = split(tensors);
   const bool write_whole = exact && !torch::GradMode::is_enabled();
   std::vector<torch::Tensor> whole;
   Halves whole_halves;
@@ -183,21 +217,17 @@ std::vector<torch::Tensor> CouplingBase::run(const std::vector<torch::Tensor>& t
   for (std::size_t k = 0; k < steps.size(); ++k) {
     const auto& step = steps[k];
     const int source = 1 - step.target;
-    auto source_tensors = state[source];
-    if (exact && k == 0) {
-      for (auto& t : source_tensors) t = t.contiguous();
+    const auto h = call(*step.module, step.module_name, exact ? contiguous(state[source]) : state[source],
+                        state[step.target]);
+    if (write_whole && half_step_in_one_pass(step, state[step.target], h, whole_halves[step.target])) {
+      state[step.target] = whole_halves[step.target];
+      continue;
     }
-    const auto h = call(*step.module, step.module_name, source_tensors, state[step.target]);
     const auto term = terms(h, state[step.target]);
     auto next = apply(step, state[step.target], term, /*invert=*/false);
     if (exact) verify_exact(step, state[step.target], next, term);
     if (write_whole) {
       for (std::size_t i = 0; i < next.size(); ++i) next[i] = whole_halves[step.target][i].copy_(next[i]);
-    } else if (exact && k == 0) {
-      // With a graph (no memory saving): the same layout, through a cat that autograd follows.
-      Halves staged = state;
-      staged[step.target] = next;
-      next = split(merge(staged))[step.target];
     }
     state[step.target] = std::move(next);
   }
@@ -212,7 +242,9 @@ void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halve
                                       ParameterGrads& parameter_grads) {
   const int target = step.target, source = 1 - target;
   std::vector<torch::Tensor> source_leaves;
-  for (const auto& t : state[source]) source_leaves.push_back(t.detach().requires_grad_());
+  for (const auto& t : state[source]) {
+    source_leaves.push_back((rebuilds_exactly() ? t.contiguous() : t).detach().requires_grad_());
+  }
   const auto h = call(*step.module, step.module_name, source_leaves, state[target]);
   std::vector<torch::Tensor> h_leaves;
   for (const auto& t : h) h_leaves.push_back(t.detach().requires_grad_());
@@ -311,6 +343,13 @@ torch::Tensor AdditiveCouplingImpl::coupling_term(const torch::Tensor& h, const 
   if (!options.exact()) return h;
   fixed_point_range(target.scalar_type(), options.fraction_bits());  // a clear error for bfloat16 activations
   return detail::round_to_grid(h.to(target.scalar_type()), options.fraction_bits());
+}
+
+std::optional<bool> AdditiveCouplingImpl::step_in_one_pass(const torch::Tensor& x, const torch::Tensor& h,
+                                                          bool uncoupling, const torch::Tensor& out) const {
+  if (!options.exact()) return std::nullopt;
+  fixed_point_range(x.scalar_type(), options.fraction_bits());  // a clear error for bfloat16 activations
+  return detail::add_on_grid(x, h.to(x.scalar_type()), options.fraction_bits(), uncoupling, out);
 }
 
 torch::Tensor AdditiveCouplingImpl::couple(const torch::Tensor& x, const torch::Tensor& term) const { return x + term; }

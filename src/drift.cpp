@@ -3,6 +3,7 @@
 #include "memcnn/invertible_sequential.h"
 #include "memcnn/rng.h"
 #include "memcnn/wrapper.h"
+#include "describe.h"
 
 #include <torch/torch.h>
 
@@ -11,6 +12,8 @@
 
 namespace memcnn {
 namespace {
+
+using detail::describe;
 
 struct Errors {
   double max_abs = 0, relative = 0;
@@ -29,12 +32,6 @@ Errors compare(const std::vector<torch::Tensor>& rebuilt, const std::vector<torc
   }
   errors.relative = errors.max_abs / (scale > 0 ? scale : 1.0);
   return errors;
-}
-
-std::string describe(const torch::nn::Module& module) {
-  std::ostringstream stream;
-  module.pretty_print(stream);
-  return stream.str();
 }
 
 // The chain's members, or the module alone.

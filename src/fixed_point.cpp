@@ -1,11 +1,18 @@
 #include "memcnn/fixed_point.h"
 
+#include "fixed_point_step.h"
+
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
 #include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <optional>
 #include <type_traits>
 #include <sstream>
 #include <stdexcept>
@@ -24,15 +31,75 @@ int significand_digits(torch::ScalarType dtype) {
 // keeps both steps, and the loop vectorises (unlike nearbyint). Any integer keeps exactness; only
 // values far beyond the grid's range, which the wrapper's check rejects anyway, round coarser.
 template <typename T>
-void round_to_grid_kernel(const T* in, T* out, int64_t n, T scale, T step) {
+inline T round_on_grid(T h, T scale, T step) {
   constexpr T kShift = std::is_same_v<T, float> ? T(8388608.0) : T(4503599627370496.0);  // 2^23, 2^52
+  const T v = h * scale;
+  const T shift = std::copysign(kShift, v);
+  return ((v + shift) - shift) * step;
+}
+
+template <typename T>
+void round_to_grid_kernel(const T* in, T* out, int64_t n, T scale, T step) {
   at::parallel_for(0, n, 32768, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const T v = in[i] * scale;
-      const T shift = std::copysign(kShift, v);
-      out[i] = ((v + shift) - shift) * step;
-    }
+    for (int64_t i = begin; i < end; ++i) out[i] = round_on_grid(in[i], scale, step);
   });
+}
+
+// A tensor as rows of `columns` contiguous elements, `stride` apart (dimensions 1.. packed,
+// dimension 0 any stride): a contiguous tensor, and any half of one split on a dimension.
+struct Rows {
+  int64_t rows = 1, columns = 1, stride = 0;
+};
+
+std::optional<Rows> as_rows(const torch::Tensor& t) {
+  Rows r;
+  if (t.dim() == 0) return r;
+  int64_t packed = 1;
+  for (int64_t d = t.dim() - 1; d >= 1; --d) {
+    if (t.size(d) != 1 && t.stride(d) != packed) return std::nullopt;
+    packed *= t.size(d);
+  }
+  r.rows = t.size(0);
+  r.columns = packed;
+  r.stride = t.size(0) == 1 ? packed : t.stride(0);
+  return r;
+}
+
+template <typename T>
+using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
+
+template <typename T>
+inline Bits<T> bits_of(T value) {
+  Bits<T> b;
+  std::memcpy(&b, &value, sizeof b);
+  return b;
+}
+
+// One pass: y = x + sign * q(h) into out, and the bits where y - sign * q(h) differs from x,
+// or-ed together (zero: exact). Multiplying by -1 is exact, and x + (-t) is x - t bit for bit.
+template <typename T>
+bool add_on_grid_kernel(const T* x, const T* h, T* out, Rows xr, Rows hr, Rows outr, T scale, T step, T sign) {
+  std::atomic<Bits<T>> differing{0};
+  const int64_t columns = xr.columns;
+  at::parallel_for(0, xr.rows * columns, 32768, [&](int64_t begin, int64_t end) {
+    Bits<T> local = 0;
+    for (int64_t i = begin; i < end;) {
+      const int64_t row = i / columns, column = i % columns;
+      const int64_t n = std::min(end - i, columns - column);
+      const T* xs = x + row * xr.stride + column;
+      const T* hs = h + row * hr.stride + column;
+      T* ys = out + row * outr.stride + column;
+      for (int64_t k = 0; k < n; ++k) {
+        const T term = sign * round_on_grid(hs[k], scale, step);
+        const T y = xs[k] + term;
+        local |= bits_of<T>(y - term) ^ bits_of<T>(xs[k]);
+        ys[k] = y;
+      }
+      i += n;
+    }
+    differing.fetch_or(local, std::memory_order_relaxed);
+  });
+  return differing.load() == 0;
 }
 
 // The same computation for any device and layout, in tensor operations.
@@ -128,6 +195,28 @@ void FixedPointQuantizeImpl::pretty_print(std::ostream& stream) const {
 }
 
 namespace detail {
+
+std::optional<bool> add_on_grid(const torch::Tensor& x, const torch::Tensor& h, int64_t fraction_bits, bool subtract,
+                                const torch::Tensor& out) {
+  const auto dtype = x.scalar_type();
+  if (dtype != torch::kFloat32 && dtype != torch::kFloat64) return std::nullopt;
+  for (const auto* t : {&x, &h, &out}) {
+    if (!t->device().is_cpu() || t->scalar_type() != dtype || t->sizes() != x.sizes()) return std::nullopt;
+  }
+  const auto xr = as_rows(x), hr = as_rows(h), outr = as_rows(out);
+  if (!xr || !hr || !outr) return std::nullopt;
+  torch::NoGradGuard no_grad;
+  if (x.numel() == 0) return true;
+  const double scale = std::ldexp(1.0, static_cast<int>(fraction_bits));
+  const double step = std::ldexp(1.0, -static_cast<int>(fraction_bits));
+  const double sign = subtract ? -1.0 : 1.0;
+  if (dtype == torch::kFloat32) {
+    return add_on_grid_kernel<float>(x.data_ptr<float>(), h.data_ptr<float>(), out.data_ptr<float>(), *xr, *hr, *outr,
+                                     static_cast<float>(scale), static_cast<float>(step), static_cast<float>(sign));
+  }
+  return add_on_grid_kernel<double>(x.data_ptr<double>(), h.data_ptr<double>(), out.data_ptr<double>(), *xr, *hr,
+                                    *outr, scale, step, sign);
+}
 
 torch::Tensor round_to_grid(const torch::Tensor& x, int64_t fraction_bits) {
   if (torch::GradMode::is_enabled() && x.requires_grad()) return RoundToGrid::apply(x, fraction_bits);

@@ -33,6 +33,7 @@
 // freed one's and raises on a difference (F or G did not recompute deterministically), instead
 // of differentiating at wrong values. Their exact zeros need no remembering.
 
+#include "describe.h"
 #include "invertible_function.h"
 
 #include "memcnn/autocast.h"
@@ -181,11 +182,7 @@ std::atomic<int64_t>& exact_fallback_count() {
   return count;
 }
 
-std::string describe(const torch::nn::Module& module) {
-  std::ostringstream stream;
-  module.pretty_print(stream);
-  return stream.str();
-}
+using detail::describe;
 
 // Restores buffers (BatchNorm running statistics) to their values at construction.
 class BufferSnapshot {

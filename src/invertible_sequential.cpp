@@ -3,6 +3,7 @@
 #include "memcnn/autocast.h"
 #include "memcnn/rng.h"
 #include "memcnn/wrapper.h"
+#include "describe.h"
 
 #include <torch/torch.h>
 
@@ -11,11 +12,7 @@
 namespace memcnn {
 namespace {
 
-std::string describe(const torch::nn::Module& module) {
-  std::ostringstream stream;
-  module.pretty_print(stream);
-  return stream.str();
-}
+using detail::describe;
 
 std::vector<torch::Tensor> detached(const std::vector<torch::Tensor>& tensors) {
   std::vector<torch::Tensor> result;

@@ -4,10 +4,13 @@
 
 #include <memcnn/memcnn.h>
 
+#include "fixed_point_step.h"  // src/: the one-pass exact step
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <cmath>
+#include <limits>
 
 using namespace memcnn_test;
 
@@ -256,4 +259,66 @@ TEST(FixedPoint, ExactChecksumsReplaceZeroMasks) {
   const std::vector<torch::Tensor> xs{memcnn::FixedPointQuantize()(torch::relu(torch::randn({3, 4, 5, 5})))};
   const std::vector<torch::Tensor> grad_out{torch::randn_like(xs.front())};
   expect_bitwise(step(saving, xs, grad_out), step(plain, xs, grad_out));
+}
+
+// The one-pass step (forward with memory saving) against the same step in tensor operations:
+// the same bits out, and the same verdict on whether subtracting undoes it.
+TEST(FixedPoint, OnePassStepEqualsTensorOperations) {
+  torch::manual_seed(8);
+  for (auto dtype : {torch::kFloat32, torch::kFloat64}) {
+    // 6 x 40 x 33 x 35 halves: more elements than one parallel chunk, rows not a chunk multiple.
+    const auto whole = memcnn::quantize_to_grid(torch::randn({6, 80, 33, 35}, dtype) * 4, kBits);
+    for (int64_t dim = 0; dim < 4; ++dim) {
+      const int64_t n = whole.size(dim) / 2;
+      const auto x = whole.narrow(dim, 0, n);
+      const auto h = torch::randn(x.sizes(), dtype) * 3;
+      const auto t = memcnn::detail::round_to_grid(h, kBits);
+      for (const bool subtract : {false, true}) {
+        auto out = torch::full(whole.sizes(), 7.0, dtype).narrow(dim, n, n);
+        const auto exact = memcnn::detail::add_on_grid(x, h, kBits, subtract, out);
+        const bool packed = dim <= 1;
+        if (!packed) {
+          // Halves on dimension 2 or 3 are not rows of contiguous elements: no pass, nothing written.
+          EXPECT_FALSE(exact.has_value()) << "dim " << dim;
+          EXPECT_TRUE(torch::all(out == 7.0).item<bool>());
+          continue;
+        }
+        ASSERT_TRUE(exact.has_value()) << "dim " << dim;
+        EXPECT_TRUE(*exact) << dtype << " dim " << dim;
+        const auto expected = subtract ? x - t : x + t;
+        EXPECT_TRUE(memcnn::detail::bitwise_equal(out.contiguous(), expected)) << dtype << " dim " << dim;
+      }
+    }
+  }
+}
+
+TEST(FixedPoint, OnePassStepDetectsWhatCannotBeUndone) {
+  torch::manual_seed(9);
+  const auto grid = memcnn::quantize_to_grid(torch::randn({4, 50}), kBits);
+  const auto h = torch::randn({4, 50});
+  auto out = torch::empty_like(grid);
+  const auto check = [&](torch::Tensor x, torch::Tensor hh) {
+    const auto exact = memcnn::detail::add_on_grid(x, hh, kBits, false, out);
+    EXPECT_TRUE(exact.has_value());
+    return exact.value_or(true);
+  };
+  EXPECT_TRUE(check(grid, h));
+  // An input off the grid, and sums beyond the exact range 2^8 of float32 at 16 bits, whose
+  // rounding drops the input's low bits: each element's step may happen to be exact, not all 200.
+  EXPECT_FALSE(check(grid + torch::randn_like(grid) * 1e-3, h));
+  EXPECT_FALSE(check(grid, h * 1000));
+  auto negative_zero = grid.clone();
+  negative_zero[0][0] = -0.0;  // -0 + (+0) is +0: not the same bits
+  auto hh = h.clone();
+  hh[0][0] = 0.0;
+  EXPECT_FALSE(check(negative_zero, hh));
+  hh[0][0] = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_FALSE(check(grid, hh));
+  // Where the pass does not apply: nothing written, the caller uses tensor operations.
+  EXPECT_FALSE(memcnn::detail::add_on_grid(grid, h.to(torch::kFloat64), kBits, false, out).has_value());
+  EXPECT_FALSE(memcnn::detail::add_on_grid(grid.to(torch::kBFloat16), h.to(torch::kBFloat16), kBits, false,
+                                           out.to(torch::kBFloat16))
+                   .has_value());
+  const auto channels_last = torch::randn({2, 3, 4, 5}).contiguous(torch::MemoryFormat::ChannelsLast);
+  EXPECT_FALSE(memcnn::detail::add_on_grid(channels_last, channels_last, kBits, false, channels_last).has_value());
 }

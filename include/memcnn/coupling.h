@@ -16,6 +16,7 @@
 #include <torch/nn/modules/container/any.h>
 
 #include <memory>
+#include <optional>
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
@@ -87,6 +88,13 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
   // y = couple(x, term) with term = coupling_term(h, x), and its inverse.
   virtual torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& term) const = 0;
   virtual torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& term) const = 0;
+  // Without a graph: writes couple(x, term), or uncouple when `uncoupling`, into `out` in one
+  // pass over memory and says whether undoing it gives x back bit for bit; std::nullopt, with
+  // nothing written, where the rule has no such pass (then the tensor operations run).
+  virtual std::optional<bool> step_in_one_pass(const torch::Tensor& x, const torch::Tensor& h, bool uncoupling,
+                                               const torch::Tensor& out) const {
+    return std::nullopt;
+  }
   // How much larger than a half along split_dim the output of F and G is.
   virtual int64_t module_output_factor() const { return 1; }
 
@@ -107,6 +115,12 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
   // Inside a wrapper's ExactRebuildCheck: reports whether undoing the step gives `before` back.
   void verify_exact(const HalfStep& step, const std::vector<torch::Tensor>& before,
                     const std::vector<torch::Tensor>& after, const std::vector<torch::Tensor>& term) const;
+  void report_inexact(const HalfStep& step, std::size_t tensor, const torch::Tensor& before,
+                      const torch::Tensor& after) const;
+  // step_in_one_pass for every tensor of the step, reporting the inexact ones; false where it
+  // does not apply.
+  bool half_step_in_one_pass(const HalfStep& step, const std::vector<torch::Tensor>& target,
+                             const std::vector<torch::Tensor>& h, const std::vector<torch::Tensor>& out) const;
 
   struct Halves {
     std::vector<torch::Tensor> first, second;
@@ -188,6 +202,8 @@ class AdditiveCouplingImpl : public detail::CouplingModule<AdditiveCouplingImpl,
   torch::Tensor coupling_term(const torch::Tensor& h, const torch::Tensor& target) const override;
   torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& term) const override;
   torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& term) const override;
+  std::optional<bool> step_in_one_pass(const torch::Tensor& x, const torch::Tensor& h, bool uncoupling,
+                                       const torch::Tensor& out) const override;
 };
 TORCH_MODULE(AdditiveCoupling);
 
