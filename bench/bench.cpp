@@ -389,12 +389,14 @@ int run(BenchArgs args) {
       bool reference_exact;  // the plain model it is compared with
       bool reference_float64 = false;
       bool plain = false;  // the compared model without memory saving too
+      bool nudged_input = false;  // the compared model's input one float32 step up: how much any rounding moves
     };
     std::vector<Mode> modes = {
         {"ordinary: saving vs plain", false, 0, false},
         {"exact: saving vs plain exact", true, 0, true},
         {"exact saving vs ordinary plain", true, 0, false},
         {"ordinary plain vs float64 plain", false, 0, false, true, true},
+        {"plain, input 1 ulp up, vs plain", false, 0, false, false, true, true},
         {"exact saving vs float64 plain", true, 0, false, true},
         {"anchor every 2: saving vs plain", false, 2, false}};
     if (anchor_every != 2) {
@@ -417,7 +419,10 @@ int run(BenchArgs args) {
           auto plain = revnet(name, InvertibleModuleWrapperOptions().disable(true), 10, mode.reference_exact);
           saving->to(device);
           plain->to(device, mode.reference_float64 ? torch::kFloat64 : torch::kFloat32);
-          const auto error = compare_gradients(gradients(saving, images, labels), gradients(plain, images, labels));
+          const auto compared_images =
+              mode.nudged_input ? torch::nextafter(images, torch::full_like(images, INFINITY)) : images;
+          const auto error =
+              compare_gradients(gradients(saving, compared_images, labels), gradients(plain, images, labels));
           global_low = std::min(global_low, error.global);
           global_high = std::max(global_high, error.global);
           worst_low = std::min(worst_low, error.worst);
@@ -444,7 +449,9 @@ int run(BenchArgs args) {
                        "value left the grid's range. Range over the seeds. Exact models: " << fraction_bits
                     << " fraction bits. Tensors whose reference gradient is below " << kRoundingLevel
                     << " of the largest are zero but for rounding (the bias of a BatchNorm that another BatchNorm "
-                       "normalises) and are left out of the worst-tensor column.\n\n";
+                       "normalises) and are left out of the worst-tensor column. \"input 1 ulp up\": the plain "
+                       "model given every input value one float32 step higher, against itself; it shows how far any "
+                       "change of rounding, however small, moves these gradients (the floor under every other row).\n\n";
     report.table({"model", "mode", "global relative L2 error", "worst tensor", "bitwise equal", "exact fallbacks"},
                  rows);
   }
