@@ -206,7 +206,7 @@ int main(int argc, char** argv) {
   app.add_option("--batch-size", args.batch_size, "override the experiment's batch size")->check(CLI::PositiveNumber);
   app.add_option("--autocast", args.autocast, "mixed precision: bfloat16, or float32 (off); overrides the experiment's");
   app.add_option("--threads", args.threads, "LibTorch intra-op threads (default: all cores)")->check(CLI::PositiveNumber);
- app.add_flag("--exact", args.exact,
+  app.add_flag("--exact", args.exact,
                "bit-exact reversible couplings (fixed point): gradients with memory saving equal the plain "
                "computation's; same parameters, so it may be switched on or off between runs");
   app.add_option("--fraction-bits", args.fraction_bits,

@@ -145,15 +145,14 @@ torch::nn::Sequential ResNetImpl::make_stage(int64_t& in_planes, int64_t planes,
   torch::nn::Sequential stage;
   const auto kind = options.block();
   const int64_t out_planes = planes * expansion(kind);
-  auto is_coupling = [&](int64_t b) {
-    return options.reversible() && !(b == 0 && (stride != 1 || in_planes != out_planes));
-  };
+  auto projects = [&](int64_t b) { return b == 0 && (stride != 1 || in_planes != out_planes); };
+  auto is_coupling = [&](int64_t b) { return options.reversible() && !projects(b); };
   int64_t couplings = 0;
   for (int64_t b = 0; b < blocks; ++b) couplings += is_coupling(b) ? 1 : 0;
   int64_t coupling_index = 0;
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t block_stride = b == 0 ? stride : 1;
-    const bool project = b == 0 && (stride != 1 || in_planes != out_planes);
+    const bool project = projects(b);
     auto sub = BlockSubOptions(kind, in_planes, planes)
                    .stride(block_stride)
                    .noactivation(b == 0 && noactivation)
@@ -195,14 +194,18 @@ void ResNetImpl::reset() {
   TORCH_CHECK(!options.exact() || (options.fraction_bits() >= 0 && options.fraction_bits() <= 52),
               "ResNet: fraction_bits must lie in [0, 52] (at most 23 for float32 activations), got ",
               options.fraction_bits());
-  quantize_stem_output_ = options.exact() && options.reversible() && !layers.empty() && layers[0] > 0 &&
-                          strides[1] == 1 && channels[0] == channels[1] * expansion(options.block());
   stages = torch::nn::ModuleList();
   int64_t in_planes = channels[0];
   for (std::size_t s = 0; s < layers.size(); ++s) {
     stages->push_back(make_stage(in_planes, channels[s + 1], layers[s], strides[s + 1], /*noactivation=*/s == 0));
   }
   register_module("layers", stages);
+  // Exact couplings right after the stem need its output on their grid.
+  quantize_stem_output_ = false;
+  if (options.exact() && !stages->is_empty()) {
+    const auto first_stage = stages->ptr<torch::nn::SequentialImpl>(0);
+    quantize_stem_output_ = !first_stage->is_empty() && first_stage->ptr(0)->as<InvertibleModuleWrapperImpl>() != nullptr;
+  }
   final_bn = register_module("bn_final", make_batch_norm(in_planes, options.bn_momentum(), options.bn_eps()));
   fc = register_module("fc", torch::nn::Linear(in_planes, options.num_classes()));
 
