@@ -186,6 +186,7 @@ int run(const Arguments& args) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  enable_cpu_memory_tracking();  // the trainer reports each step's activation memory
   CLI::App app{"Train MemCNN's ResNet/RevNet experiments (memcnn, C++)"};
   Arguments args;
   const auto model_names = models::model_names();

@@ -63,7 +63,7 @@ stage build build.log cmake --build "$build" -j "$jobs" || exit 1
 # Several test programs at once, each with a few threads, rather than each with every core.
 stage ctest ctest.log env OMP_NUM_THREADS=2 ctest --test-dir "$build" -j $(( jobs / 2 > 1 ? jobs / 2 : 1 )) --output-on-failure --timeout 600
 figures() {
-  for program in tests/test_gradients tests/test_memory tests/test_cuda tests/test_wrapper tests/test_checkpoint; do
+  for program in tests/test_gradients tests/test_memory tests/test_cuda tests/test_wrapper tests/test_checkpoint tests/test_hardening; do
     "$build/$program" --gtest_filter='*Cuda*' 2>&1 | grep -E '\[figure\]|FAILED|SKIPPED|PASSED'
   done
 }

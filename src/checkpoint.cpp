@@ -4,11 +4,15 @@
 #include "memcnn/checkpoint.h"
 
 #include "memcnn/autocast.h"
+#include "memcnn/invertible_module.h"
 #include "memcnn/rng.h"
+
+#include "recompute.h"
 
 #include <torch/autograd.h>
 #include <torch/torch.h>
 
+#include <optional>
 #include <unordered_set>
 
 namespace memcnn {
@@ -29,13 +33,13 @@ struct CheckpointCall : torch::CustomClassHolder {
   std::vector<c10::Device> cuda_devices;
   std::unique_ptr<RngState> rng_at_forward;
   compat::AutocastState autocast;  // forward's; the recompute runs under it
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> buffers_after_forward;  // (buffer, value)
+  std::unique_ptr<detail::BufferSnapshot> buffers_after_forward;
 
   void release() {
     fn = nullptr;
     parameters.clear();
     rng_at_forward.reset();
-    buffers_after_forward.clear();
+    buffers_after_forward.reset();
   }
 };
 
@@ -52,14 +56,21 @@ class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
     }
     std::vector<torch::Tensor> outputs;
     {
+      // A throwing function leaves the buffers as they were before the call.
+      std::optional<detail::BufferSnapshot> before;
+      if (call->stateful != nullptr) before.emplace(*call->stateful);
+      std::optional<detail::RestoreBuffersOnExit> restore_on_failure;
+      if (before) restore_on_failure.emplace(*before);
       AutocastCacheOff no_cache;  // this run has no graph
-      outputs = call->fn(inputs.vec());
-    }
-    if (call->stateful != nullptr) {
-      for (const auto& b : call->stateful->buffers()) {
-        if (b.defined()) call->buffers_after_forward.emplace_back(b, b.clone());
+      try {
+        outputs = call->fn(inputs.vec());
+      } catch (...) {
+        if (call->rng_at_forward) call->rng_at_forward->restore();
+        throw;
       }
+      if (restore_on_failure) restore_on_failure->dismiss();
     }
+    if (call->stateful != nullptr) call->buffers_after_forward = std::make_unique<detail::BufferSnapshot>(*call->stateful);
     ctx->save_for_backward(inputs.vec());
     ctx->saved_data["call"] = c10::IValue::make_capsule(call);
     return outputs;
@@ -75,59 +86,31 @@ class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
                 "num_bwd_passes=", call->options.num_bwd_passes(), " allows. Pass CheckpointOptions()"
                 ".num_bwd_passes(", call->options.num_bwd_passes() + 1, ") (or more) to backpropagate "
                 "through the same graph several times");
-    --call->passes_left;
-    auto grads = recompute_and_differentiate(*call, ctx->get_saved_variables(), grad_outputs);
+    variable_list grads;
     {
-      // Only now: the recompute's graph saved the buffers, so restoring them earlier would
-      // fail its version check.
-      torch::NoGradGuard no_grad;
-      for (auto& entry : call->buffers_after_forward) entry.first.copy_(entry.second);
+      // Only after differentiating: the recompute's graph saved the buffers, so restoring them
+      // earlier would fail its version check. Also when the recompute throws.
+      std::optional<detail::RestoreBuffersOnExit> restore_buffers;
+      if (call->buffers_after_forward) restore_buffers.emplace(*call->buffers_after_forward);
+      grads = recompute(*call, ctx->get_saved_variables(), grad_outputs);
     }
-    if (call->passes_left == 0) call->release();
+    if (--call->passes_left == 0) call->release();
     grads.insert(grads.begin(), torch::Tensor());  // for the CheckpointCall argument
     return grads;
   }
 
  private:
   // Gradients for every input, then every parameter (undefined where none flows).
-  static variable_list recompute_and_differentiate(CheckpointCall& call, const variable_list& saved,
-                                                   const variable_list& grad_outputs) {
+  static variable_list recompute(CheckpointCall& call, const variable_list& saved, const variable_list& grad_outputs) {
     // Forward's random state for the recompute; the surrounding one back afterwards, also when
     // the recompute throws.
     RngStateGuard surrounding_rng(call.rng_at_forward != nullptr, call.cuda_devices);
     if (call.rng_at_forward) call.rng_at_forward->restore();
     ForwardAutocastScope autocast(call.autocast);
-    torch::AutoGradMode grad_mode(true);  // the engine runs backward with grad mode off
-    std::vector<torch::Tensor> leaves;
-    for (std::size_t i = 0; i < saved.size(); ++i) {
-      leaves.push_back(saved[i].defined() ? saved[i].detach().requires_grad_(call.input_requires_grad[i]) : saved[i]);
-    }
-    const auto outputs = call.fn(leaves);
-    TORCH_CHECK(outputs.size() == grad_outputs.size(), "memcnn::checkpoint: the recomputed function returned ",
-                outputs.size(), " tensors, but forward returned ", grad_outputs.size(),
-                "; the function must be deterministic in its structure");
-
-    variable_list roots, root_grads, wrt;
-    for (std::size_t i = 0; i < outputs.size(); ++i) {
-      if (grad_outputs[i].defined() && outputs[i].defined() && outputs[i].requires_grad()) {
-        roots.push_back(outputs[i]);
-        root_grads.push_back(grad_outputs[i]);
-      }
-    }
-    std::vector<int64_t> slot;  // per input and parameter: index into wrt, or -1
-    auto add = [&](const torch::Tensor& t, bool wanted) {
-      slot.push_back(wanted ? static_cast<int64_t>(wrt.size()) : -1);
-      if (wanted) wrt.push_back(t);
-    };
-    for (std::size_t i = 0; i < leaves.size(); ++i) add(leaves[i], call.input_requires_grad[i]);
-    for (const auto& p : call.parameters) add(p, p.defined() && p.requires_grad());
-
-    variable_list grads;
-    if (!roots.empty() && !wrt.empty()) {
-      grads = differentiate(roots, wrt, root_grads);
-    }
-    variable_list result;
-    for (const auto index : slot) result.push_back(index >= 0 && !grads.empty() ? grads[index] : torch::Tensor());
+    auto grads = detail::recompute_and_differentiate(call.fn, saved, call.input_requires_grad, call.parameters,
+                                                     grad_outputs, "memcnn::checkpoint");
+    variable_list result = std::move(grads.inputs);
+    result.insert(result.end(), grads.parameters.begin(), grads.parameters.end());
     return result;
   }
 };
@@ -159,8 +142,8 @@ bool anything_requires_grad(const std::vector<torch::Tensor>& inputs, const std:
 std::vector<torch::Tensor> checkpoint(const CheckpointFunction& fn, const std::vector<torch::Tensor>& inputs,
                                       const std::vector<torch::Tensor>& parameters, torch::nn::Module* stateful,
                                       CheckpointOptions options) {
-  TORCH_CHECK(fn, "memcnn::checkpoint: the function is empty");
-  TORCH_CHECK(options.num_bwd_passes() >= 1, "memcnn::checkpoint: num_bwd_passes must be at least 1, got ",
+  TORCH_CHECK_VALUE(fn, "memcnn::checkpoint: the function is empty");
+  TORCH_CHECK_VALUE(options.num_bwd_passes() >= 1, "memcnn::checkpoint: num_bwd_passes must be at least 1, got ",
               options.num_bwd_passes());
   // Backward would never run, so there is nothing to save memory for.
   if (!torch::GradMode::is_enabled() || !anything_requires_grad(inputs, parameters)) return fn(inputs);
@@ -193,7 +176,7 @@ std::shared_ptr<torch::nn::Module> TensorSequentialImpl::clone(const torch::opti
   const auto names = named_children();
   std::size_t i = 0;
   for (const auto& module : *this) copy->push_back(names[i++].key(), module.clone(device));
-  if (!is_training()) copy->eval();
+  detail::set_own_training_mode(*copy, is_training());
   return copy;
 }
 
@@ -208,10 +191,14 @@ CheckpointedImpl::CheckpointedImpl(const torch::nn::Sequential& sequential, Chec
 
 CheckpointedImpl::CheckpointedImpl(torch::nn::AnyModule module, CheckpointOptions options_, int)
     : options(options_), module_(std::move(module)) {
-  TORCH_CHECK(!module_.is_empty(), "Checkpointed: the module is empty");
-  TORCH_CHECK(options.num_bwd_passes() >= 1, "Checkpointed: num_bwd_passes must be at least 1, got ",
-              options.num_bwd_passes());
-  register_module("module", module_.ptr());
+  reset();
+}
+
+void CheckpointedImpl::reset() {
+  TORCH_CHECK_VALUE(!module_.is_empty(), "Checkpointed: the module is empty");
+  TORCH_CHECK_VALUE(options.num_bwd_passes() >= 1, "Checkpointed: num_bwd_passes must be at least 1, got ",
+                    options.num_bwd_passes());
+  detail::register_or_replace(*this, "module", module_.ptr());
 }
 
 torch::Tensor CheckpointedImpl::forward(const torch::Tensor& x) {
@@ -224,7 +211,7 @@ torch::Tensor CheckpointedImpl::forward(const torch::Tensor& x) {
 
 std::shared_ptr<torch::nn::Module> CheckpointedImpl::clone(const torch::optional<torch::Device>& device) const {
   auto copy = std::make_shared<CheckpointedImpl>(module_.clone(device), options);
-  if (!is_training()) copy->eval();
+  detail::set_own_training_mode(*copy, is_training());
   return copy;
 }
 

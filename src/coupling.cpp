@@ -5,12 +5,12 @@
 #include "memcnn/rng.h"
 
 #include "fixed_point_step.h"
+#include "recompute.h"
 
 #include <torch/torch.h>
 
 #include <cmath>
 #include <sstream>
-#include <stdexcept>
 #include <unordered_set>
 
 namespace memcnn {
@@ -36,7 +36,7 @@ std::vector<torch::Tensor> unique_parameters(const torch::nn::Module& module) {
 namespace detail {
 
 torch::nn::AnyModule clone_for_G(const torch::nn::AnyModule& F, const char* coupling_name) {
-  TORCH_CHECK(!F.is_empty(), coupling_name, ": F is an empty module");
+  TORCH_CHECK_VALUE(!F.is_empty(), coupling_name, ": F is an empty module");
   try {
     return F.clone();
   } catch (const c10::Error& error) {
@@ -48,37 +48,47 @@ torch::nn::AnyModule clone_for_G(const torch::nn::AnyModule& F, const char* coup
   }
 }
 
-CouplingBase::CouplingBase(torch::nn::AnyModule F, torch::nn::AnyModule G, int64_t split_dim,
-                           const char* name)
-    : name_(name), F_(std::move(F)), G_(std::move(G)), split_dim_(split_dim) {
-  TORCH_CHECK(!F_.is_empty() && !G_.is_empty(), name_, ": F and G must be non-empty modules");
-  TORCH_CHECK(F_.ptr() != G_.ptr(), name_,
-              ": F and G are the same module object; pass two modules, or only F to get G as a copy");
-  register_module("F", F_.ptr());
-  register_module("G", G_.ptr());
+CouplingBase::CouplingBase(torch::nn::AnyModule F, torch::nn::AnyModule G, const char* name)
+    : name_(name), F_(std::move(F)), G_(std::move(G)) {}
+
+void CouplingBase::register_parts() {
+  TORCH_CHECK_VALUE(!F_.is_empty() && !G_.is_empty(), name_, ": F and G must be non-empty modules");
+  TORCH_CHECK_VALUE(F_.ptr() != G_.ptr(), name_,
+                    ": F and G are the same module object; pass two modules, or only F to get G as a copy");
+  const auto registered = named_children();
+  for (auto* part : {&F_, &G_}) {
+    const std::string name = part == &F_ ? "F" : "G";
+    if (registered.contains(name)) {
+      replace_module(name, part->ptr());
+    } else {
+      register_module(name, part->ptr());
+    }
+  }
 }
 
-std::pair<torch::nn::AnyModule, torch::nn::AnyModule> CouplingBase::cloned_parts(
-    const torch::optional<torch::Device>& device) const {
-  return {F_.clone(device), G_.clone(device)};
+void CouplingBase::replace_parts_with_clones(const torch::optional<torch::Device>& device) {
+  F_ = F_.clone(device);
+  G_ = G_.clone(device);
+  register_parts();
 }
 
 CouplingBase::Halves CouplingBase::split(const std::vector<torch::Tensor>& tensors) const {
-  TORCH_CHECK(!tensors.empty(), name_, ": needs at least one input tensor");
+  TORCH_CHECK_VALUE(!tensors.empty(), name_, ": needs at least one input tensor");
+  const int64_t dim = split_dim();
   Halves halves;
   for (std::size_t i = 0; i < tensors.size(); ++i) {
     const auto& tensor = tensors[i];
     TORCH_CHECK(tensor.defined(), name_, ": input ", i, " is an undefined tensor");
-    TORCH_CHECK(split_dim_ >= -tensor.dim() && split_dim_ < tensor.dim(), name_, ": split_dim ",
-                split_dim_, " is out of range for input ", i, " of shape ", tensor.sizes(),
-                "; set split_dim in the options to an existing dimension");
-    const int64_t size = tensor.size(split_dim_);
-    TORCH_CHECK(size % 2 == 0, name_, ": dimension ", split_dim_, " of input ", i, " (shape ",
+    TORCH_CHECK_INDEX(dim >= -tensor.dim() && dim < tensor.dim(), name_, ": split_dim ", dim,
+                      " is out of range for input ", i, " of shape ", tensor.sizes(),
+                      "; set split_dim in the options to an existing dimension");
+    const int64_t size = tensor.size(dim);
+    TORCH_CHECK(size % 2 == 0, name_, ": dimension ", dim, " of input ", i, " (shape ",
                 tensor.sizes(), ") has odd size ", size,
                 ", which cannot be split into two equal halves; use an even number of channels "
                 "or another split_dim");
-    halves.first.push_back(tensor.narrow(split_dim_, 0, size / 2));
-    halves.second.push_back(tensor.narrow(split_dim_, size / 2, size / 2));
+    halves.first.push_back(tensor.narrow(dim, 0, size / 2));
+    halves.second.push_back(tensor.narrow(dim, size / 2, size / 2));
   }
   return halves;
 }
@@ -87,7 +97,7 @@ std::vector<torch::Tensor> CouplingBase::merge(const Halves& halves) const {
   std::vector<torch::Tensor> merged;
   merged.reserve(halves.first.size());
   for (std::size_t i = 0; i < halves.first.size(); ++i) {
-    merged.push_back(torch::cat({halves.first[i], halves.second[i]}, split_dim_));
+    merged.push_back(torch::cat({halves.first[i], halves.second[i]}, split_dim()));
   }
   return merged;
 }
@@ -114,9 +124,10 @@ std::vector<torch::Tensor> CouplingBase::call(torch::nn::AnyModule& module, cons
   TORCH_CHECK(results.size() == shaped_like.size(), name_, ": ", module_name, " returned ",
               results.size(), " tensors for ", shaped_like.size(), " inputs");
   const int64_t factor = module_output_factor();
+  const int64_t dim = split_dim();
   for (std::size_t i = 0; i < results.size(); ++i) {
     auto expected = shaped_like[i].sizes().vec();
-    expected[split_dim_ < 0 ? split_dim_ + expected.size() : split_dim_] *= factor;
+    expected[dim < 0 ? dim + static_cast<int64_t>(expected.size()) : dim] *= factor;
     TORCH_CHECK(results[i].sizes() == torch::IntArrayRef(expected), name_, ": ", module_name,
                 " returned a tensor of shape ", results[i].sizes(), " for output ", i,
                 ", but the coupling needs shape ", torch::IntArrayRef(expected),
@@ -160,7 +171,7 @@ void CouplingBase::verify_exact(const HalfStep& step, const std::vector<torch::T
   torch::NoGradGuard no_grad;
   const auto undone = apply(step, after, term, /*invert=*/true);
   for (std::size_t i = 0; i < before.size(); ++i) {
-    if (!bitwise_equal(undone[i], before[i])) report_inexact(step, i, before[i], after[i]);
+    check->compare(undone[i], before[i], [&] { return describe_inexact(step, i, before[i], after[i]); });
   }
 }
 
@@ -168,11 +179,17 @@ void CouplingBase::report_inexact(const HalfStep& step, std::size_t i, const tor
                                   const torch::Tensor& after) const {
   auto* check = ExactRebuildCheck::current();
   if (check == nullptr) return;
+  check->report(false, describe_inexact(step, i, before, after));
+}
+
+// Only for a failure, which the host already knows of: reading the maxima costs no extra stall.
+std::string CouplingBase::describe_inexact(const HalfStep& step, std::size_t i, const torch::Tensor& before,
+                                           const torch::Tensor& after) const {
   torch::NoGradGuard no_grad;
   std::ostringstream what;
   what << name_ << " (" << step.module_name << "'s half step, tensor " << i << "): max |input| "
        << before.abs().max().item<double>() << ", max |output| " << after.abs().max().item<double>();
-  check->report(false, what.str());
+  return what.str();
 }
 
 bool CouplingBase::half_step_in_one_pass(const HalfStep& step, const std::vector<torch::Tensor>& target,
@@ -273,22 +290,12 @@ void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halve
     }
   }
 
-  std::vector<torch::Tensor> wrt(source_leaves);
-  std::vector<torch::Tensor> trainable;
-  for (const auto& p : unique_parameters(*step.module->ptr())) {
-    if (p.requires_grad()) trainable.push_back(p);
+  const auto parameters = unique_parameters(*step.module->ptr());
+  const auto g = differentiate_call(h, grad_h, source_leaves, parameters);
+  for (std::size_t i = 0; i < source_leaves.size(); ++i) {
+    if (g.inputs[i].defined()) grads[source][i] = grads[source][i] + g.inputs[i];
   }
-  wrt.insert(wrt.end(), trainable.begin(), trainable.end());
-  const auto g = differentiate(h, wrt, grad_h);
-  const std::size_t n = source_leaves.size();
-  for (std::size_t i = 0; i < n; ++i) {
-    if (g[i].defined()) grads[source][i] = grads[source][i] + g[i];
-  }
-  for (std::size_t i = 0; i < trainable.size(); ++i) {
-    if (!g[n + i].defined()) continue;
-    auto& slot = parameter_grads[trainable[i].unsafeGetTensorImpl()];
-    slot = slot.defined() ? slot + g[n + i] : g[n + i];
-  }
+  parameter_grads.add(parameters, g.parameters);
   state[target] = rebuilt;
 }
 
@@ -301,9 +308,9 @@ RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<to
   Halves masks;
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     const bool masked = i < zero_masks.size() && zero_masks[i].defined();
-    const int64_t half = outputs[i].size(split_dim_) / 2;
-    masks.first.push_back(masked ? zero_masks[i].narrow(split_dim_, 0, half) : torch::Tensor());
-    masks.second.push_back(masked ? zero_masks[i].narrow(split_dim_, half, half) : torch::Tensor());
+    const int64_t half = outputs[i].size(split_dim()) / 2;
+    masks.first.push_back(masked ? zero_masks[i].narrow(split_dim(), 0, half) : torch::Tensor());
+    masks.second.push_back(masked ? zero_masks[i].narrow(split_dim(), half, half) : torch::Tensor());
   }
   std::vector<torch::Tensor> filled_grads;
   for (std::size_t i = 0; i < outputs.size(); ++i) {
@@ -325,10 +332,7 @@ RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<to
     result.inputs = merge(state);
     result.input_grads = merge(grads);
   }
-  for (const auto& p : unique_parameters(*this)) {
-    auto found = parameter_grads.find(p.unsafeGetTensorImpl());
-    result.parameter_grads.push_back(found == parameter_grads.end() ? torch::Tensor() : found->second);
-  }
+  result.parameter_grads = parameter_grads.in_order_of(unique_parameters(*this));
   return result;
 }
 
@@ -336,19 +340,22 @@ RebuildAndGradients CouplingBase::rebuild_and_differentiate(const std::vector<to
 
 // ---- AdditiveCoupling ----
 
+void AdditiveCouplingImpl::check_options(const AdditiveCouplingOptions& options) {
+  check_fraction_bits(kName, options.fraction_bits());
+}
 
 // Exact mode: h rounded to the grid, in the target's type (under autocast h may be bfloat16
 // while the activations stay float32); adding and subtracting it is then exact.
 torch::Tensor AdditiveCouplingImpl::coupling_term(const torch::Tensor& h, const torch::Tensor& target) const {
   if (!options.exact()) return h;
-  fixed_point_range(target.scalar_type(), options.fraction_bits());  // a clear error for bfloat16 activations
+  check_fraction_bits(kName, options.fraction_bits(), target.scalar_type());
   return detail::round_to_grid(h.to(target.scalar_type()), options.fraction_bits());
 }
 
 std::optional<bool> AdditiveCouplingImpl::step_in_one_pass(const torch::Tensor& x, const torch::Tensor& h,
                                                           bool uncoupling, const torch::Tensor& out) const {
   if (!options.exact()) return std::nullopt;
-  fixed_point_range(x.scalar_type(), options.fraction_bits());  // a clear error for bfloat16 activations
+  check_fraction_bits(kName, options.fraction_bits(), x.scalar_type());
   return detail::add_on_grid(x, h.to(x.scalar_type()), options.fraction_bits(), uncoupling, out);
 }
 

@@ -4,6 +4,7 @@
 #include "memcnn/rng.h"
 #include "memcnn/wrapper.h"
 #include "describe.h"
+#include "recompute.h"
 
 #include <torch/torch.h>
 
@@ -64,9 +65,11 @@ std::string DriftReport::to_string() const {
 
 DriftReport measure_drift(InvertibleModule& module, const std::vector<torch::Tensor>& inputs) {
   torch::NoGradGuard no_grad;
-  const auto outer_rng = RngState::capture();
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> buffers;
-  for (auto& b : module.buffers()) buffers.emplace_back(b, b.clone());
+  // Leaves no trace, also when a member throws: every generator (the CPU's and each CUDA
+  // device's, whichever the module draws from) and every buffer end as they began.
+  RngStateGuard outer_rng(/*engaged=*/true, all_cuda_devices());
+  const detail::BufferSnapshot buffers(module);
+  detail::RestoreBuffersOnExit restore_buffers(buffers);
 
   const auto members = members_of(module);
   std::vector<std::vector<torch::Tensor>> member_inputs{inputs};
@@ -83,8 +86,6 @@ DriftReport measure_drift(InvertibleModule& module, const std::vector<torch::Ten
                          local.relative};
   }
 
-  for (auto& entry : buffers) entry.first.copy_(entry.second);
-  outer_rng.restore();
   return report;
 }
 

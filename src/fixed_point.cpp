@@ -1,5 +1,6 @@
 #include "memcnn/fixed_point.h"
 
+#include "device_checks.h"
 #include "fixed_point_step.h"
 
 #include <torch/autograd.h>
@@ -14,8 +15,6 @@
 #include <cstring>
 #include <optional>
 #include <type_traits>
-#include <sstream>
-#include <stdexcept>
 
 namespace memcnn {
 namespace {
@@ -143,28 +142,32 @@ thread_local detail::ExactRebuildCheck* innermost_check = nullptr;
 
 }  // namespace
 
+void check_fraction_bits(const char* who, int64_t fraction_bits, std::optional<torch::ScalarType> activations) {
+  int64_t most = kMaxFractionBits;
+  if (activations) {
+    const int digits = significand_digits(*activations);
+    TORCH_CHECK_TYPE(digits > 0, who, ": exact (fixed-point) couplings need float32 or float64 activations, got ",
+                     *activations,
+                     "; keep the activations in float32 (bfloat16 autocast does: only F and G compute in bfloat16) "
+                     "or turn exact mode off");
+    most = digits - 1;
+  }
+  const std::string bound_holds_for = activations
+                                          ? std::string(" for ") + c10::toString(*activations) + " activations"
+                                          : std::string(" (at most 23 for float32 activations, 52 for float64)");
+  TORCH_CHECK_VALUE(fraction_bits >= 0 && fraction_bits <= most, who, ": fraction_bits must lie in [0, ", most, "]",
+                    bound_holds_for, ", got ", fraction_bits, "; ", kDefaultFractionBits, " is the default");
+}
+
 double fixed_point_range(torch::ScalarType dtype, int64_t fraction_bits) {
-  const int digits = significand_digits(dtype);
-  if (digits == 0) {
-    std::ostringstream message;
-    message << "memcnn: exact (fixed-point) couplings need float32 or float64 activations, got " << dtype
-            << "; keep the activations in float32 (bfloat16 autocast does: only F and G compute in bfloat16) "
-               "or turn exact mode off";
-    throw std::invalid_argument(message.str());
-  }
-  if (fraction_bits < 0 || fraction_bits >= digits) {
-    std::ostringstream message;
-    message << "memcnn: fraction_bits must lie in [0, " << digits - 1 << "] for " << dtype << ", got "
-            << fraction_bits << " (" << kDefaultFractionBits << " is the default)";
-    throw std::invalid_argument(message.str());
-  }
-  return std::ldexp(1.0, digits - static_cast<int>(fraction_bits));
+  check_fraction_bits("fixed_point_range", fraction_bits, dtype);
+  return std::ldexp(1.0, significand_digits(dtype) - static_cast<int>(fraction_bits));
 }
 
 torch::Tensor quantize_to_grid(const torch::Tensor& input, int64_t fraction_bits) {
   const bool reduced = input.scalar_type() == torch::kBFloat16 || input.scalar_type() == torch::kHalf;
   const auto x = reduced ? input.to(torch::kFloat32) : input;
-  fixed_point_range(x.scalar_type(), fraction_bits);  // checks the type and the bits
+  check_fraction_bits("quantize_to_grid", fraction_bits, x.scalar_type());
   // Never -0 (round_to_grid gives +0 for every zero): an exact coupling gives back +0 for a zero
   // input, so a -0 in its input would not be rebuilt bit for bit.
   return detail::round_to_grid(x, fraction_bits);
@@ -179,12 +182,7 @@ bool on_exact_grid(const torch::Tensor& x, int64_t fraction_bits) {
 
 FixedPointQuantizeImpl::FixedPointQuantizeImpl(FixedPointQuantizeOptions options_) : options(options_) { reset(); }
 
-void FixedPointQuantizeImpl::reset() {
-  if (options.fraction_bits() < 0 || options.fraction_bits() > 52) {
-    throw std::invalid_argument("FixedPointQuantize: fraction_bits must lie in [0, 52], got " +
-                                std::to_string(options.fraction_bits()));
-  }
-}
+void FixedPointQuantizeImpl::reset() { check_fraction_bits("FixedPointQuantize", options.fraction_bits()); }
 
 torch::Tensor FixedPointQuantizeImpl::forward(const torch::Tensor& x) {
   return quantize_to_grid(x, options.fraction_bits());
@@ -200,6 +198,9 @@ std::optional<bool> add_on_grid(const torch::Tensor& x, const torch::Tensor& h, 
                                 const torch::Tensor& out) {
   const auto dtype = x.scalar_type();
   if (dtype != torch::kFloat32 && dtype != torch::kFloat64) return std::nullopt;
+  // Its verdict is a host bool: where host reads are deferred (tests of the CUDA path), the
+  // tensor operations, whose verdict stays on the device, run instead.
+  if (!readable_without_sync(x)) return std::nullopt;
   for (const auto* t : {&x, &h, &out}) {
     if (!t->device().is_cpu() || t->scalar_type() != dtype || t->sizes() != x.sizes()) return std::nullopt;
   }
@@ -235,6 +236,17 @@ void ExactRebuildCheck::report(bool exact, const std::string& what) {
   if (failures_++ == 0) first_failure_ = what;
 }
 
+void ExactRebuildCheck::compare(const torch::Tensor& undone, const torch::Tensor& input,
+                                const std::function<std::string()>& what) {
+  torch::NoGradGuard no_grad;
+  const auto differs = bits_differ(undone, input);
+  if (const auto known = read_flag_without_sync(differs)) {
+    if (*known) report(false, what());
+    return;
+  }
+  pending_ = pending_.defined() ? pending_.logical_or(differs) : differs;
+}
+
 bool bitwise_equal(const torch::Tensor& a, const torch::Tensor& b) {
   if (a.scalar_type() != b.scalar_type() || a.sizes() != b.sizes()) return false;
   torch::NoGradGuard no_grad;
@@ -246,14 +258,34 @@ bool bitwise_equal(const torch::Tensor& a, const torch::Tensor& b) {
   }
 }
 
-int64_t bit_checksum(const torch::Tensor& x) {
+torch::Tensor bit_checksum_tensor(const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
   const auto flat = x.detach().contiguous().reshape(-1);
   const auto bytes = flat.numel() * static_cast<int64_t>(flat.element_size());
-  if (bytes == 0) return 0;
-  if (bytes % 8 == 0) return flat.view(torch::kLong).sum().item<int64_t>();
-  if (bytes % 4 == 0) return flat.view(torch::kInt).sum().item<int64_t>();
-  return flat.view(torch::kByte).sum().item<int64_t>();
+  if (bytes == 0) return torch::zeros({}, flat.options().dtype(torch::kLong));
+  const auto words = bytes % 8 == 0 ? flat.view(torch::kLong) : bytes % 4 == 0 ? flat.view(torch::kInt) : flat.view(torch::kByte);
+  return words.sum(/*dtype=*/torch::kLong);
+}
+
+int64_t bit_checksum(const torch::Tensor& x) { return bit_checksum_tensor(x).item<int64_t>(); }
+
+torch::Tensor bits_differ(const torch::Tensor& a, const torch::Tensor& b) {
+  torch::NoGradGuard no_grad;
+  TORCH_CHECK(a.scalar_type() == b.scalar_type() && a.sizes() == b.sizes(), "memcnn internal: bits_differ compares ",
+              a.sizes(), " ", a.scalar_type(), " with ", b.sizes(), " ", b.scalar_type());
+  if (readable_without_sync(a) && readable_without_sync(b)) {
+    // torch::equal stops at the first difference and allocates nothing.
+    return torch::scalar_tensor(!bitwise_equal(a, b), a.options().dtype(torch::kBool));
+  }
+  const auto as_words = [](const torch::Tensor& t) {
+    switch (t.element_size()) {
+      case 8: return t.view(torch::kLong);
+      case 4: return t.view(torch::kInt);
+      case 2: return t.view(torch::kShort);
+      default: return t;
+    }
+  };
+  return as_words(a).ne(as_words(b)).any();
 }
 
 }  // namespace detail

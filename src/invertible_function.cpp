@@ -7,6 +7,14 @@
 // again, without a version bump), recomputes the block with a graph and differentiates it.
 //
 // What makes this safe:
+// - Forward records the version of every output and input; backward raises, as autograd does,
+//   when a tensor it needs was modified in place since (a ReLU(inplace) after the block would
+//   otherwise make it rebuild its input from the modified output: silently wrong gradients).
+// - Everything that can fail is done before the first input is freed, and buffers are restored
+//   through guards: a forward or backward that throws leaves inputs, buffers and (with
+//   preserve_rng_state) the random state as they were.
+// - No host-device synchronisation in forward or backward: checks computed on a CUDA device
+//   stay there and are read once the backward pass has finished (device_checks.h).
 // - Only tensors that own their whole dense storage, shared with no other tensor, are freed;
 //   views, and outputs that another operation saved for its backward, are kept. The caller's
 //   handle is detached from its storage too, so using a freed input again in forward raises
@@ -31,10 +39,15 @@
 // bit for bit (values beyond the grid's range, inputs off the grid), so that call's gradients
 // come from a plain recompute; backward compares each rebuilt input's bit checksum with the
 // freed one's and raises on a difference (F or G did not recompute deterministically), instead
-// of differentiating at wrong values. Their exact zeros need no remembering.
+// of differentiating at wrong values. Their exact zeros need no remembering. On a CUDA device
+// neither outcome can be read without stalling the stream: the input is freed, and a step that
+// was not exact, or a rebuild with other bits, makes the backward pass raise once it finishes.
 
 #include "describe.h"
+#include "device_checks.h"
 #include "invertible_function.h"
+#include "recompute.h"
+#include "storage.h"
 
 #include "memcnn/autocast.h"
 #include "memcnn/compat.h"
@@ -57,18 +70,26 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+std::function<void(std::size_t)>& free_preparation_hook() {
+  static std::function<void(std::size_t)> hook;
+  return hook;
+}
+
 // What one memory-saving call keeps between forward and backward.
 struct SavedCall : torch::CustomClassHolder {
   std::shared_ptr<InvertibleModule> fn;
   SavingOptions options;
   int64_t passes_left = 0;
-  std::vector<torch::Tensor> inputs;   // the caller's tensors; freed ones hold no bytes
-  std::vector<c10::Storage> freed_storage;  // per input: the storage emptied by forward, if any
-  std::vector<torch::Tensor> zero_masks;     // per freed input with exact zeros: their positions, packed
+  std::vector<torch::Tensor> inputs;         // the caller's tensors; freed ones hold no bytes
+  std::vector<uint32_t> input_versions;      // at the end of forward
+  std::vector<c10::Storage> freed_storage;   // per input: the storage emptied by forward, if any
+  std::vector<torch::Tensor> zero_masks;     // per freed input that may hold exact zeros: their positions, packed
   bool exact = false;                        // fn rebuilds exactly: freed inputs are checksummed
-  std::vector<int64_t> checksums;            // per freed input of an exact block: bit_checksum
+  std::vector<torch::Tensor> checksums;      // per freed input of an exact block: bit_checksum_tensor
+  torch::Tensor inexact_on_device;           // an exact step forward could not verify on the host failed
   std::vector<bool> input_requires_grad;
-  std::vector<torch::Tensor> outputs;  // detached aliases of what the caller received
+  std::vector<torch::Tensor> outputs;        // detached aliases of what the caller received
+  std::vector<uint32_t> output_versions;     // at the end of forward
   std::unique_ptr<RngTape> rng_tape;
   compat::AutocastState autocast;  // forward's; backward reruns the block under it
 
@@ -83,17 +104,16 @@ struct SavedCall : torch::CustomClassHolder {
     freed_storage.clear();
     zero_masks.clear();
     checksums.clear();
+    inexact_on_device = torch::Tensor();
     rng_tape.reset();
   }
 };
 
-bool owns_whole_storage(const torch::Tensor& t) {
-  return t.has_storage() && t.storage_offset() == 0 && t.is_non_overlapping_and_dense() &&
-         t.storage().nbytes() == static_cast<size_t>(t.numel()) * t.element_size();
-}
-
-bool same_storage(const torch::Tensor& a, const torch::Tensor& b) {
-  return a.has_storage() && b.has_storage() && a.storage().is_alias_of(b.storage());
+std::vector<uint32_t> versions_of(const std::vector<torch::Tensor>& tensors) {
+  std::vector<uint32_t> versions;
+  versions.reserve(tensors.size());
+  for (const auto& t : tensors) versions.push_back(t.defined() ? t._version() : 0);
+  return versions;
 }
 
 // Why input i must be kept, or nullptr when freeing it is safe. `own_aliases` counts the
@@ -116,65 +136,28 @@ const char* reason_to_keep(std::size_t i, const std::vector<torch::Tensor>& inpu
   return nullptr;
 }
 
-// What a freed tensor is until its refill: no storage, and asking for it (tensor.storage(), as
-// Python code does to check for freed inputs) raises instead of handing out a null storage.
-struct FreedTensorImpl : c10::TensorImpl {
-  FreedTensorImpl(c10::DispatchKeySet keys, const caffe2::TypeMeta dtype, c10::optional<c10::Device> device)
-      : c10::TensorImpl(keys, dtype, device) {
-    set_storage_access_should_throw();
-  }
-};
-
-// Empties the storage and detaches the tensor from it; returns the storage for refilling.
-c10::Storage free_storage(const torch::Tensor& t) {
-  c10::Storage storage = t.storage();
-  storage.unsafeGetStorageImpl()->set_data_ptr_noswap(c10::DataPtr(nullptr, t.device()));
-  storage.unsafeGetStorageImpl()->set_nbytes(0);
-  auto storageless = c10::make_intrusive<FreedTensorImpl>(t.key_set(), t.dtype(), t.device());
-  storageless->set_sizes_and_strides(t.sizes(), t.strides());
-  t.set_data(torch::Tensor::wrap_tensor_impl(std::move(storageless)));
-  return storage;
+// 1, 2, 4, ..., 128 on the device of `options`, made there (a host tensor copied over would
+// synchronise).
+torch::Tensor bit_weights(const torch::TensorOptions& options) {
+  return torch::ones({8}, options).__lshift__(torch::arange(8, options));
 }
 
-// Puts the rebuilt values into the freed storage, and the storage back under the tensor,
-// without bumping its version counter.
-void refill_storage(const torch::Tensor& freed, const c10::Storage& storage, torch::Tensor rebuilt) {
-  TORCH_CHECK(rebuilt.sizes() == freed.sizes() && rebuilt.scalar_type() == freed.scalar_type() &&
-                  rebuilt.device() == freed.device(),
-              "InvertibleModuleWrapper: the rebuilt input has shape ", rebuilt.sizes(), " ",
-              rebuilt.scalar_type(), " on ", rebuilt.device(), ", but the freed input had shape ",
-              freed.sizes(), " ", freed.scalar_type(), " on ", freed.device(),
-              "; the module's inverse does not match its forward");
-  const bool can_steal = rebuilt.strides() == freed.strides() && owns_whole_storage(rebuilt) &&
-                         rebuilt.storage().use_count() == 1;
-  if (!can_steal) {
-    torch::NoGradGuard no_grad;
-    rebuilt = torch::empty_strided(freed.sizes(), freed.strides(), freed.options()).copy_(rebuilt);
-  }
-  auto* source = rebuilt.storage().unsafeGetStorageImpl();
-  auto* target = storage.unsafeGetStorageImpl();
-  target->set_data_ptr_noswap(compat::take_data_ptr(source));
-  target->set_nbytes(static_cast<size_t>(freed.numel()) * freed.element_size());
-  source->set_nbytes(0);
-  torch::Tensor restored = torch::empty({0}, freed.options());
-  restored.set_(storage, /*storage_offset=*/0, freed.sizes(), freed.strides());
-  freed.set_data(restored);
-}
-
-// Positions of exact zeros, one bit each, in the tensor's logical order; undefined without any.
+// Positions of exact zeros, one bit each, in the tensor's logical order. Undefined when the
+// host can tell, without a device synchronisation, that there are none; on a device the mask is
+// kept either way (1/32 of a float32 input).
 torch::Tensor pack_zero_positions(const torch::Tensor& x) {
-  if (x.count_nonzero().item<int64_t>() == x.numel()) return {};
+  if (const auto nonzero = read_count_without_sync(x.count_nonzero())) {
+    if (*nonzero == x.numel()) return {};
+  }
   auto bits = x.eq(0).reshape(-1).to(torch::kUInt8);
   const int64_t n = bits.numel(), padded = (n + 7) / 8 * 8;
   if (padded != n) bits = torch::cat({bits, torch::zeros({padded - n}, bits.options())});
-  const auto weights = torch::tensor({1, 2, 4, 8, 16, 32, 64, 128}, bits.options());
-  return (bits.view({-1, 8}) * weights).sum(1).to(torch::kUInt8);
+  return (bits.view({-1, 8}) * bit_weights(bits.options())).sum(1).to(torch::kUInt8);
 }
 
 torch::Tensor unpack_zero_positions(const torch::Tensor& packed, torch::IntArrayRef sizes) {
-  const auto weights = torch::tensor({1, 2, 4, 8, 16, 32, 64, 128}, packed.options());
   const int64_t n = c10::multiply_integers(sizes);
-  return packed.unsqueeze(1).bitwise_and(weights).ne(0).view(-1).narrow(0, 0, n).view(sizes);
+  return packed.unsqueeze(1).bitwise_and(bit_weights(packed.options())).ne(0).view(-1).narrow(0, 0, n).view(sizes);
 }
 
 std::atomic<int64_t>& exact_fallback_count() {
@@ -182,24 +165,12 @@ std::atomic<int64_t>& exact_fallback_count() {
   return count;
 }
 
-using detail::describe;
-
-// Restores buffers (BatchNorm running statistics) to their values at construction.
-class BufferSnapshot {
- public:
-  explicit BufferSnapshot(torch::nn::Module& module) {
-    torch::NoGradGuard no_grad;
-    for (auto& buffer : module.buffers()) {
-      if (buffer.defined()) saved_.emplace_back(buffer, buffer.clone());
-    }
-  }
-  void restore() {
-    torch::NoGradGuard no_grad;
-    for (auto& entry : saved_) entry.first.copy_(entry.second);
-  }
-
- private:
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> saved_;
+// An input ready to be freed: everything that can fail has been done.
+struct PendingFree {
+  std::size_t index;
+  PreparedFree prepared;
+  torch::Tensor zero_mask;
+  torch::Tensor checksum;
 };
 
 class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> {
@@ -213,24 +184,19 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
       call->rng_tape = std::make_unique<RngTape>(cuda_devices_of(call->inputs));
       call->rng_tape->begin_recording();
     }
-    call->exact = call->fn->rebuilds_exactly() && !call->options.keep_input;
-    std::vector<torch::Tensor> outputs;
-    std::optional<std::string> inexact_step;
-    {
-      AutocastCacheOff no_cache;  // this run has no graph
-      std::optional<ExactRebuildCheck> check;
-      if (call->exact) check.emplace();
-      outputs = call->run(call->inputs, call->options.inverse_direction);
-      if (check && !check->all_exact()) inexact_step = check->first_failure();
+    const BufferSnapshot buffers_before(*call->fn);
+    RestoreBuffersOnExit restore_buffers_on_failure(buffers_before);
+    try {
+      auto outputs = run_and_free(*call);
+      restore_buffers_on_failure.dismiss();
+      ctx->saved_data["call"] = c10::IValue::make_capsule(call);
+      return outputs;
+    } catch (...) {
+      // The random numbers forward drew are drawn again by the caller's retry, as if the
+      // failed call had not happened.
+      if (call->rng_tape) call->rng_tape->begin_replay();
+      throw;
     }
-    for (const auto& y : outputs) call->outputs.push_back(y.defined() ? y.detach() : y);
-    if (inexact_step) {
-      keep_inexact_call(*call, *inexact_step);
-    } else if (!call->options.keep_input) {
-      free_inputs(*call, outputs);
-    }
-    ctx->saved_data["call"] = c10::IValue::make_capsule(call);
-    return outputs;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
@@ -250,24 +216,27 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
                   "that consumed it and was never rebuilt; that consumer must take part in the "
                   "same backward pass (or keep its input)");
     }
-    --call->passes_left;
+    auto* fused = options.fused_backward ? dynamic_cast<FusedBackward*>(call->fn.get()) : nullptr;
+    const bool rebuilds = any_freed(*call);
+    const bool fused_rebuild = fused != nullptr && rebuilds;
+    check_unmodified(*call, /*outputs_needed=*/rebuilds, /*inputs_needed=*/!fused_rebuild);
 
     const auto devices = cuda_devices_of(call->inputs);
     ForwardAutocastScope autocast(call->autocast);
     RngStateGuard surrounding_rng(options.preserve_rng_state, devices);
-    BufferSnapshot buffers(*call->fn);
-    auto* fused = options.fused_backward ? dynamic_cast<FusedBackward*>(call->fn.get()) : nullptr;
+    // The rebuild and recompute update BatchNorm's statistics again; they end as after forward,
+    // also when this backward throws.
+    const BufferSnapshot buffers(*call->fn);
+    RestoreBuffersOnExit restore_buffers(buffers);
     variable_list grads;
-    const bool rebuilds = any_freed(*call);
-    if (fused != nullptr && rebuilds) {
+    if (fused_rebuild) {
       grads = rebuild_and_differentiate(*call, *fused, grad_outputs);
     } else {
       rebuild_freed_inputs(*call);
       grads = recompute_and_differentiate(*call, grad_outputs);
     }
     if (rebuilds && options.drift_tolerance > 0) check_drift(*call);
-    buffers.restore();
-    if (call->passes_left == 0) call->release();
+    if (--call->passes_left == 0) call->release();
 
     variable_list result{torch::Tensor()};  // for the SavedCall argument
     result.insert(result.end(), grads.begin(), grads.end());
@@ -275,27 +244,54 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
   }
 
  private:
+  static std::vector<torch::Tensor> run_and_free(SavedCall& call) {
+    std::vector<torch::Tensor> outputs;
+    std::optional<std::string> inexact_step;
+    call.exact = call.fn->rebuilds_exactly() && !call.options.keep_input;
+    {
+      AutocastCacheOff no_cache;  // this run has no graph
+      std::optional<ExactRebuildCheck> check;
+      if (call.exact) check.emplace();
+      outputs = call.run(call.inputs, call.options.inverse_direction);
+      if (check && !check->all_exact()) inexact_step = check->first_failure();
+      if (check) call.inexact_on_device = check->pending();
+    }
+    for (const auto& y : outputs) call.outputs.push_back(y.defined() ? y.detach() : y);
+    if (inexact_step) {
+      keep_inexact_call(call, *inexact_step);
+    } else if (!call.options.keep_input) {
+      free_inputs(call, outputs);
+    }
+    call.output_versions = versions_of(call.outputs);
+    call.input_versions = versions_of(call.inputs);
+    return outputs;
+  }
+
+  // Prepares every input that can be freed (masks, checksums, the storage-less stand-ins: all
+  // that allocates or may throw), then frees them all with code that cannot throw.
   static void free_inputs(SavedCall& call, const std::vector<torch::Tensor>& outputs) {
-    call.freed_storage.resize(call.inputs.size());
-    call.zero_masks.resize(call.inputs.size());
+    std::vector<PendingFree> pending;
     for (std::size_t i = 0; i < call.inputs.size(); ++i) {
       const auto& x = call.inputs[i];
       const bool from_memcnn =
           x.defined() && dynamic_cast<torch::autograd::CppNode<InvertibleFunction>*>(x.grad_fn().get()) != nullptr;
       if (const char* reason = reason_to_keep(i, call.inputs, outputs, from_memcnn ? 1 : 0)) {
         std::ostringstream message;
-        message << "InvertibleModuleWrapper keeps input " << i << " (shape "
-                << call.inputs[i].sizes() << "): " << reason;
+        message << "InvertibleModuleWrapper keeps input " << i << " (shape " << x.sizes() << "): " << reason;
         log(LogLevel::Debug, message.str());
         continue;
       }
-      if (call.exact) {
-        call.checksums.resize(call.inputs.size());
-        call.checksums[i] = bit_checksum(x);
-      } else {
-        call.zero_masks[i] = pack_zero_positions(x);
-      }
-      call.freed_storage[i] = free_storage(x);
+      if (free_preparation_hook()) free_preparation_hook()(i);
+      pending.push_back({i, PreparedFree(x), call.exact ? torch::Tensor() : pack_zero_positions(x),
+                         call.exact ? bit_checksum_tensor(x) : torch::Tensor()});
+    }
+    call.freed_storage.resize(call.inputs.size());
+    call.zero_masks.resize(call.inputs.size());
+    call.checksums.resize(call.inputs.size());
+    for (auto& p : pending) {
+      call.zero_masks[p.index] = std::move(p.zero_mask);
+      call.checksums[p.index] = std::move(p.checksum);
+      call.freed_storage[p.index] = p.prepared.commit();
     }
   }
 
@@ -315,20 +311,93 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     log(LogLevel::Warning, message.str());
   }
 
-  // Refills freed input i with its rebuilt values; for an exact block they must have the freed
-  // input's bits.
-  static void restore_input(SavedCall& call, std::size_t i, const torch::Tensor& rebuilt) {
-    refill_storage(call.inputs[i], call.freed_storage[i], rebuilt);
-    if (!call.exact || i >= call.checksums.size()) return;
-    TORCH_CHECK(bit_checksum(call.inputs[i]) == call.checksums[i], "InvertibleModuleWrapper: the exact block ",
-                describe(*call.fn), " rebuilt input ", i, " with other bits than forward freed. Its "
-                "sub-modules did not recompute what they computed in forward: random layers (dropout) need "
-                "InvertibleModuleWrapperOptions().preserve_rng_state(true), CUDA needs deterministic "
-                "algorithms (torch::globalContext().setDeterministicAlgorithms(true, false)), and "
-                "parameters must not change between forward and backward. The gradients would be wrong, so "
-                "this backward stops here; keep_input(true) avoids the rebuild");
+  // Autograd's check for saved tensors, for what memcnn saved itself: the outputs a rebuild
+  // starts from, and the inputs a recompute starts from. A tensor backward does not read may
+  // change freely (the gradients do not depend on it).
+  static void check_unmodified(const SavedCall& call, bool outputs_needed, bool inputs_needed) {
+    if (outputs_needed) {
+      for (std::size_t i = 0; i < call.outputs.size(); ++i) {
+        check_version(call, call.outputs[i], call.output_versions[i], "output", i);
+      }
+    }
+    if (inputs_needed) {
+      for (std::size_t i = 0; i < call.inputs.size(); ++i) {
+        if (!is_freed(call.inputs[i])) check_version(call, call.inputs[i], call.input_versions[i], "input", i);
+      }
+    }
   }
 
+  static void check_version(const SavedCall& call, const torch::Tensor& t, uint32_t expected, const char* role,
+                            std::size_t index) {
+    if (!t.defined() || t._version() == expected) return;
+    const bool output = role[0] == 'o';
+    const char* keep = call.options.inverse_direction ? "keep_input_inverse(true)" : "keep_input(true)";
+    TORCH_CHECK(false, "one of the variables needed for gradient computation has been modified by an inplace "
+                "operation: ", role, " ", index, " of the memory-saving block ", describe(*call.fn), " (shape ",
+                t.sizes(), ", ", t.scalar_type(), ") is at version ", t._version(), "; expected version ", expected,
+                " instead. ",
+                output ? "The block freed its input in forward and rebuilds it from this output in backward, so its "
+                         "gradients would be computed at the modified values. Use the out-of-place operation instead "
+                         "(y = y.relu() rather than y.relu_(), torch::nn::ReLU without inplace), or construct the "
+                         "InvertibleModuleWrapper with "
+                       : "The block recomputes itself from this input in backward, so its gradients would be "
+                         "computed at the modified values. Use the out-of-place operation instead, or clone the "
+                         "input before modifying it",
+                output ? keep : "", output ? " so that backward recomputes from the kept input" : "");
+  }
+
+  // The rebuilt inputs, checked against what forward freed before any of them is written back:
+  // a failed check leaves every input as it was.
+  static void restore_inputs(SavedCall& call, const std::vector<torch::Tensor>& rebuilt) {
+    TORCH_CHECK(rebuilt.size() == call.inputs.size(), "InvertibleModuleWrapper: the inverse of ",
+                describe(*call.fn), " returned ", rebuilt.size(), " tensors, but the block took ", call.inputs.size());
+    std::vector<std::size_t> freed;
+    for (std::size_t i = 0; i < rebuilt.size(); ++i) {
+      if (!is_freed(call.inputs[i])) continue;
+      check_rebuilt_shape(call, i, rebuilt[i]);
+      if (call.exact) check_rebuilt_bits(call, i, rebuilt[i]);
+      freed.push_back(i);
+    }
+    for (const auto i : freed) refill_storage(call.inputs[i], call.freed_storage[i], rebuilt[i]);
+  }
+
+  static void check_rebuilt_shape(const SavedCall& call, std::size_t i, const torch::Tensor& rebuilt) {
+    const auto& freed = call.inputs[i];
+    TORCH_CHECK(rebuilt.defined() && rebuilt.sizes() == freed.sizes() && rebuilt.scalar_type() == freed.scalar_type() &&
+                    rebuilt.device() == freed.device(),
+                "InvertibleModuleWrapper: the inverse of ", describe(*call.fn), " rebuilt input ", i, " as ",
+                rebuilt.defined() ? rebuilt.sizes() : torch::IntArrayRef{}, " ",
+                rebuilt.defined() ? rebuilt.scalar_type() : freed.scalar_type(), ", but the freed input had shape ",
+                freed.sizes(), " ", freed.scalar_type(), " on ", freed.device(),
+                "; the module's inverse does not match its forward");
+  }
+
+  // An exact block must rebuild the freed bits. Read at once on the CPU, so backward stops before
+  // differentiating at wrong values; on a device, read after the backward pass (it then raises).
+  static void check_rebuilt_bits(const SavedCall& call, std::size_t i, const torch::Tensor& rebuilt) {
+    const auto& saved = call.checksums[i];
+    if (!saved.defined()) return;
+    auto differs = bit_checksum_tensor(rebuilt).ne(saved);
+    const auto known = read_flag_without_sync(differs);
+    TORCH_CHECK(!known || !*known, rebuilt_other_bits_message(call, i));
+    if (known) return;
+    if (call.inexact_on_device.defined()) differs = differs.logical_or(call.inexact_on_device);
+    check_after_backward(differs, [message = rebuilt_other_bits_message(call, i)] { return message; });
+  }
+
+  static std::string rebuilt_other_bits_message(const SavedCall& call, std::size_t i) {
+    std::ostringstream message;
+    message << "InvertibleModuleWrapper: the exact block " << describe(*call.fn) << " rebuilt input " << i
+            << " with other bits than forward freed. Either a step of forward could not be undone bit for bit "
+               "(values beyond the grid's exact range, or an input off the grid: use fewer fraction_bits, or put "
+               "FixedPointQuantize before the first exact coupling), or its sub-modules did not recompute what they "
+               "computed in forward: random layers (dropout) need InvertibleModuleWrapperOptions()"
+               ".preserve_rng_state(true), CUDA needs deterministic algorithms (torch::globalContext()"
+               ".setDeterministicAlgorithms(true, false)), and parameters must not change between forward and "
+               "backward. The gradients would be wrong, so this backward stops (on a CUDA device: once it has "
+               "finished; discard its gradients); keep_input(true) avoids the rebuild";
+    return message.str();
+  }
 
   // The remembered zero positions of each input, unpacked (undefined where there are none).
   static std::vector<torch::Tensor> unpacked_zero_masks(const SavedCall& call) {
@@ -356,15 +425,12 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
       rebuilt = call.run(call.outputs, !call.options.inverse_direction);
       detail::zero_where(rebuilt, unpacked_zero_masks(call));
     }
-    TORCH_CHECK(rebuilt.size() == call.inputs.size(), "InvertibleModuleWrapper: the inverse returned ",
-                rebuilt.size(), " tensors, but the block took ", call.inputs.size());
-    for (std::size_t i = 0; i < rebuilt.size(); ++i) {
-      if (is_freed(call.inputs[i])) restore_input(call, i, rebuilt[i]);
-    }
+    restore_inputs(call, rebuilt);
   }
 
   // Debug aid: one more forward on the rebuilt inputs; a rebuild that lost precision (a block
-  // that is numerically hard to invert) shows as outputs that stray from the saved ones.
+  // that is numerically hard to invert) shows as outputs that stray from the saved ones. Reads
+  // the errors on the host: a synchronisation per block, which only this opt-in check pays.
   static void check_drift(SavedCall& call) {
     std::vector<torch::Tensor> outputs;
     {
@@ -397,12 +463,12 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     RngTapeScope scope(call.rng_tape.get());
     auto result =
         fused.rebuild_and_differentiate(call.outputs, grad_outputs, call.options.inverse_direction, unpacked_zero_masks(call));
-    TORCH_CHECK(result.inputs.size() == call.inputs.size() && result.input_grads.size() == call.inputs.size(),
-                "InvertibleModuleWrapper: the fused backward rebuilt ", result.inputs.size(),
-                " inputs, but the block took ", call.inputs.size());
+    TORCH_CHECK(result.input_grads.size() == call.inputs.size(), "InvertibleModuleWrapper: the fused backward of ",
+                describe(*call.fn), " returned ", result.input_grads.size(), " input gradients, but the block took ",
+                call.inputs.size());
+    restore_inputs(call, result.inputs);
     variable_list grads;
     for (std::size_t i = 0; i < call.inputs.size(); ++i) {
-      if (is_freed(call.inputs[i])) restore_input(call, i, result.inputs[i]);
       grads.push_back(call.input_requires_grad[i] ? result.input_grads[i] : torch::Tensor());
     }
     grads.insert(grads.end(), result.parameter_grads.begin(), result.parameter_grads.end());
@@ -411,51 +477,24 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
 
   // Gradients for every input, then every parameter (undefined where none flows).
   static variable_list recompute_and_differentiate(SavedCall& call, const variable_list& grad_outputs) {
-    torch::AutoGradMode grad_mode(true);
-    std::vector<torch::Tensor> detached;
-    for (std::size_t i = 0; i < call.inputs.size(); ++i) {
-      const auto& x = call.inputs[i];
-      detached.push_back(x.defined() ? x.detach().requires_grad_(call.input_requires_grad[i]) : x);
-    }
-    if (call.rng_tape) call.rng_tape->begin_replay();
-    const auto outputs = call.run(detached, call.options.inverse_direction);
-    TORCH_CHECK(outputs.size() == grad_outputs.size(), "InvertibleModuleWrapper: the recomputed block "
-                "returned ", outputs.size(), " tensors, but forward returned ", grad_outputs.size());
-
-    variable_list roots, root_grads, wrt;
-    for (std::size_t i = 0; i < outputs.size(); ++i) {
-      if (grad_outputs[i].defined() && outputs[i].defined() && outputs[i].requires_grad()) {
-        roots.push_back(outputs[i]);
-        root_grads.push_back(grad_outputs[i]);
-      }
-    }
-    const auto parameters = unique_parameters(*call.fn);
-    std::vector<int64_t> slot;  // index into wrt, or -1
-    for (std::size_t i = 0; i < detached.size(); ++i) {
-      slot.push_back(call.input_requires_grad[i] ? static_cast<int64_t>(wrt.size()) : -1);
-      if (call.input_requires_grad[i]) wrt.push_back(detached[i]);
-    }
-    for (const auto& p : parameters) {
-      slot.push_back(p.requires_grad() ? static_cast<int64_t>(wrt.size()) : -1);
-      if (p.requires_grad()) wrt.push_back(p);
-    }
-    variable_list grads;
-    if (!roots.empty() && !wrt.empty()) {
-      grads = differentiate(roots, wrt, root_grads);
-    }
-    variable_list result;
-    for (const auto index : slot) {
-      result.push_back(index >= 0 && !grads.empty() ? grads[index] : torch::Tensor());
-    }
+    auto run = [&call](const std::vector<torch::Tensor>& leaves) {
+      if (call.rng_tape) call.rng_tape->begin_replay();
+      return call.run(leaves, call.options.inverse_direction);
+    };
+    auto grads = detail::recompute_and_differentiate(run, call.inputs, call.input_requires_grad,
+                                                     unique_parameters(*call.fn), grad_outputs,
+                                                     "InvertibleModuleWrapper");
+    variable_list result = std::move(grads.inputs);
+    result.insert(result.end(), grads.parameters.begin(), grads.parameters.end());
     return result;
   }
 };
 
 }  // namespace
 
-}  // namespace detail
-
-namespace detail {
+void set_free_preparation_hook_for_testing(std::function<void(std::size_t)> hook) {
+  free_preparation_hook() = std::move(hook);
+}
 
 void zero_where(std::vector<torch::Tensor>& tensors, const std::vector<torch::Tensor>& masks) {
   torch::NoGradGuard no_grad;
@@ -464,21 +503,10 @@ void zero_where(std::vector<torch::Tensor>& tensors, const std::vector<torch::Te
   }
 }
 
-}  // namespace detail
-
-int64_t exact_rebuild_fallbacks() { return detail::exact_fallback_count().load(); }
-
-bool is_freed(const torch::Tensor& tensor) {
-  return tensor.defined() && tensor.numel() > 0 &&
-         (!tensor.has_storage() || tensor.storage().data() == nullptr);
-}
-
-namespace detail {
-
 std::vector<torch::Tensor> apply_memory_saving(const std::shared_ptr<InvertibleModule>& fn,
                                                const std::vector<torch::Tensor>& inputs,
                                                const SavingOptions& options) {
-  TORCH_CHECK(options.num_bwd_passes >= 1, "InvertibleModuleWrapper: num_bwd_passes must be at least 1, got ",
+  TORCH_CHECK_VALUE(options.num_bwd_passes >= 1, "InvertibleModuleWrapper: num_bwd_passes must be at least 1, got ",
               options.num_bwd_passes);
   auto call = c10::make_intrusive<SavedCall>();
   call->fn = fn;
@@ -489,4 +517,7 @@ std::vector<torch::Tensor> apply_memory_saving(const std::shared_ptr<InvertibleM
 }
 
 }  // namespace detail
+
+int64_t exact_rebuild_fallbacks() { return detail::exact_fallback_count().load(); }
+
 }  // namespace memcnn

@@ -4,6 +4,8 @@
 #include "memcnn/invertible_module.h"
 #include "memcnn/wrapper.h"
 
+#include <cstddef>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -24,6 +26,10 @@ struct SavingOptions {
 std::vector<torch::Tensor> apply_memory_saving(const std::shared_ptr<InvertibleModule>& fn,
                                                const std::vector<torch::Tensor>& inputs,
                                                const SavingOptions& options);
+
+// Tests only: called with each input's index while forward prepares to free it, before any
+// input is freed; a hook that throws injects a failure there. An empty function removes it.
+void set_free_preparation_hook_for_testing(std::function<void(std::size_t)> hook);
 
 }  // namespace detail
 }  // namespace memcnn

@@ -4,10 +4,10 @@
 #include "memcnn/rng.h"
 #include "memcnn/wrapper.h"
 #include "describe.h"
+#include "recompute.h"
 
 #include <torch/torch.h>
 
-#include <unordered_map>
 
 namespace memcnn {
 namespace {
@@ -22,36 +22,16 @@ std::vector<torch::Tensor> detached(const std::vector<torch::Tensor>& tensors) {
 
 bool differentiable(const torch::Tensor& t) { return t.defined() && (t.is_floating_point() || t.is_complex()); }
 
-// Gradients of one member's parameters, summed over the members that share them.
-class ParameterGrads {
- public:
-  void add(const torch::Tensor& parameter, const torch::Tensor& grad) {
-    if (!grad.defined()) return;
-    auto& slot = grads_[parameter.unsafeGetTensorImpl()];
-    slot = slot.defined() ? slot + grad : grad;
-  }
-  std::vector<torch::Tensor> in_order_of(const std::vector<torch::Tensor>& parameters) const {
-    std::vector<torch::Tensor> result;
-    for (const auto& p : parameters) {
-      auto found = grads_.find(p.unsafeGetTensorImpl());
-      result.push_back(found == grads_.end() ? torch::Tensor() : found->second);
-    }
-    return result;
-  }
-
- private:
-  std::unordered_map<const void*, torch::Tensor> grads_;
-};
-
 // The general backward of one member: rebuild its input without a graph, then recompute its
 // call from leaves with a graph and differentiate. Returns the rebuilt input and its gradient.
 std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> rebuild_and_differentiate_member(
     InvertibleModule& member, const std::vector<torch::Tensor>& outputs,
     const std::vector<torch::Tensor>& grad_outputs, bool inverse_direction, const std::vector<torch::Tensor>& zero_masks,
-    ParameterGrads& parameter_grads) {
-  // The recompute must draw what the rebuild drew, which drew what forward drew (dropout).
+    detail::ParameterGradients& parameter_grads) {
+  // The recompute must draw what the rebuild drew, which drew what forward drew (dropout), on
+  // every generator the member can draw from.
   rng_sync_point(&member);
-  const auto rng = RngState::capture();
+  const auto rng = RngState::capture(cuda_devices_of(outputs));
   std::vector<torch::Tensor> rebuilt;
   {
     torch::NoGradGuard no_grad;
@@ -59,39 +39,13 @@ std::pair<std::vector<torch::Tensor>, std::vector<torch::Tensor>> rebuild_and_di
     detail::zero_where(rebuilt, zero_masks);
   }
   rng.restore();
-  std::vector<torch::Tensor> leaves;
-  for (const auto& t : rebuilt) leaves.push_back(differentiable(t) ? t.detach().requires_grad_() : t);
-  const auto redone = inverse_direction ? member.inverse_multi(leaves) : member.forward_multi(leaves);
-  TORCH_CHECK(redone.size() == grad_outputs.size(), "InvertibleSequential: a member returned ", redone.size(),
-              " tensors on recompute, but ", grad_outputs.size(), " in forward");
-
-  std::vector<torch::Tensor> roots, root_grads, wrt;
-  for (std::size_t i = 0; i < redone.size(); ++i) {
-    if (redone[i].defined() && redone[i].requires_grad()) {
-      roots.push_back(redone[i]);
-      root_grads.push_back(grad_outputs[i]);
-    }
-  }
-  std::vector<std::size_t> leaf_slots;
-  for (std::size_t i = 0; i < leaves.size(); ++i) {
-    if (differentiable(leaves[i])) {
-      leaf_slots.push_back(i);
-      wrt.push_back(leaves[i]);
-    }
-  }
-  std::vector<torch::Tensor> trainable;
-  for (const auto& p : unique_parameters(member)) {
-    if (p.requires_grad()) trainable.push_back(p);
-  }
-  wrt.insert(wrt.end(), trainable.begin(), trainable.end());
-
-  std::vector<torch::Tensor> input_grads(leaves.size());
-  if (!roots.empty() && !wrt.empty()) {
-    const auto g = differentiate(roots, wrt, root_grads);
-    for (std::size_t k = 0; k < leaf_slots.size(); ++k) input_grads[leaf_slots[k]] = g[k];
-    for (std::size_t k = 0; k < trainable.size(); ++k) parameter_grads.add(trainable[k], g[leaf_slots.size() + k]);
-  }
-  return {detached(rebuilt), input_grads};
+  auto run = [&](const std::vector<torch::Tensor>& leaves) {
+    return inverse_direction ? member.inverse_multi(leaves) : member.forward_multi(leaves);
+  };
+  const auto parameters = unique_parameters(member);
+  auto grads = detail::recompute_and_differentiate(run, rebuilt, {}, parameters, grad_outputs, "InvertibleSequential");
+  parameter_grads.add(parameters, grads.parameters);
+  return {detached(rebuilt), std::move(grads.inputs)};
 }
 
 // What a member contributes to log_det: the member itself, or what a wrapper wraps.
@@ -157,7 +111,7 @@ RebuildAndGradients InvertibleSequentialImpl::rebuild_and_differentiate(
   for (std::size_t i = 0; i < outputs.size(); ++i) {
     grads.push_back(grad_outputs[i].defined() || !outputs[i].defined() ? grad_outputs[i] : torch::zeros_like(outputs[i]));
   }
-  ParameterGrads parameter_grads;
+  detail::ParameterGradients parameter_grads;
 
   // Backwards from the chain's outputs: the last member of the call comes first. An inverse
   // call ran the members in reverse, so its last member is the first one.
@@ -170,11 +124,7 @@ RebuildAndGradients InvertibleSequentialImpl::rebuild_and_differentiate(
     const auto& masks = member == walk.back() ? zero_masks : std::vector<torch::Tensor>{};
     if (auto* fused = dynamic_cast<FusedBackward*>(member)) {
       auto result = fused->rebuild_and_differentiate(state, grads, inverse_direction, masks);
-      const auto parameters = unique_parameters(*member);
-      TORCH_CHECK(result.parameter_grads.size() == parameters.size(), "InvertibleSequential: a member's fused "
-                  "backward returned ", result.parameter_grads.size(), " parameter gradients for ",
-                  parameters.size(), " parameters");
-      for (std::size_t i = 0; i < parameters.size(); ++i) parameter_grads.add(parameters[i], result.parameter_grads[i]);
+      parameter_grads.add(unique_parameters(*member), result.parameter_grads);
       state = detached(result.inputs);
       grads = std::move(result.input_grads);
     } else {
@@ -218,7 +168,7 @@ std::shared_ptr<torch::nn::Module> InvertibleSequentialImpl::clone(const torch::
                 ") did not clone into an invertible module");
     copy->push_back(std::move(cloned));
   }
-  if (!is_training()) copy->eval();
+  detail::set_own_training_mode(*copy, is_training());
   return copy;
 }
 

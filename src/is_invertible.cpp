@@ -3,6 +3,8 @@
 #include "memcnn/log.h"
 #include "memcnn/rng.h"
 
+#include "recompute.h"
+
 #include <torch/torch.h>
 
 namespace memcnn {
@@ -41,8 +43,9 @@ bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module,
   torch::NoGradGuard no_grad;
   // torch::manual_seed below seeds every CUDA device's generator too: all of them go back.
   const RngStateGuard outer_rng(/*engaged=*/true, all_cuda_devices());
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> buffers;
-  for (auto& b : module->buffers()) buffers.emplace_back(b, b.clone());
+  // Buffers go back too, also when the module throws.
+  const detail::BufferSnapshot buffers(*module);
+  const detail::RestoreBuffersOnExit restore_buffers(buffers);
 
   torch::manual_seed(seed);
   const auto options = torch::TensorOptions().dtype(dtype).device(device_of(*module));
@@ -56,7 +59,6 @@ bool is_invertible_module(const std::shared_ptr<torch::nn::Module>& module,
                                      outputs, atol);
   }
 
-  for (auto& entry : buffers) entry.first.copy_(entry.second);
   return invertible_both_ways;
 }
 

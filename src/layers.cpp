@@ -47,6 +47,35 @@ torch::Tensor depth_to_space(const torch::Tensor& y, int64_t b, const char* who)
 
 torch::Tensor as_kernel(const torch::Tensor& matrix) { return matrix.reshape({matrix.size(0), matrix.size(1), 1, 1}); }
 
+void check_block_size(int64_t block_size, const char* who) {
+  TORCH_CHECK_VALUE(block_size >= 1, who, ": block_size must be at least 1, got ", block_size);
+}
+
+void check_channel_count(int64_t channels, const char* who) {
+  TORCH_CHECK_VALUE(channels >= 1, who, ": channels must be at least 1, got ", channels);
+}
+
+// LibTorch registers a name once; reset() on a built layer (after its options changed) gives the
+// registered tensor the new value instead, so the tensor is the one optimizers and the module's
+// members hold. Its gradient, of the old shape maybe, is dropped. In reset() of a fresh layer, or
+// of a copy that Cloneable::clone has emptied, the tensor is registered.
+torch::Tensor define_parameter(torch::nn::Module& layer, const std::string& name, const torch::Tensor& value) {
+  auto registered = layer.named_parameters(/*recurse=*/false);
+  auto* existing = registered.find(name);
+  if (existing == nullptr) return layer.register_parameter(name, value);
+  existing->set_data(value);
+  existing->mutable_grad() = torch::Tensor();
+  return *existing;
+}
+
+torch::Tensor define_buffer(torch::nn::Module& layer, const std::string& name, const torch::Tensor& value) {
+  auto registered = layer.named_buffers(/*recurse=*/false);
+  auto* existing = registered.find(name);
+  if (existing == nullptr) return layer.register_buffer(name, value);
+  existing->set_data(value);
+  return *existing;
+}
+
 }  // namespace
 
 // ---- InvertibleLayer ----
@@ -66,9 +95,10 @@ torch::Tensor InvertibleLayer::log_det(const std::vector<torch::Tensor>& inputs)
 // ---- InvertibleDownsampling / InvertibleUpsampling ----
 
 InvertibleDownsamplingImpl::InvertibleDownsamplingImpl(InvertibleDownsamplingOptions options_) : options(options_) {
-  TORCH_CHECK(options.block_size() >= 1, "InvertibleDownsampling: block_size must be at least 1, got ",
-              options.block_size());
+  reset();
 }
+
+void InvertibleDownsamplingImpl::reset() { check_block_size(options.block_size(), "InvertibleDownsampling"); }
 
 torch::Tensor InvertibleDownsamplingImpl::forward(const torch::Tensor& x) {
   return space_to_depth(x, options.block_size(), "InvertibleDownsampling");
@@ -86,10 +116,11 @@ void InvertibleDownsamplingImpl::pretty_print(std::ostream& stream) const {
   stream << "memcnn::InvertibleDownsampling(block_size=" << options.block_size() << ")";
 }
 
-InvertibleUpsamplingImpl::InvertibleUpsamplingImpl(InvertibleDownsamplingOptions options_) : options(options_) {
-  TORCH_CHECK(options.block_size() >= 1, "InvertibleUpsampling: block_size must be at least 1, got ",
-              options.block_size());
+InvertibleUpsamplingImpl::InvertibleUpsamplingImpl(InvertibleUpsamplingOptions options_) : options(options_) {
+  reset();
 }
+
+void InvertibleUpsamplingImpl::reset() { check_block_size(options.block_size(), "InvertibleUpsampling"); }
 
 torch::Tensor InvertibleUpsamplingImpl::forward(const torch::Tensor& x) {
   return depth_to_space(x, options.block_size(), "InvertibleUpsampling");
@@ -112,7 +143,7 @@ void InvertibleUpsamplingImpl::pretty_print(std::ostream& stream) const {
 ChannelPermutationImpl::ChannelPermutationImpl(ChannelPermutationOptions options_) : options(options_) { reset(); }
 
 void ChannelPermutationImpl::reset() {
-  TORCH_CHECK(options.channels() >= 1, "ChannelPermutation: channels must be at least 1, got ", options.channels());
+  check_channel_count(options.channels(), "ChannelPermutation");
   torch::Tensor order;
   if (options.reverse()) {
     order = torch::arange(options.channels() - 1, -1, -1, torch::kLong);
@@ -120,8 +151,8 @@ void ChannelPermutationImpl::reset() {
     auto generator = at::make_generator<at::CPUGeneratorImpl>(options.seed());
     order = torch::randperm(options.channels(), generator, torch::kLong);
   }
-  permutation = register_buffer("permutation", order);
-  inverse_permutation = register_buffer("inverse_permutation", torch::argsort(order));
+  permutation = define_buffer(*this, "permutation", order);
+  inverse_permutation = define_buffer(*this, "inverse_permutation", torch::argsort(order));
 }
 
 // Module::to(dtype) converts every buffer, integer ones included; indices must be integers.
@@ -154,22 +185,26 @@ InvertibleConv1x1Impl::InvertibleConv1x1Impl(InvertibleConv1x1Options options_) 
 
 void InvertibleConv1x1Impl::reset() {
   const int64_t c = options.channels();
-  TORCH_CHECK(c >= 1, "InvertibleConv1x1: channels must be at least 1, got ", c);
+  check_channel_count(c, "InvertibleConv1x1");
+  const auto built = named_parameters(/*recurse=*/false);
+  TORCH_CHECK_VALUE(built.is_empty() || built.contains(options.lu() ? "log_s" : "weight"),
+                    "InvertibleConv1x1: the lu option cannot change once the layer is built (its parameters "
+                    "differ); construct a new InvertibleConv1x1 with lu(", options.lu() ? "true" : "false", ")");
   torch::NoGradGuard no_grad;
   // QR in float64: the rotation is exact to double precision whatever the module's dtype.
   const auto rotation = std::get<0>(torch::linalg_qr(torch::randn({c, c}, torch::kFloat64))).to(torch::kFloat32);
   if (!options.lu()) {
-    weight = register_parameter("weight", rotation);
+    weight = define_parameter(*this, "weight", rotation);
     return;
   }
   torch::Tensor p, l, u;
   std::tie(p, l, u) = torch::linalg_lu(rotation);
   const auto s = torch::diagonal(u);
-  permutation = register_buffer("permutation", p);
-  sign_s = register_buffer("sign_s", torch::sign(s));
-  lower = register_parameter("lower", torch::tril(l, -1));
-  upper = register_parameter("upper", torch::triu(u, 1));
-  log_s = register_parameter("log_s", torch::log(torch::abs(s)));
+  permutation = define_buffer(*this, "permutation", p);
+  sign_s = define_buffer(*this, "sign_s", torch::sign(s));
+  lower = define_parameter(*this, "lower", torch::tril(l, -1));
+  upper = define_parameter(*this, "upper", torch::triu(u, 1));
+  log_s = define_parameter(*this, "log_s", torch::log(torch::abs(s)));
 }
 
 torch::Tensor InvertibleConv1x1Impl::weight_matrix() const {
@@ -208,7 +243,8 @@ torch::Tensor InvertibleConv1x1Impl::log_det(const torch::Tensor& x) {
 }
 
 void InvertibleConv1x1Impl::pretty_print(std::ostream& stream) const {
-  stream << "memcnn::InvertibleConv1x1(channels=" << options.channels() << ", lu=" << options.lu() << ")";
+  stream << "memcnn::InvertibleConv1x1(channels=" << options.channels()
+         << ", lu=" << (options.lu() ? "true" : "false") << ")";
 }
 
 // ---- ActNorm ----
@@ -217,10 +253,10 @@ ActNormImpl::ActNormImpl(ActNormOptions options_) : options(options_) { reset();
 
 void ActNormImpl::reset() {
   const int64_t c = options.channels();
-  TORCH_CHECK(c >= 1, "ActNorm: channels must be at least 1, got ", c);
-  bias = register_parameter("bias", torch::zeros({1, c, 1, 1}));
-  log_scale = register_parameter("log_scale", torch::zeros({1, c, 1, 1}));
-  initialized = register_buffer("initialized", torch::zeros({}, torch::kFloat32));
+  check_channel_count(c, "ActNorm");
+  bias = define_parameter(*this, "bias", torch::zeros({1, c, 1, 1}));
+  log_scale = define_parameter(*this, "log_scale", torch::zeros({1, c, 1, 1}));
+  initialized = define_buffer(*this, "initialized", torch::zeros({}, torch::kFloat32));
 }
 
 bool ActNormImpl::is_initialized() const { return initialized.is_nonzero(); }
@@ -252,7 +288,7 @@ torch::Tensor ActNormImpl::log_det(const torch::Tensor& x) {
 }
 
 void ActNormImpl::pretty_print(std::ostream& stream) const {
-  stream << "memcnn::ActNorm(channels=" << options.channels() << ")";
+  stream << "memcnn::ActNorm(channels=" << options.channels() << ", eps=" << options.eps() << ")";
 }
 
 }  // namespace memcnn

@@ -9,10 +9,16 @@ namespace memcnn {
 InvertibleModuleWrapperImpl::InvertibleModuleWrapperImpl(std::shared_ptr<InvertibleModule> fn,
                                                          InvertibleModuleWrapperOptions options_)
     : options(options_), fn_(std::move(fn)) {
-  TORCH_CHECK(fn_ != nullptr, "InvertibleModuleWrapper: the wrapped module is null");
-  TORCH_CHECK(options.num_bwd_passes() >= 1,
-              "InvertibleModuleWrapper: num_bwd_passes must be at least 1, got ", options.num_bwd_passes());
-  register_module("fn", std::static_pointer_cast<torch::nn::Module>(fn_));
+  reset();
+}
+
+void InvertibleModuleWrapperImpl::reset() {
+  TORCH_CHECK_VALUE(fn_ != nullptr, "InvertibleModuleWrapper: the wrapped module is null");
+  TORCH_CHECK_VALUE(options.num_bwd_passes() >= 1, "InvertibleModuleWrapper: num_bwd_passes must be at least 1, got ",
+                    options.num_bwd_passes());
+  TORCH_CHECK_VALUE(options.drift_tolerance() >= 0, "InvertibleModuleWrapper: drift_tolerance must be 0 (off) or "
+                    "positive, got ", options.drift_tolerance());
+  detail::register_or_replace(*this, "fn", std::static_pointer_cast<torch::nn::Module>(fn_));
 }
 
 torch::Tensor InvertibleModuleWrapperImpl::forward(const torch::Tensor& x) {
@@ -70,7 +76,7 @@ std::shared_ptr<torch::nn::Module> InvertibleModuleWrapperImpl::clone(
   TORCH_CHECK(copy != nullptr, "InvertibleModuleWrapper::clone: the wrapped module's clone() did not "
               "return an invertible module");
   auto wrapper = std::make_shared<InvertibleModuleWrapperImpl>(std::move(copy), options);
-  if (!is_training()) wrapper->eval();
+  detail::set_own_training_mode(*wrapper, is_training());
   return wrapper;
 }
 

@@ -1,13 +1,13 @@
 # Installs the built memcnn into a scratch prefix, checks the programs are there, then builds and
 # runs tests/consumer (the core and every component) against it with find_package(memcnn).
-# Variables: BUILD_DIR, SOURCE_DIR, WORK_DIR.
+# Variables: BUILD_DIR, SOURCE_DIR, WORK_DIR; PROGRAMS: the programs the build installs.
 file(REMOVE_RECURSE "${WORK_DIR}")
 execute_process(COMMAND ${CMAKE_COMMAND} --install "${BUILD_DIR}" --prefix "${WORK_DIR}/prefix"
                 RESULT_VARIABLE result)
 if(result)
   message(FATAL_ERROR "install failed")
 endif()
-foreach(program memcnn-train memcnn-bench memcnn-bench-distributed)
+foreach(program IN LISTS PROGRAMS)
   if(NOT EXISTS "${WORK_DIR}/prefix/bin/${program}")
     message(FATAL_ERROR "${program} was not installed into bin/")
   endif()

@@ -115,4 +115,109 @@ TEST(Coupling, CloneMoveAndPrint) {
   EXPECT_NE(text.str().find("memcnn::AffineCoupling(split_dim=1, adapter=naive)"), std::string::npos) << text.str();
 }
 
+// Parameters equal to the original's but in their own memory.
+void expect_parameters_copied(const torch::nn::Module& original, const torch::nn::Module& copy) {
+  const auto a = original.named_parameters(), b = copy.named_parameters();
+  ASSERT_EQ(a.keys(), b.keys());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(torch::equal(a[i].value(), b[i].value())) << a[i].key();
+    EXPECT_NE(a[i].value().data_ptr(), b[i].value().data_ptr()) << a[i].key() << " is shared";
+  }
+}
+
+// Options, training modes (the coupling's and each submodule's) and outputs carry over; the
+// layer suite of test_layers.cpp checks parameters and buffers of every coupling kind too.
+TEST(Coupling, CloneRoundTrips) {
+  torch::manual_seed(0);
+  memcnn::AdditiveCoupling additive(ConvBnRelu(2),
+                                    memcnn::AdditiveCouplingOptions().split_dim(1).exact(true).fraction_bits(12));
+  memcnn::AffineCoupling affine(ChannelAffine(2, 2), ChannelAffine(2, 2),
+                                memcnn::AffineCouplingOptions().adapter(memcnn::AffineAdapter::sigmoid));
+  const auto x = memcnn::quantize_to_grid(torch::randn({3, 4, 5, 5}), 12);
+  additive->forward(x);  // BatchNorm's running statistics away from their initial values
+  additive->eval();
+  affine->G().ptr()->eval();  // a submodule in another mode than its coupling
+  {
+    auto copy = std::dynamic_pointer_cast<memcnn::AdditiveCouplingImpl>(additive->clone());
+    ASSERT_NE(copy, nullptr);
+    EXPECT_EQ(copy->options.split_dim(), 1);
+    EXPECT_TRUE(copy->options.exact());
+    EXPECT_EQ(copy->options.fraction_bits(), 12);
+    EXPECT_FALSE(copy->is_training());
+    EXPECT_FALSE(copy->F().ptr()->is_training());
+    expect_parameters_copied(*additive, *copy);
+    EXPECT_TRUE(torch::equal(copy->forward(x), additive->forward(x)));
+  }
+  {
+    auto copy = std::dynamic_pointer_cast<memcnn::AffineCouplingImpl>(affine->clone());
+    ASSERT_NE(copy, nullptr);
+    EXPECT_EQ(copy->options.split_dim(), 1);
+    EXPECT_EQ(copy->options.adapter(), memcnn::AffineAdapter::sigmoid);
+    EXPECT_TRUE(copy->is_training());
+    EXPECT_TRUE(copy->F().ptr()->is_training());
+    EXPECT_FALSE(copy->G().ptr()->is_training());
+    expect_parameters_copied(*affine, *copy);
+    EXPECT_TRUE(torch::equal(copy->forward(x), affine->forward(x)));
+    // Changing the copy leaves the original alone.
+    copy->options.split_dim(2);
+    EXPECT_EQ(affine->options.split_dim(), 1);
+  }
+}
+
+// A Cloneable parent with LibTorch's own clone() builds a fresh coupling in reset() and copies
+// the original into it (Cloneable::clone_, an assignment): the copy must not share F or G.
+TEST(Coupling, CloneInsideACloneableParent) {
+  struct ParentImpl : torch::nn::Cloneable<ParentImpl> {
+    ParentImpl() { reset(); }
+    void reset() override { coupling = register_module("coupling", memcnn::AdditiveCoupling(ConvBnRelu(2))); }
+    memcnn::AdditiveCoupling coupling{nullptr};
+  };
+  TORCH_MODULE(Parent);
+  torch::manual_seed(1);
+  Parent parent;
+  parent->eval();
+  auto copy = std::dynamic_pointer_cast<ParentImpl>(parent->clone());
+  ASSERT_NE(copy, nullptr);
+  expect_parameters_copied(*parent, *copy);
+  const auto x = torch::randn({2, 4, 3, 3});
+  auto cloned_coupling = copy->named_children()["coupling"]->as<memcnn::AdditiveCouplingImpl>();
+  ASSERT_NE(cloned_coupling, nullptr);
+  EXPECT_TRUE(torch::equal(cloned_coupling->forward(x), parent->coupling->forward(x)));
+  EXPECT_EQ(cloned_coupling->named_children()["F"], cloned_coupling->F().ptr()) << "F registered is F used";
+}
+
+// Options are read where they are used; reset() validates them and registers F and G again.
+TEST(Coupling, ResetAfterChangingSplitDimSplitsOnTheNewDim) {
+  torch::manual_seed(2);
+  torch::nn::Linear F(3, 3), G(3, 3);
+  memcnn::AdditiveCoupling coupling(F, G);
+  const auto x = torch::randn({2, 4, 6});
+  EXPECT_THROW(coupling->forward(x), c10::Error) << "halves of [2, 2, 6] on dim 1: F takes 3 features";
+  coupling->options.split_dim(2);
+  coupling->reset();
+  EXPECT_EQ(coupling->split_dim(), 2);
+  const auto x1 = x.narrow(2, 0, 3), x2 = x.narrow(2, 3, 3);
+  const auto y1 = x1 + F->forward(x2);
+  const auto y2 = x2 + G->forward(y1);
+  EXPECT_TRUE(torch::allclose(coupling->forward(x), torch::cat({y1, y2}, 2)));
+  EXPECT_TRUE(memcnn::is_invertible_module(coupling, {2, 4, 6}));
+  EXPECT_EQ(coupling->F().ptr(), F.ptr()) << "reset() keeps the user's F";
+  EXPECT_EQ(coupling->named_children()["F"], F.ptr());
+  EXPECT_EQ(coupling->parameters().size(), 4u);
+}
+
+TEST(Coupling, ResetRegistersAReplacedFAndChecksTheOptions) {
+  memcnn::AdditiveCoupling coupling(torch::nn::Linear(2, 2), torch::nn::Linear(2, 2));
+  torch::nn::Linear other(2, 2);
+  coupling->F() = torch::nn::AnyModule(other);
+  coupling->reset();
+  EXPECT_EQ(coupling->named_children()["F"], other.ptr());
+  EXPECT_EQ(coupling->parameters().size(), 4u);
+  coupling->options.fraction_bits(64);
+  EXPECT_THROW(coupling->reset(), c10::ValueError);
+  coupling->options.fraction_bits(16);
+  coupling->G() = coupling->F();
+  EXPECT_THROW(coupling->reset(), c10::ValueError) << "F and G the same module";
+}
+
 }  // namespace

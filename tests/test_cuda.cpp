@@ -27,7 +27,24 @@ TEST_F(Cuda, MemoryStatsCountTheCachingAllocatorsBytes) {
   EXPECT_EQ(probe.current_above_start(), 0) << "a cached block is not allocated";
   EXPECT_GE(probe.peak_above_start(), 4 << 20);
   memcnn::reset_peak_memory(device);
-  EXPECT_EQ(probe.peak_above_start(), 0);
+  const auto stats = memcnn::memory_stats(device);
+  EXPECT_EQ(stats.peak_bytes, stats.current_bytes);
+  EXPECT_GE(probe.peak_above_start(), 4 << 20) << "reset_peak_memory restarted a probe";
+}
+
+TEST_F(Cuda, NestedProbesKeepTheirOwnPeaks) {
+  const auto options = torch::TensorOptions().device(device);
+  constexpr int64_t kMiB = 1 << 20;
+  memcnn::MemoryProbe outer(device);
+  { auto before_inner = torch::empty({2 * kMiB}, options); }  // 8 MiB
+  memcnn::MemoryProbe inner(device);
+  EXPECT_LT(inner.peak_above_start(), kMiB) << "what came before the inner probe is not its peak";
+  EXPECT_GE(outer.peak_above_start(), 8 * kMiB) << "opening the inner probe restarted the outer peak";
+  { auto during_inner = torch::empty({kMiB}, options); }  // 4 MiB
+  EXPECT_GE(inner.peak_above_start(), 4 * kMiB);
+  EXPECT_LT(inner.peak_above_start(), 5 * kMiB);
+  EXPECT_GE(outer.peak_above_start(), 8 * kMiB);
+  EXPECT_LT(outer.peak_above_start(), 9 * kMiB);
 }
 
 TEST_F(Cuda, DeviceWithoutIndexMeansTheCurrentDevice) {

@@ -102,9 +102,62 @@ TEST(FixedPoint, RangeAndErrors) {
   EXPECT_EQ(memcnn::fixed_point_range(torch::kFloat64, 16), std::ldexp(1.0, 37));
   const auto bf16 = error_message([] { memcnn::fixed_point_range(torch::kBFloat16, 16); });
   EXPECT_NE(bf16.find("float32 or float64"), std::string::npos) << bf16;
+  EXPECT_THROW(memcnn::fixed_point_range(torch::kBFloat16, 16), c10::TypeError);
   const auto bits = error_message([] { memcnn::fixed_point_range(torch::kFloat32, 24); });
   EXPECT_NE(bits.find("fraction_bits must lie in [0, 23]"), std::string::npos) << bits;
-  EXPECT_THROW(memcnn::FixedPointQuantize(memcnn::FixedPointQuantizeOptions().fraction_bits(-1)), std::invalid_argument);
+  EXPECT_THROW(memcnn::fixed_point_range(torch::kFloat32, 24), c10::ValueError);
+  EXPECT_THROW(memcnn::FixedPointQuantize(memcnn::FixedPointQuantizeOptions().fraction_bits(-1)), c10::ValueError);
+}
+
+// One rule, one message: an option outside [0, 52] fails when its module is built; the bound of
+// the activations' type (23 for float32) when the module runs on them.
+TEST(FixedPoint, FractionBitsFollowOneRuleEverywhere) {
+  const auto exact = [](int64_t bits) {
+    return memcnn::AdditiveCouplingOptions().exact(true).fraction_bits(bits);
+  };
+  const auto quantize = [](int64_t bits) { return memcnn::FixedPointQuantizeOptions().fraction_bits(bits); };
+  for (const int64_t bits : {int64_t{-1}, memcnn::kMaxFractionBits + 1}) {
+    EXPECT_THROW(memcnn::AdditiveCoupling(ConvBnRelu(2), exact(bits)), c10::ValueError) << bits;
+    EXPECT_THROW(memcnn::AdditiveCoupling(ConvBnRelu(2), exact(bits).exact(false)), c10::ValueError) << bits;
+    EXPECT_THROW(memcnn::FixedPointQuantize(quantize(bits)), c10::ValueError) << bits;
+    EXPECT_THROW(memcnn::check_fraction_bits("test", bits), c10::ValueError) << bits;
+    const auto message = error_message([&] { memcnn::FixedPointQuantize{quantize(bits)}; });
+    EXPECT_NE(message.find("FixedPointQuantize: fraction_bits must lie in [0, 52]"), std::string::npos) << message;
+  }
+  // 30 bits suit float64 activations only.
+  memcnn::AdditiveCoupling coupling(ConvBnRelu(2), exact(30));
+  memcnn::FixedPointQuantize quantizer(quantize(30));
+  const auto x = torch::zeros({1, 4, 3, 3});
+  for (const auto& message : {error_message([&] { coupling->forward(x); }),
+                              error_message([&] { quantizer->forward(x); })}) {
+    EXPECT_NE(message.find("fraction_bits must lie in [0, 23] for Float activations, got 30"), std::string::npos)
+        << message;
+  }
+  EXPECT_THROW(coupling->forward(x), c10::ValueError);
+  EXPECT_THROW(quantizer->forward(x), c10::ValueError);
+  coupling->to(torch::kFloat64);
+  EXPECT_NO_THROW(coupling->forward(x.to(torch::kFloat64)));
+  EXPECT_NO_THROW(quantizer->forward(x.to(torch::kFloat64)));
+  EXPECT_NO_THROW(memcnn::check_fraction_bits("test", 23, torch::kFloat32));
+  EXPECT_THROW(memcnn::check_fraction_bits("test", 16, torch::kInt), c10::TypeError);
+}
+
+TEST(FixedPoint, QuantizeModuleClonesAndResetsFromItsOptions) {
+  memcnn::FixedPointQuantize quantizer(memcnn::FixedPointQuantizeOptions().fraction_bits(4));
+  quantizer->eval();
+  auto copy = std::dynamic_pointer_cast<memcnn::FixedPointQuantizeImpl>(quantizer->clone());
+  ASSERT_NE(copy, nullptr);
+  EXPECT_EQ(copy->options.fraction_bits(), 4);
+  EXPECT_FALSE(copy->is_training());
+  const auto x = torch::randn({100});
+  EXPECT_TRUE(torch::equal(copy->forward(x), quantizer->forward(x)));
+  copy->options.fraction_bits(8);
+  copy->reset();
+  EXPECT_TRUE(memcnn::on_exact_grid(copy->forward(x), 8));
+  EXPECT_FALSE(memcnn::on_exact_grid(copy->forward(x), 4));
+  EXPECT_EQ(quantizer->options.fraction_bits(), 4) << "the copy's options are its own";
+  copy->options.fraction_bits(99);
+  EXPECT_THROW(copy->reset(), c10::ValueError);
 }
 
 TEST(FixedPoint, QuantizeRoundsToTheGridWithStraightThroughGradient) {

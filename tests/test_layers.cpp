@@ -116,6 +116,43 @@ TEST_P(Layers, GradientsThroughWrapperEqualPlain) {
   }
 }
 
+std::string printed(const torch::nn::Module& module) {
+  std::ostringstream text;
+  module.pretty_print(text);
+  return text.str();
+}
+
+// Every parameter and buffer equal to the original's but in its own memory.
+void expect_equal_not_shared(const torch::OrderedDict<std::string, torch::Tensor>& original,
+                             const torch::OrderedDict<std::string, torch::Tensor>& copy) {
+  ASSERT_EQ(original.keys(), copy.keys());
+  for (std::size_t i = 0; i < original.size(); ++i) {
+    EXPECT_TRUE(torch::equal(original[i].value(), copy[i].value())) << original[i].key();
+    EXPECT_NE(original[i].value().data_ptr(), copy[i].value().data_ptr()) << original[i].key() << " is shared";
+  }
+}
+
+// The copy prints the same options, holds equal but independent parameters and buffers, keeps
+// every submodule's training mode and computes the same outputs.
+TEST_P(Layers, CloneRoundTrips) {
+  torch::manual_seed(3);
+  auto layer = prepared(GetParam());
+  layer->eval();
+  auto copy = std::dynamic_pointer_cast<memcnn::InvertibleModule>(layer->clone());
+  ASSERT_NE(copy, nullptr);
+  EXPECT_EQ(typeid(*copy), typeid(*layer));
+  EXPECT_EQ(printed(*copy), printed(*layer));
+  expect_equal_not_shared(layer->named_parameters(), copy->named_parameters());
+  expect_equal_not_shared(layer->named_buffers(), copy->named_buffers());
+  const auto modules = layer->named_modules(), copied_modules = copy->named_modules();
+  ASSERT_EQ(modules.keys(), copied_modules.keys());
+  for (std::size_t i = 0; i < modules.size(); ++i) {
+    EXPECT_EQ(modules[i].value()->is_training(), copied_modules[i].value()->is_training()) << modules[i].key();
+  }
+  const auto x = torch::randn(GetParam().shape, torch::kFloat64);
+  EXPECT_TRUE(torch::equal(copy->forward_multi({x}).front(), layer->forward_multi({x}).front()));
+}
+
 INSTANTIATE_TEST_SUITE_P(All, Layers, testing::ValuesIn(layer_cases()),
                          [](const testing::TestParamInfo<LayerCase>& info) { return info.param.name; });
 
@@ -188,6 +225,68 @@ TEST(ActNorm, InitialisesFromTheFirstTrainingBatchOnly) {
   in_eval->eval();
   in_eval->forward(x);
   EXPECT_FALSE(in_eval->is_initialized());
+}
+
+// reset() rebuilds a layer from its options, changed or not, keeping the registered tensors
+// (which optimizers hold) and giving them the new values.
+TEST(LayerOptions, ResetAfterChangingOptionsTakesEffect) {
+  memcnn::InvertibleDownsampling down;
+  down->options.block_size(3);
+  down->reset();
+  EXPECT_EQ(down->forward(torch::rand({1, 2, 6, 6})).sizes(), torch::IntArrayRef({1, 18, 2, 2}));
+  memcnn::InvertibleUpsampling up(memcnn::InvertibleUpsamplingOptions().block_size(3));
+  EXPECT_EQ(up->forward(torch::rand({1, 18, 2, 2})).sizes(), torch::IntArrayRef({1, 2, 6, 6}));
+  up->options.block_size(0);
+  EXPECT_THROW(up->reset(), c10::ValueError);
+
+  memcnn::ChannelPermutation permutation(memcnn::ChannelPermutationOptions(4).seed(5));
+  const auto registered = permutation->named_buffers()["permutation"];
+  permutation->options.channels(6).seed(6);
+  permutation->reset();
+  memcnn::ChannelPermutation fresh(memcnn::ChannelPermutationOptions(6).seed(6));
+  EXPECT_TRUE(torch::equal(permutation->permutation, fresh->permutation));
+  EXPECT_TRUE(permutation->permutation.is_same(registered)) << "the registered buffer took the new value";
+  EXPECT_TRUE(torch::equal(permutation->named_buffers()["inverse_permutation"], fresh->inverse_permutation));
+  EXPECT_EQ(permutation->forward(torch::rand({1, 6, 2, 2})).size(1), 6);
+
+  memcnn::ActNorm norm(3);
+  norm->forward(torch::randn({4, 3, 2, 2}));
+  ASSERT_TRUE(norm->is_initialized());
+  const auto bias = norm->bias;
+  norm->options.channels(5);
+  norm->reset();
+  EXPECT_FALSE(norm->is_initialized()) << "reset() starts the data-dependent initialisation over";
+  EXPECT_TRUE(norm->bias.is_same(bias));
+  EXPECT_EQ(norm->named_parameters()["bias"].sizes(), torch::IntArrayRef({1, 5, 1, 1}));
+  EXPECT_EQ(norm->forward(torch::randn({4, 5, 2, 2})).size(1), 5);
+  EXPECT_EQ(norm->parameters().size(), 2u);
+}
+
+TEST(InvertibleConv1x1, ResetDrawsANewRotationOfTheNewSize) {
+  torch::manual_seed(5);
+  for (const bool lu : {false, true}) {
+    memcnn::InvertibleConv1x1 conv(memcnn::InvertibleConv1x1Options(4).lu(lu));
+    const auto count = conv->parameters().size();
+    conv->options.channels(6);
+    conv->reset();
+    EXPECT_EQ(conv->parameters().size(), count) << "lu " << lu;
+    const auto w = conv->weight_matrix().detach();
+    EXPECT_EQ(w.sizes(), torch::IntArrayRef({6, 6}));
+    EXPECT_TRUE(torch::allclose(torch::matmul(w, w.t()), torch::eye(6), 1e-5, 1e-5)) << "lu " << lu;
+    EXPECT_EQ(conv->forward(torch::rand({1, 6, 2, 2})).size(1), 6);
+    conv->options.lu(!lu);
+    const auto message = error_message([&] { conv->reset(); });
+    EXPECT_NE(message.find("the lu option cannot change once the layer is built"), std::string::npos) << message;
+    EXPECT_THROW(conv->reset(), c10::ValueError);
+  }
+}
+
+TEST(LayerOptions, InvalidOptionsAreValueErrors) {
+  EXPECT_THROW(memcnn::InvertibleDownsampling(memcnn::InvertibleDownsamplingOptions().block_size(0)), c10::ValueError);
+  EXPECT_THROW(memcnn::InvertibleUpsampling(memcnn::InvertibleUpsamplingOptions().block_size(-1)), c10::ValueError);
+  EXPECT_THROW(memcnn::ChannelPermutation(0), c10::ValueError);
+  EXPECT_THROW(memcnn::InvertibleConv1x1(0), c10::ValueError);
+  EXPECT_THROW(memcnn::ActNorm(-2), c10::ValueError);
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 
 #include "test_util.h"
 
+#include <c10/core/CPUAllocator.h>
+
 using namespace memcnn_test;
 
 namespace {
@@ -47,8 +49,69 @@ TEST(Memory, CountingAllocatorSeesTensors) {
   }
   EXPECT_EQ(probe.current_above_start(), 0);
   EXPECT_GE(probe.peak_above_start(), 4000);
+}
+
+TEST(Memory, NestedProbesKeepTheirOwnPeaks) {
+  memcnn::enable_cpu_memory_tracking();
+  memcnn::MemoryProbe outer;
+  auto held = torch::empty({1000}, torch::kFloat32);  // 4000 bytes, live through the inner probe
+  { auto before_inner = torch::empty({5000}, torch::kFloat32); }  // outer peak 24000
+  {
+    memcnn::MemoryProbe inner;
+    EXPECT_EQ(inner.peak_above_start(), 0) << "what came before the inner probe is not its peak";
+    EXPECT_EQ(outer.peak_above_start(), 24000) << "opening the inner probe restarted the outer peak";
+    { auto during_inner = torch::empty({10000}, torch::kFloat32); }  // 40000 above the inner start
+    EXPECT_EQ(inner.peak_above_start(), 40000);
+    EXPECT_EQ(inner.current_above_start(), 0);
+    EXPECT_EQ(outer.peak_above_start(), 44000) << "the outer peak includes the inner one";
+  }
+  EXPECT_EQ(outer.peak_above_start(), 44000) << "closing the inner probe changed the outer peak";
+  EXPECT_EQ(outer.current_above_start(), 4000);
+}
+
+TEST(Memory, OverlappingProbesAndResetPeakMemoryLeaveEachOtherAlone) {
+  memcnn::enable_cpu_memory_tracking();
+  auto first = std::make_unique<memcnn::MemoryProbe>();
+  { auto t = torch::empty({2000}, torch::kFloat32); }  // 8000 bytes
+  memcnn::MemoryProbe second;
   memcnn::reset_peak_memory();
-  EXPECT_EQ(probe.peak_above_start(), 0);
+  const auto after_reset = memcnn::memory_stats();
+  EXPECT_EQ(after_reset.peak_bytes, after_reset.current_bytes) << "reset_peak_memory restarts memory_stats' peak";
+  EXPECT_EQ(first->peak_above_start(), 8000) << "reset_peak_memory restarted a probe";
+  first.reset();  // closes before the probe opened after it
+  { auto t = torch::empty({500}, torch::kFloat32); }  // 2000 bytes
+  EXPECT_EQ(second.peak_above_start(), 2000);
+  EXPECT_EQ(memcnn::memory_stats().peak_bytes, after_reset.current_bytes + 2000);
+}
+
+// Runs in a process of its own (a death test re-executes the binary for this test alone), the
+// only way to be sure nothing switched tracking on before; exits with 0 when every check passed.
+void expect_queries_without_tracking_fail_and_install_nothing() {
+  c10::Allocator* const allocator_before = c10::GetCPUAllocator();
+  EXPECT_FALSE(memcnn::cpu_memory_tracking_enabled());
+  EXPECT_THROW(memcnn::memory_stats(), c10::Error);
+  EXPECT_THROW(memcnn::MemoryProbe(), c10::Error);
+  EXPECT_THROW(memcnn::reset_peak_memory(), c10::Error);
+  try {
+    memcnn::memory_stats(torch::kCPU);
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("memcnn::enable_cpu_memory_tracking()"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(c10::GetCPUAllocator(), allocator_before) << "a query installed an allocator";
+  EXPECT_FALSE(memcnn::cpu_memory_tracking_enabled());
+
+  memcnn::enable_cpu_memory_tracking();
+  EXPECT_TRUE(memcnn::cpu_memory_tracking_enabled());
+  EXPECT_NE(c10::GetCPUAllocator(), allocator_before);
+  memcnn::MemoryProbe probe;
+  auto t = torch::empty({100}, torch::kFloat32);
+  EXPECT_EQ(probe.current_above_start(), 400);
+  std::exit(testing::Test::HasFailure() ? 1 : 0);
+}
+
+TEST(MemoryDeathTest, QueriesWithoutTrackingFailAndInstallNothing) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(expect_queries_without_tracking_fail_and_install_nothing(), testing::ExitedWithCode(0), "");
 }
 
 TEST(Memory, WrappedInputsHoldNoBytesAfterForward) {

@@ -1,14 +1,18 @@
 #include "memcnn/distributed/data_parallel.h"
 
+#include <memcnn/log.h>
+
 #include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <sstream>
 #include <stdexcept>
+#include <string>
 
 namespace memcnn::distributed {
 namespace {
@@ -16,6 +20,14 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// The counters, apart from the rest of the state: completion callbacks run on the backend's
+// threads, possibly after the DataParallel is gone, so they hold these and nothing else (holding
+// the state would hold the process group, whose release from its own thread cannot work).
+struct SharedStats {
+  std::mutex mutex;
+  CommunicationStats values;
+};
 
 }  // namespace
 
@@ -38,13 +50,22 @@ struct DataParallel::State : std::enable_shared_from_this<DataParallel::State> {
 
   std::mutex mutex;
   bool sync_enabled = true;
+  bool closed = false;        // the DataParallel is gone; a hook that still got hold of the state does nothing
   bool in_backward = false;   // a synchronised backward has begun (a hook fired)
+  uint64_t backward_id = 0;   // the synchronised backward in progress, or the last one
   size_t next_to_start = 0;   // buckets start strictly in order, the same on every rank
-  CommunicationStats stats;
-  std::mutex stats_mutex;     // completion callbacks run on the backend's threads
+  std::shared_ptr<SharedStats> stats = std::make_shared<SharedStats>();
+
+  void on_gradient_ready(int64_t index);
+  void finish_backward(uint64_t backward);
+  void abandon_backward(uint64_t backward);
+  void close();
 
   void begin_backward_locked() {
+    // A backward that threw may have left collectives in flight on these buckets.
+    wait_for_outstanding_locked("a backward that failed");
     in_backward = true;
+    ++backward_id;
     next_to_start = 0;
     for (auto& bucket : buckets) bucket.pending = static_cast<int64_t>(bucket.members.size());
   }
@@ -66,49 +87,50 @@ struct DataParallel::State : std::enable_shared_from_this<DataParallel::State> {
     bucket.buffer = torch::cat(parts).div_(static_cast<double>(group->size()));
     bucket.started = Clock::now();
     if (in_backward) {
-      std::lock_guard<std::mutex> lock(stats_mutex);
-      ++stats.buckets_started_during_backward;
+      std::lock_guard<std::mutex> lock(stats->mutex);
+      ++stats->values.buckets_started_during_backward;
     }
     const auto started = bucket.started;
     const int64_t bytes = bucket.buffer.numel() * static_cast<int64_t>(bucket.buffer.element_size());
-    bucket.work = group->allreduce_sum_async(bucket.buffer, [this, started, bytes] {
-      std::lock_guard<std::mutex> lock(stats_mutex);
-      stats.allreduce_seconds += seconds_since(started);
-      stats.bytes_reduced += bytes;
-      ++stats.buckets_reduced;
+    bucket.work = group->allreduce_sum_async(bucket.buffer, [stats = stats, started, bytes] {
+      std::lock_guard<std::mutex> lock(stats->mutex);
+      stats->values.allreduce_seconds += seconds_since(started);
+      stats->values.bytes_reduced += bytes;
+      ++stats->values.buckets_reduced;
     });
   }
 
-  void on_gradient_ready(int64_t index) {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (!sync_enabled) return;
-    if (!in_backward) {
-      begin_backward_locked();
-      // Runs once the whole backward is done, on the thread that called backward().
-      torch::autograd::Engine::get_default_engine().queue_callback([self = shared_from_this()] { self->finish_backward(); });
+  // Waits for the collectives still in flight, at most one group timeout in all (each is bounded
+  // by it already; this bounds their sum), and forgets them. Failures are logged, not thrown: the
+  // step they belonged to is over, and a broken group fails the next collective with its message.
+  void wait_for_outstanding_locked(const std::string& whose) {
+    const auto deadline = Clock::now() + group->timeout();
+    int64_t unfinished = 0, failed = 0;
+    std::string first_failure;
+    for (auto& bucket : buckets) {
+      if (bucket.work.valid()) {
+        try {
+          const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+          if (!bucket.work.wait_for(std::max(left, std::chrono::milliseconds(0)))) ++unfinished;
+        } catch (const std::exception& e) {
+          if (failed++ == 0) first_failure = e.what();
+        }
+      }
+      bucket.work = PendingCollective();
+      bucket.buffer = torch::Tensor();
     }
-    auto& bucket = buckets[bucket_of[index]];
-    if (--bucket.pending == 0) start_ready_buckets_locked();
+    if (failed > 0) {
+      memcnn::log(LogLevel::Warning, "DataParallel: " + std::to_string(failed) + " allreduce(s) of " + whose +
+                                         " failed; the first: " + first_failure);
+    }
+    if (unfinished > 0) {
+      memcnn::log(LogLevel::Warning, "DataParallel: " + std::to_string(unfinished) + " allreduce(s) of " + whose +
+                                         " did not finish within the group's timeout; they are left to the backend");
+    }
   }
 
-  // Starts what unused parameters held back, waits for every bucket, copies the averages back.
-  void finish_backward() {
-    std::lock_guard<std::mutex> lock(mutex);
-    in_backward = false;
-    for (auto& bucket : buckets) bucket.pending = 0;
-    const auto wait_start = Clock::now();
-    try {
-      start_ready_buckets_locked();
-      for (auto& bucket : buckets) bucket.work.wait();
-    } catch (...) {
-      for (auto& bucket : buckets) bucket.work = PendingCollective();
-      throw;
-    }
-    {
-      std::lock_guard<std::mutex> stats_lock(stats_mutex);
-      stats.wait_seconds += seconds_since(wait_start);
-      ++stats.synchronized_backwards;
-    }
+  // Copies the averaged buckets back into the parameters' gradients.
+  void write_back_locked() {
     at::NoGradGuard no_grad;
     for (auto& bucket : buckets) {
       int64_t offset = 0;
@@ -127,6 +149,92 @@ struct DataParallel::State : std::enable_shared_from_this<DataParallel::State> {
     }
   }
 };
+
+namespace {
+
+// The end of one synchronised backward, queued as autograd's final callback. Autograd drops the
+// final callbacks of a backward that threw without running them; that backward is over all the
+// same, and dropping this says so, so that the next backward starts afresh.
+class BackwardEnd {
+ public:
+  BackwardEnd(std::weak_ptr<DataParallel::State> state, uint64_t backward)
+      : state_(std::move(state)), backward_(backward) {}
+  ~BackwardEnd() {
+    if (ran_) return;
+    if (auto state = state_.lock()) state->abandon_backward(backward_);
+  }
+  BackwardEnd(const BackwardEnd&) = delete;
+  BackwardEnd& operator=(const BackwardEnd&) = delete;
+
+  void run() {
+    ran_ = true;
+    if (auto state = state_.lock()) state->finish_backward(backward_);
+  }
+
+ private:
+  std::weak_ptr<DataParallel::State> state_;
+  uint64_t backward_;
+  bool ran_ = false;
+};
+
+}  // namespace
+
+void DataParallel::State::on_gradient_ready(int64_t index) {
+  std::lock_guard<std::mutex> lock(mutex);
+  if (closed || !sync_enabled) return;
+  if (!in_backward) {
+    begin_backward_locked();
+    // Runs once the whole backward is done, on the thread that called backward().
+    auto end = std::make_shared<BackwardEnd>(weak_from_this(), backward_id);
+    torch::autograd::Engine::get_default_engine().queue_callback([end] { end->run(); });
+  }
+  auto& bucket = buckets[bucket_of[index]];
+  if (--bucket.pending == 0) start_ready_buckets_locked();
+}
+
+// Starts what unused parameters held back, waits for every bucket, copies the averages back.
+void DataParallel::State::finish_backward(uint64_t backward) {
+  std::lock_guard<std::mutex> lock(mutex);
+  if (closed || !in_backward || backward != backward_id) return;
+  in_backward = false;
+  for (auto& bucket : buckets) bucket.pending = 0;
+  const auto wait_start = Clock::now();
+  try {
+    start_ready_buckets_locked();
+    for (auto& bucket : buckets) bucket.work.wait();
+  } catch (...) {
+    for (auto& bucket : buckets) bucket.work = PendingCollective();
+    throw;
+  }
+  {
+    std::lock_guard<std::mutex> stats_lock(stats->mutex);
+    stats->values.wait_seconds += seconds_since(wait_start);
+    ++stats->values.synchronized_backwards;
+  }
+  write_back_locked();
+}
+
+// Its collectives stay in flight until the next backward or the destructor waits for them:
+// this runs inside autograd's cleanup, which should not block.
+void DataParallel::State::abandon_backward(uint64_t backward) {
+  try {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (backward == backward_id) in_backward = false;
+  } catch (const std::exception& e) {
+    memcnn::log(LogLevel::Warning, std::string("DataParallel: ending a failed backward: ") + e.what());
+  }
+}
+
+void DataParallel::State::close() {
+  try {
+    std::lock_guard<std::mutex> lock(mutex);
+    closed = true;
+    in_backward = false;
+    wait_for_outstanding_locked("the destroyed DataParallel");
+  } catch (const std::exception& e) {
+    memcnn::log(LogLevel::Warning, std::string("DataParallel: destroying: ") + e.what());
+  }
+}
 
 namespace {
 
@@ -218,6 +326,9 @@ DataParallel::DataParallel(std::shared_ptr<torch::nn::Module> module, std::share
 DataParallel::~DataParallel() {
   auto& s = *state_;
   for (size_t i = 0; i < s.accumulators.size(); ++i) s.accumulators[i]->del_post_hook(s.hook_keys[i]);
+  // A backward that threw leaves its collectives in flight: waiting for them here means none
+  // outlives this object, and every rank leaves it at the same point of the collective sequence.
+  s.close();
 }
 
 DataParallel::NoSync::NoSync(DataParallel& owner) : owner_(owner) {
@@ -250,13 +361,13 @@ std::vector<std::vector<int64_t>> DataParallel::bucket_indices() const {
 }
 
 CommunicationStats DataParallel::stats() const {
-  std::lock_guard<std::mutex> lock(state_->stats_mutex);
-  return state_->stats;
+  std::lock_guard<std::mutex> lock(state_->stats->mutex);
+  return state_->stats->values;
 }
 
 void DataParallel::reset_stats() {
-  std::lock_guard<std::mutex> lock(state_->stats_mutex);
-  state_->stats = CommunicationStats();
+  std::lock_guard<std::mutex> lock(state_->stats->mutex);
+  state_->stats->values = CommunicationStats();
 }
 
 }  // namespace memcnn::distributed

@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include <algorithm>
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
@@ -94,10 +95,21 @@ std::optional<Environment> Environment::from_environment(
 }
 
 void PendingCollective::wait() {
-  if (!wait_) throw std::logic_error("PendingCollective::wait: nothing in flight");
+  TORCH_CHECK(wait_, "PendingCollective::wait: nothing in flight");
   auto wait = std::move(wait_);
   wait_ = nullptr;
-  wait();
+  wait(std::nullopt);
+}
+
+bool PendingCollective::wait_for(std::chrono::milliseconds timeout) {
+  TORCH_CHECK(wait_, "PendingCollective::wait_for: nothing in flight");
+  TORCH_CHECK(timeout.count() >= 0, "PendingCollective::wait_for: the timeout must not be negative, got ",
+              timeout.count(), " ms");
+  auto wait = std::move(wait_);
+  wait_ = nullptr;
+  const bool finished = wait(timeout);
+  if (!finished) wait_ = std::move(wait);
+  return finished;
 }
 
 // c10d's process group behind three calls; the functions hide whether it is a c10d::ProcessGroup
@@ -250,34 +262,57 @@ std::shared_ptr<ProcessGroup> ProcessGroup::from_environment(ProcessGroupOptions
 
 ProcessGroup::~ProcessGroup() = default;
 
-std::string ProcessGroup::describe_failure(const std::string& operation, const std::string& cause) const {
-  std::ostringstream message;
-  message << "rank " << rank_ << " of " << size_ << ": " << operation << " failed: " << cause
-          << "\n  Another rank exited, was killed or stopped answering (the timeout is " << seconds(timeout_)
-          << " s); this rank stops too.";
-  return message.str();
-}
-
 namespace {
 
-void wait_for(const c10::intrusive_ptr<c10d::Work>& work, const ProcessGroup& group, const std::string& operation) {
+// What a failure message says about the group, copied into work in flight: the backend's threads
+// and a late wait() never read the ProcessGroup, which may be gone by then.
+struct GroupIdentity {
+  int64_t rank = 0, size = 1;
+  std::chrono::milliseconds timeout{0};
+
+  std::string describe_failure(const std::string& operation, const std::string& cause) const {
+    std::ostringstream message;
+    message << "rank " << rank << " of " << size << ": " << operation << " failed: " << cause
+            << "\n  Another rank exited, was killed or stopped answering (the timeout is " << seconds(timeout)
+            << " s); this rank stops too.";
+    return message.str();
+  }
+};
+
+GroupIdentity identity_of(const ProcessGroup& group) { return {group.rank(), group.size(), group.timeout()}; }
+
+// Whether `work` finished within `limit` (none: the backend's own timeout); throws when it failed.
+bool finish(const c10::intrusive_ptr<c10d::Work>& work, const GroupIdentity& group, const std::string& operation,
+            std::optional<std::chrono::milliseconds> limit = std::nullopt) {
   try {
-    work->wait();
+    if (limit) {
+      // c10d reads a zero timeout as "no limit".
+      work->wait(std::max(*limit, std::chrono::milliseconds(1)));
+    } else {
+      work->wait();
+    }
+    return true;
   } catch (const std::exception& e) {
+    // c10d says "timed out" by throwing too; only a finished work has failed.
+    if (limit && !work->isCompleted()) return false;
     throw CollectiveError(group.describe_failure(operation, message_of(e)));
   }
 }
 
 }  // namespace
 
+std::string ProcessGroup::describe_failure(const std::string& operation, const std::string& cause) const {
+  return identity_of(*this).describe_failure(operation, cause);
+}
+
 void ProcessGroup::allreduce_sum(torch::Tensor& tensor) {
   std::vector<at::Tensor> tensors{tensor};
-  wait_for(impl_->allreduce(tensors, c10d::ReduceOp::SUM), *this, "allreduce");
+  finish(impl_->allreduce(tensors, c10d::ReduceOp::SUM), identity_of(*this), "allreduce");
 }
 
 void ProcessGroup::allreduce_max(torch::Tensor& tensor) {
   std::vector<at::Tensor> tensors{tensor};
-  wait_for(impl_->allreduce(tensors, c10d::ReduceOp::MAX), *this, "allreduce");
+  finish(impl_->allreduce(tensors, c10d::ReduceOp::MAX), identity_of(*this), "allreduce");
 }
 
 void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) {
@@ -297,7 +332,7 @@ void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) 
     std::vector<at::Tensor> flat_parts;
     for (size_t i : members) flat_parts.push_back(tensors[i].detach().reshape(-1));
     std::vector<at::Tensor> buffer{at::cat(flat_parts)};
-    wait_for(impl_->broadcast(buffer, root), *this, "broadcast");
+    finish(impl_->broadcast(buffer, root), identity_of(*this), "broadcast");
     int64_t offset = 0;
     at::NoGradGuard no_grad;
     for (size_t i : members) {
@@ -308,7 +343,7 @@ void ProcessGroup::broadcast(std::vector<torch::Tensor>& tensors, int64_t root) 
   }
 }
 
-void ProcessGroup::barrier() { wait_for(impl_->barrier(), *this, "barrier"); }
+void ProcessGroup::barrier() { finish(impl_->barrier(), identity_of(*this), "barrier"); }
 
 PendingCollective ProcessGroup::allreduce_sum_async(torch::Tensor tensor, std::function<void()> on_completion) {
   std::vector<at::Tensor> tensors{std::move(tensor)};
@@ -318,18 +353,22 @@ PendingCollective ProcessGroup::allreduce_sum_async(torch::Tensor tensor, std::f
   } catch (const std::exception& e) {
     throw CollectiveError(describe_failure("allreduce", message_of(e)));
   }
+  const auto identity = identity_of(*this);
   if (on_completion) {
     try {
       work->getFuture()->addCallback([on_completion](c10::ivalue::Future&) { on_completion(); });
     } catch (const c10::Error&) {
       // A backend without futures: completion is then noticed when waited for.
-      return PendingCollective([this, work, on_completion] {
-        wait_for(work, *this, "allreduce");
+      return PendingCollective([work, identity, on_completion](std::optional<std::chrono::milliseconds> limit) {
+        if (!finish(work, identity, "allreduce", limit)) return false;
         on_completion();
+        return true;
       });
     }
   }
-  return PendingCollective([this, work] { wait_for(work, *this, "allreduce"); });
+  return PendingCollective([work, identity](std::optional<std::chrono::milliseconds> limit) {
+    return finish(work, identity, "allreduce", limit);
+  });
 }
 
 }  // namespace memcnn::distributed

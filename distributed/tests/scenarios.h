@@ -108,4 +108,55 @@ inline void zero_gradients(Model& model) {
     if (p.grad().defined()) p.grad().zero_();
 }
 
+// ---- A backward that throws midway ----
+
+// The identity, whose backward throws when asked: the layers above it have delivered their
+// gradients by then (DataParallel has started reducing them), the layers below never will.
+struct FailInBackward : torch::autograd::Function<FailInBackward> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x, bool fail) {
+    ctx->saved_data["fail"] = fail;
+    return x.clone();
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    if (ctx->saved_data["fail"].toBool()) throw std::runtime_error("FailInBackward: backward fails midway (on purpose)");
+    return {grads[0], torch::Tensor()};
+  }
+};
+
+// Three linear layers, the failure point between the first and the second (float64).
+struct GatedMlpImpl : torch::nn::Module {
+  GatedMlpImpl() {
+    torch::manual_seed(0);
+    first = register_module("first", torch::nn::Linear(6, 16));
+    second = register_module("second", torch::nn::Linear(16, 16));
+    third = register_module("third", torch::nn::Linear(16, 4));
+    to(torch::kFloat64);
+  }
+  torch::Tensor forward(const torch::Tensor& x, bool fail_in_backward) {
+    auto hidden = FailInBackward::apply(torch::tanh(first->forward(x)), fail_in_backward);
+    return third->forward(torch::tanh(second->forward(hidden)));
+  }
+  torch::nn::Linear first{nullptr}, second{nullptr}, third{nullptr};
+};
+TORCH_MODULE(GatedMlp);
+
+// Inputs and targets of a step's global batch, the same on every rank.
+inline std::pair<torch::Tensor, torch::Tensor> mlp_batch(int64_t step) {
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(2000 + step);
+  const auto options = torch::TensorOptions(torch::kFloat64);
+  return {torch::randn({kGlobalBatch, 6}, generator, options), torch::randn({kGlobalBatch, 4}, generator, options)};
+}
+
+inline torch::Tensor mlp_loss(GatedMlp& model, const std::pair<torch::Tensor, torch::Tensor>& batch,
+                              bool fail_in_backward = false) {
+  return torch::mse_loss(model->forward(batch.first, fail_in_backward), batch.second);
+}
+
+inline std::vector<torch::Tensor> gradients_of(const torch::nn::Module& module) {
+  std::vector<torch::Tensor> grads;
+  for (const auto& p : module.parameters()) grads.push_back(p.grad().defined() ? p.grad().clone() : torch::zeros_like(p));
+  return grads;
+}
+
 }  // namespace memcnn_dist_test

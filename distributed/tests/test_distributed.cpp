@@ -206,6 +206,37 @@ TEST(DataParallel, BucketsCoverEveryParameterOnceWithASmallFirstBucket) {
   EXPECT_GE(parallel.stats().buckets_started_during_backward, static_cast<int64_t>(buckets.size()) - 1);
 }
 
+// A backward that throws midway leaves DataParallel and the parameters as usable as before.
+TEST(DataParallel, ABackwardThatThrowsLeavesItUsableAndItsDestructionLeavesTheParametersLocal) {
+  auto group = dist::ProcessGroup::connect(local_job(0, 1, free_port()), short_timeout());
+  GatedMlp model, reference;
+  auto parallel = std::make_unique<dist::DataParallel>(
+      model.ptr(), group, dist::DataParallelOptions().first_bucket_cap_bytes(1).bucket_cap_bytes(1));
+  const auto message = error_message([&] { mlp_loss(model, mlp_batch(0), true).backward(); });
+  EXPECT_NE(message.find("fails midway"), std::string::npos) << message;
+  EXPECT_GE(parallel->stats().buckets_started_during_backward, 1);
+
+  model->zero_grad();
+  mlp_loss(model, mlp_batch(1)).backward();
+  mlp_loss(reference, mlp_batch(1)).backward();
+  EXPECT_EQ(worst_relative_error(gradients_of(*model), gradients_of(*reference)), 0.0);
+  EXPECT_EQ(parallel->stats().synchronized_backwards, 1);
+
+  EXPECT_THROW(mlp_loss(model, mlp_batch(0), true).backward(), std::exception);
+  parallel.reset();
+  model->zero_grad();
+  reference->zero_grad();
+  mlp_loss(model, mlp_batch(2)).backward();  // the hooks went with the DataParallel
+  mlp_loss(reference, mlp_batch(2)).backward();
+  EXPECT_EQ(worst_relative_error(gradients_of(*model), gradients_of(*reference)), 0.0);
+}
+
+TEST(PendingCollective, WaitingForNothingIsAnError) {
+  dist::PendingCollective nothing;
+  EXPECT_NE(error_message([&] { nothing.wait(); }).find("nothing in flight"), std::string::npos);
+  EXPECT_THROW(nothing.wait_for(std::chrono::milliseconds(1)), c10::Error);
+}
+
 // ---- Two ranks, each on half of the batch, against one process averaging the halves ----
 
 struct GradientCase {
@@ -302,6 +333,68 @@ TEST(TwoRanksFaults, ADeadRankMakesTheOtherStopWithAMessage) {
   EXPECT_NE(text.str().find("Another rank exited"), std::string::npos) << text.str();
   EXPECT_LT(seconds, 20 + 30) << "the surviving rank did not stop within its timeout";
   std::cout << "[figure] surviving rank stopped " << seconds << " s after the start (timeout 20 s)" << std::endl;
+}
+
+// ---- A backward that throws midway, with allreduces started; the objects destroyed after it ----
+
+// Each rank's local gradients of a step's shard, or their average over the two ranks.
+std::vector<torch::Tensor> mlp_gradients(int64_t step, int rank) {
+  GatedMlp model;
+  mlp_loss(model, shard(mlp_batch(step), rank, 2)).backward();
+  return gradients_of(*model);
+}
+
+std::vector<torch::Tensor> mlp_averaged_gradients(int64_t step) {
+  auto average = mlp_gradients(step, 0);
+  const auto other = mlp_gradients(step, 1);
+  for (size_t i = 0; i < average.size(); ++i) average[i] = (average[i] + other[i]) / 2;
+  return average;
+}
+
+// What `abandon MODE` wrote: per rank, the counts and the gradients of the steps after the failure.
+void check_abandoned_backward(const std::string& mode) {
+  const auto out = scratch("abandon_" + mode) / "result";
+  ASSERT_EQ(run_ranks({"abandon", mode, out.string()}), 0);
+  for (int rank = 0; rank < 2; ++rank) {
+    const auto base = out.string() + ".rank" + std::to_string(rank);
+    torch::Tensor counts;
+    torch::load(counts, base + ".counts");
+    EXPECT_GE(counts[0].item<int64_t>(), 1) << "rank " << rank << ": no allreduce started before the failure";
+    if (mode == "in_flight" && rank == 0) {
+      EXPECT_EQ(counts[1].item<int64_t>(), 0) << "an allreduce had finished";
+    }
+    EXPECT_EQ(counts[2].item<int64_t>(), 1) << "rank " << rank;
+    if (mode != "keep") {
+      EXPECT_EQ(worst_relative_error(load_tensors(base + ".local"), mlp_gradients(1, rank)), 0.0);
+    }
+    EXPECT_LE(worst_relative_error(load_tensors(base + ".synced"), mlp_averaged_gradients(2)), 1e-12);
+  }
+}
+
+TEST(TwoRanksAbandonedBackward, DestroyedRightAfterTheFailureThenANewOneTrains) { check_abandoned_backward("destroy"); }
+
+TEST(TwoRanksAbandonedBackward, DestroyedWithItsAllreducesInFlight) { check_abandoned_backward("in_flight"); }
+
+TEST(TwoRanksAbandonedBackward, KeptItAveragesTheNextBackward) { check_abandoned_backward("keep"); }
+
+std::string read_text(const fs::path& path) {
+  std::ifstream file(path);
+  std::stringstream text;
+  text << file.rdbuf();
+  return text.str();
+}
+
+TEST(TwoRanksReleasedGroup, AnAllreduceInFlightFinishesAfterTheGroupIsReleased) {
+  const auto out = scratch("release_group_alive") / "outcome";
+  ASSERT_EQ(run_ranks({"release_group", "alive", out.string()}, 2, 20), 0);
+  EXPECT_EQ(read_text(out.string() + ".rank0"), "finished early: no, sum 12, completion callback ran");
+}
+
+TEST(TwoRanksReleasedGroup, AFailureAfterTheGroupIsReleasedStillNamesTheRank) {
+  const auto out = scratch("release_group_dead") / "outcome";
+  EXPECT_NE(run_ranks({"release_group", "dead", out.string()}, 2, 20), 0);  // rank 1 exits on purpose
+  const auto text = read_text(out.string() + ".rank0");
+  EXPECT_NE(text.find("rank 0 of 2: allreduce failed"), std::string::npos) << text;
 }
 
 }  // namespace

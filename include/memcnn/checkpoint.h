@@ -85,7 +85,8 @@ class CheckpointedImpl : public torch::nn::Cloneable<CheckpointedImpl> {
 
   torch::nn::AnyModule& module() { return module_; }
 
-  void reset() override {}
+  // Validates the options and registers the module (again, after a change of options).
+  void reset() override;
   std::shared_ptr<torch::nn::Module> clone(
       const torch::optional<torch::Device>& device = torch::nullopt) const override;
   void pretty_print(std::ostream& stream) const override;

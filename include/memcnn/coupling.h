@@ -36,6 +36,7 @@ struct AdditiveCouplingOptions {
   // the wrapper keep that call's input (correct gradients, no saving for that call) and log a
   // warning; a rebuilt input whose bits differ from the freed one raises in backward.
   TORCH_ARG(bool, exact) = false;
+  // 0 to 23 for float32 activations, to 52 for float64 (check_fraction_bits).
   TORCH_ARG(int64_t, fraction_bits) = kDefaultFractionBits;
 };
 
@@ -52,6 +53,8 @@ struct AffineCouplingOptions {
 
 namespace detail {
 
+class ParameterGradients;  // recompute.h (internal)
+
 template <typename T>
 torch::nn::AnyModule to_any_module(T&& module) {
   return torch::nn::AnyModule(std::forward<T>(module));
@@ -63,9 +66,11 @@ torch::nn::AnyModule to_any_module(T&& module) {
 //   inverse: x2 <- uncouple(x2, G(x1)); x1 <- uncouple(x1, F(x2))
 class CouplingBase : public InvertibleModule, public FusedBackward {
  public:
+  // F and G may be replaced through these; reset() then registers the new ones.
   torch::nn::AnyModule& F() { return F_; }
   torch::nn::AnyModule& G() { return G_; }
-  int64_t split_dim() const { return split_dim_; }
+  // Read from the options on every call, so a changed option takes effect at once.
+  virtual int64_t split_dim() const = 0;
 
   std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& x) final;
   std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& y) final;
@@ -77,10 +82,13 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
                                                 const std::vector<torch::Tensor>& zero_masks) final;
 
  protected:
-  CouplingBase(torch::nn::AnyModule F, torch::nn::AnyModule G, int64_t split_dim, const char* name);
-  // F and G after cloning (for clone()), on a device if given.
-  std::pair<torch::nn::AnyModule, torch::nn::AnyModule> cloned_parts(
-      const torch::optional<torch::Device>& device) const;
+  CouplingBase(torch::nn::AnyModule F, torch::nn::AnyModule G, const char* name);
+  // Checks F and G and registers them as the submodules "F" and "G", replacing what is
+  // registered under those names: reset() runs on a built coupling as well as on a copy whose
+  // registry LibTorch has emptied. F and G are the user's modules, kept, never rebuilt.
+  void register_parts();
+  // Deep copies of F and G (on `device` if given) in place of the shared ones: for clone().
+  void replace_parts_with_clones(const torch::optional<torch::Device>& device);
 
   // What a half step adds from the output h of F or G, for a target half shaped like `target`
   // (the exact coupling's grid index); h itself by default. Differentiable.
@@ -108,7 +116,7 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
     bool uncoupling;
   };
   std::vector<HalfStep> half_steps(bool inverse_direction);
-  using ParameterGrads = std::unordered_map<const void*, torch::Tensor>;
+  using ParameterGrads = ParameterGradients;
   std::vector<torch::Tensor> terms(const std::vector<torch::Tensor>& h, const std::vector<torch::Tensor>& target) const;
   std::vector<torch::Tensor> apply(const HalfStep& step, const std::vector<torch::Tensor>& target,
                                    const std::vector<torch::Tensor>& term, bool invert) const;
@@ -117,6 +125,8 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
                     const std::vector<torch::Tensor>& after, const std::vector<torch::Tensor>& term) const;
   void report_inexact(const HalfStep& step, std::size_t tensor, const torch::Tensor& before,
                       const torch::Tensor& after) const;
+  std::string describe_inexact(const HalfStep& step, std::size_t tensor, const torch::Tensor& before,
+                               const torch::Tensor& after) const;
   // step_in_one_pass for every tensor of the step, reporting the inexact ones; false where it
   // does not apply.
   bool half_step_in_one_pass(const HalfStep& step, const std::vector<torch::Tensor>& target,
@@ -142,7 +152,6 @@ class CouplingBase : public InvertibleModule, public FusedBackward {
                                   const std::vector<torch::Tensor>& shaped_like) const;
 
   torch::nn::AnyModule F_, G_;
-  int64_t split_dim_;
 };
 
 template <typename T>
@@ -153,7 +162,8 @@ using not_options_t = std::enable_if_t<!std::is_same_v<std::decay_t<T>, Additive
 torch::nn::AnyModule clone_for_G(const torch::nn::AnyModule& F, const char* coupling_name);
 
 // The LibTorch module around a coupling rule: construction from F alone (G a deep copy) or
-// from F and G, single-tensor calls, clone. Derived supplies the rule, log_det and kName.
+// from F and G, single-tensor calls, reset and clone. Derived supplies the rule, log_det, kName
+// and check_options (static: reset() runs from this class's constructor, before Derived exists).
 template <typename Derived, typename Options>
 class CouplingModule : public torch::nn::Cloneable<Derived>, public CouplingBase, public LogDetModule {
  public:
@@ -164,19 +174,32 @@ class CouplingModule : public torch::nn::Cloneable<Derived>, public CouplingBase
   template <typename FModule, typename GModule, typename = not_options_t<GModule>>
   CouplingModule(FModule&& F, GModule&& G, Options options = {})
       : CouplingBase(to_any_module(std::forward<FModule>(F)), to_any_module(std::forward<GModule>(G)),
-                     options.split_dim(), Derived::kName),
-        options(options) {}
+                     Derived::kName),
+        options(options) {
+    reset();
+  }
 
   torch::Tensor forward(const torch::Tensor& x) { return forward_multi({x}).front(); }
   torch::Tensor inverse(const torch::Tensor& y) { return inverse_multi({y}).front(); }
   using LogDetModule::log_det;
   torch::Tensor log_det(const torch::Tensor& x) { return log_det(std::vector<torch::Tensor>{x}); }
 
-  void reset() override {}
+  int64_t split_dim() const final { return options.split_dim(); }
+
+  // Validates the options and registers F and G: after a change of options, or of F or G.
+  void reset() override {
+    Derived::check_options(options);
+    register_parts();
+  }
+
+  // A copy with the same options and training mode whose F and G are deep copies. (Cloneable's
+  // clone would register the original F and G in the copy and then assign their clones to them,
+  // changing the originals' parameters under any optimizer that holds them.)
   std::shared_ptr<torch::nn::Module> clone(
       const torch::optional<torch::Device>& device = torch::nullopt) const override {
-    auto parts = cloned_parts(device);
-    return std::make_shared<Derived>(parts.first, parts.second, options);
+    auto copy = std::make_shared<Derived>(static_cast<const Derived&>(*this));
+    copy->replace_parts_with_clones(device);
+    return copy;
   }
 
   Options options;
@@ -197,6 +220,8 @@ class AdditiveCouplingImpl : public detail::CouplingModule<AdditiveCouplingImpl,
   torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
   void pretty_print(std::ostream& stream) const override;
   bool rebuilds_exactly() const override { return options.exact(); }
+  // fraction_bits in range (check_fraction_bits), whether exact or not: one rule for the option.
+  static void check_options(const AdditiveCouplingOptions& options);
 
  protected:
   torch::Tensor coupling_term(const torch::Tensor& h, const torch::Tensor& target) const override;
@@ -215,6 +240,8 @@ class AffineCouplingImpl : public detail::CouplingModule<AffineCouplingImpl, Aff
   // The sum of log s over both half steps, per sample (src/coupling_logdet.cpp).
   torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
   void pretty_print(std::ostream& stream) const override;
+  // Nothing to check before the input's shape is known (split_dim is checked against it).
+  static void check_options(const AffineCouplingOptions& /*options*/) {}
 
  protected:
   torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& h) const override;

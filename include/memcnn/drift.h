@@ -34,7 +34,9 @@ struct DriftReport {
 // Runs forward, then the inverses back to the input, without a graph, and compares. An
 // InvertibleSequential (also inside an InvertibleModuleWrapper) is measured per member; any
 // other module as one. Uses the module's mode (training: batch statistics) and leaves no trace:
-// buffers and the random generators are restored afterwards.
+// buffers and the default generators of the CPU and of every CUDA device are restored
+// afterwards, also when the module throws. The generators are process-wide: another thread
+// drawing random numbers meanwhile sees them replaced (not thread-safe).
 DriftReport measure_drift(InvertibleModule& module, const std::vector<torch::Tensor>& inputs);
 DriftReport measure_drift(InvertibleModule& module, const torch::Tensor& input);
 

@@ -8,9 +8,12 @@
 // the backward pass rebuilds every input exactly, however deep the chain (MacKay et al. 2018,
 // "Reversible recurrent neural networks", use the same idea with integers).
 
+#include <torch/arg.h>
 #include <torch/nn/cloneable.h>
 #include <torch/types.h>
 
+#include <functional>
+#include <optional>
 #include <string>
 
 namespace memcnn {
@@ -20,10 +23,21 @@ namespace memcnn {
 // overflows); 16 bits leave room for training to grow them. README.md has the trade-off measured.
 constexpr int64_t kDefaultFractionBits = 16;
 
+// The most fraction bits any supported type allows (float64: 53 significand bits, less one).
+constexpr int64_t kMaxFractionBits = 52;
+
+// The one rule for fraction_bits, used by every module and function that takes it: a
+// c10::ValueError (Python: ValueError) naming `who` unless 0 <= fraction_bits <= the significand
+// bits of `activations` less one (23 for float32, 52 for float64). Without a type (an option,
+// checked when its module is built or reset, before the activations' type is known) the bound
+// is kMaxFractionBits; the bound of the actual type is checked again when the module runs.
+// c10::TypeError for activations other than float32 and float64: bfloat16 and float16 have too
+// few bits (keep the activations in float32, as autocast does).
+void check_fraction_bits(const char* who, int64_t fraction_bits,
+                         std::optional<torch::ScalarType> activations = std::nullopt);
+
 // The bound on |value| below which the grid of `fraction_bits` is exact in `dtype`: 2^(24 - b)
-// for float32, 2^(53 - b) for float64. std::invalid_argument for other types (bfloat16 and
-// float16 have too few bits; keep the activations in float32, as autocast does) and for
-// fraction_bits outside [0, digits - 1].
+// for float32, 2^(53 - b) for float64. Errors as check_fraction_bits.
 double fixed_point_range(torch::ScalarType dtype, int64_t fraction_bits);
 
 // round(x * 2^b) * 2^-b (round half to even, zeros as +0) with a straight-through gradient: the gradient
@@ -35,6 +49,7 @@ torch::Tensor quantize_to_grid(const torch::Tensor& x, int64_t fraction_bits);
 bool on_exact_grid(const torch::Tensor& x, int64_t fraction_bits);
 
 struct FixedPointQuantizeOptions {
+  // 0 to 23 for float32 inputs, to 52 for float64 (check_fraction_bits).
   TORCH_ARG(int64_t, fraction_bits) = kDefaultFractionBits;
 };
 
@@ -70,13 +85,21 @@ class ExactRebuildCheck {
   static ExactRebuildCheck* current();
   // `exact`: the step's inverse reproduced its input bit for bit; `what` says which step.
   void report(bool exact, const std::string& what);
+  // Compares the step's undone output with its input bit for bit. On the CPU the outcome is
+  // reported at once (`what()` describes a failure); on a device it stays there, or-ed into
+  // pending(), since reading it would stall the stream.
+  void compare(const torch::Tensor& undone, const torch::Tensor& input, const std::function<std::string()>& what);
+  // No failure read on the host (pending() may still hold one).
   bool all_exact() const { return failures_ == 0; }
   const std::string& first_failure() const { return first_failure_; }
+  // One bool on the device: some step compared there was not exact; undefined when none was.
+  const torch::Tensor& pending() const { return pending_; }
 
  private:
   ExactRebuildCheck* outer_;
   int64_t failures_ = 0;
   std::string first_failure_;
+  torch::Tensor pending_;
 };
 
 // Same shape, type and bits (unlike torch::equal: -0 differs from +0, and a NaN can equal itself).
@@ -85,6 +108,10 @@ bool bitwise_equal(const torch::Tensor& a, const torch::Tensor& b);
 // A checksum of the tensor's bits (the sum of its bytes read as 64-bit integers, wrapping): equal
 // for bit-identical tensors, and different after almost any change.
 int64_t bit_checksum(const torch::Tensor& x);
+// The same, as a one-element int64 tensor on x's device (computing it does not synchronise).
+torch::Tensor bit_checksum_tensor(const torch::Tensor& x);
+// One bool on a's device: whether a and b differ in any bit (same shape and type required).
+torch::Tensor bits_differ(const torch::Tensor& a, const torch::Tensor& b);
 
 }  // namespace detail
 }  // namespace memcnn

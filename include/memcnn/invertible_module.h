@@ -72,6 +72,27 @@ void zero_where(std::vector<torch::Tensor>& tensors, const std::vector<torch::Te
 // The one tensor of a single-tensor call, with an error that names the caller otherwise.
 torch::Tensor only_tensor(const std::vector<torch::Tensor>& tensors, const char* who);
 
+// Sets the module's own training mode and leaves each descendant's as it is (Module::train sets
+// the whole tree): a clone's children come with their own modes already.
+inline void set_own_training_mode(torch::nn::Module& module, bool training) {
+  const auto descendants = module.modules(/*include_self=*/false);
+  std::vector<bool> modes;
+  for (const auto& m : descendants) modes.push_back(m->is_training());
+  module.train(training);
+  // Pre-order: a module's call is overridden by its children's, which come after it.
+  for (std::size_t i = 0; i < descendants.size(); ++i) descendants[i]->train(modes[i]);
+}
+
+// Registers `child` under `name`, or puts it in the place of the one registered there (reset()).
+inline void register_or_replace(torch::nn::Module& parent, const std::string& name,
+                                const std::shared_ptr<torch::nn::Module>& child) {
+  if (parent.named_children().contains(name)) {
+    parent.replace_module(name, child);
+  } else {
+    parent.register_module(name, child);
+  }
+}
+
 template <typename T, typename = void>
 struct has_inverse : std::false_type {};
 template <typename T>
@@ -92,7 +113,9 @@ class InvertibleAdapterImpl : public torch::nn::Cloneable<InvertibleAdapterImpl<
   std::shared_ptr<torch::nn::Module> clone(
       const torch::optional<torch::Device>& device = torch::nullopt) const override {
     auto copy = std::dynamic_pointer_cast<ModuleImpl>(module_->clone(device));
-    return std::make_shared<InvertibleAdapterImpl>(std::move(copy));
+    auto adapter = std::make_shared<InvertibleAdapterImpl>(std::move(copy));
+    detail::set_own_training_mode(*adapter, this->is_training());
+    return adapter;
   }
 
   std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& inputs) override {

@@ -4,6 +4,11 @@
 // activation of any member, and backward walks the members once in reverse, rebuilding each
 // member's input from its output and differentiating it, so at most one member's graph is
 // alive at a time however long the chain is.
+//
+// Random members (dropout) replay in backward what they drew in forward when the wrapper has
+// preserve_rng_state: each member's rebuild and recompute draw from the default generators of
+// the CPU and of the CUDA devices its tensors live on, which the backward sets and puts back
+// (process-wide state: not thread-safe with other threads drawing meanwhile; rng.h).
 
 #include "memcnn/invertible_module.h"
 

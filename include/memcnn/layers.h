@@ -37,23 +37,28 @@ class InvertibleDownsamplingImpl : public torch::nn::Cloneable<InvertibleDownsam
   torch::Tensor forward(const torch::Tensor& x) override;
   torch::Tensor inverse(const torch::Tensor& y) override;
   torch::Tensor log_det(const torch::Tensor& x) override;
-  void reset() override {}
+  void reset() override;
   void pretty_print(std::ostream& stream) const override;
   InvertibleDownsamplingOptions options;
 };
 TORCH_MODULE(InvertibleDownsampling);
 
-// Depth to space, the inverse of InvertibleDownsampling: [N, C*b*b, H, W] -> [N, C, H*b, W*b].
+struct InvertibleUpsamplingOptions {
+  // Side of the square patch unfolded from channels: [N, C*b*b, H, W] -> [N, C, H*b, W*b].
+  TORCH_ARG(int64_t, block_size) = 2;
+};
+
+// Depth to space, the inverse of InvertibleDownsampling. Volume-preserving: log_det is 0.
 class InvertibleUpsamplingImpl : public torch::nn::Cloneable<InvertibleUpsamplingImpl>, public InvertibleLayer {
  public:
-  explicit InvertibleUpsamplingImpl(InvertibleDownsamplingOptions options = {});
+  explicit InvertibleUpsamplingImpl(InvertibleUpsamplingOptions options = {});
   using InvertibleLayer::log_det;
   torch::Tensor forward(const torch::Tensor& x) override;
   torch::Tensor inverse(const torch::Tensor& y) override;
   torch::Tensor log_det(const torch::Tensor& x) override;
-  void reset() override {}
+  void reset() override;
   void pretty_print(std::ostream& stream) const override;
-  InvertibleDownsamplingOptions options;
+  InvertibleUpsamplingOptions options;
 };
 TORCH_MODULE(InvertibleUpsampling);
 
@@ -66,7 +71,8 @@ struct ChannelPermutationOptions {
   TORCH_ARG(bool, reverse) = false;
 };
 
-// A fixed permutation of the channels, held in buffers so save/load and clone keep it.
+// A fixed permutation of the channels, held in buffers so save/load and clone keep it. reset()
+// draws it again from the options (the same seed gives the same permutation).
 class ChannelPermutationImpl : public torch::nn::Cloneable<ChannelPermutationImpl>, public InvertibleLayer {
  public:
   explicit ChannelPermutationImpl(ChannelPermutationOptions options);
@@ -89,7 +95,8 @@ struct InvertibleConv1x1Options {
   TORCH_ARG(bool, lu) = false;
 };
 
-// Glow's invertible 1x1 convolution; W starts as a random rotation (QR of a Gaussian matrix).
+// Glow's invertible 1x1 convolution; W starts as a random rotation (QR of a Gaussian matrix),
+// drawn again by reset(). `lu` fixes which parameters exist, so it cannot change once built.
 // log_det = H * W * log|det W|. Computes in the parameters' precision even under autocast, so
 // that forward and inverse undo each other (memcnn::AutocastDisabled).
 class InvertibleConv1x1Impl : public torch::nn::Cloneable<InvertibleConv1x1Impl>, public InvertibleLayer {
@@ -122,7 +129,7 @@ struct ActNormOptions {
 // Glow's activation normalisation: y = (x + bias) * exp(log_scale) per channel. The first
 // forward in training sets bias and log_scale from its batch so that this batch comes out with
 // zero mean and unit variance per channel; the `initialized` buffer records that, so a loaded
-// or cloned model is not initialised again. log_det = H * W * sum(log_scale).
+// or cloned model is not initialised again; reset() clears it. log_det = H * W * sum(log_scale).
 class ActNormImpl : public torch::nn::Cloneable<ActNormImpl>, public InvertibleLayer {
  public:
   explicit ActNormImpl(ActNormOptions options);

@@ -1,11 +1,17 @@
 #pragma once
-// Allocator-level memory accounting: bytes currently allocated and the peak since the last
-// reset, on CPU (through a counting wrapper around LibTorch's CPU allocator) and on CUDA
+// Allocator-level memory accounting: bytes currently allocated and peaks, on CPU (through a
+// counting wrapper around LibTorch's CPU allocator, which the program switches on) and on CUDA
 // (through the caching allocator's own statistics).
+//
+// Queries never change the process: on CPU they need tracking switched on first, and fail with
+// a c10::Error naming enable_cpu_memory_tracking() otherwise (zeros would look like a
+// measurement). Probes nest: each has its own peak, which neither an inner probe nor
+// reset_peak_memory() restarts.
 
 #include <c10/core/Device.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 namespace memcnn {
@@ -21,26 +27,51 @@ struct MemoryStats {
   std::int64_t peak_bytes = 0;     // highest current_bytes since the last reset_peak_memory()
 };
 
-// Installs the counting CPU allocator. Called implicitly by the functions below; call it
-// yourself at the start of main() to have every CPU allocation of the program counted
-// (tensors allocated before installation are never counted, neither when freed).
+// Installs the counting CPU allocator, for the rest of the process (taking it out again would
+// race with other threads' allocations). Call it at the start of main(), before the tensors you
+// want counted exist: tensors allocated earlier are never counted, neither when freed. Safe to
+// call more than once and from several threads. Programs that report CPU memory (memcnn-train,
+// memcnn-bench, the examples) call it themselves; the Python package calls it on import.
 void enable_cpu_memory_tracking();
+// Whether enable_cpu_memory_tracking() has run in this process.
+bool cpu_memory_tracking_enabled();
 
-// Statistics for a device: CPU, or a CUDA device when LibTorch was built with CUDA.
+// Statistics for a device: CPU (needs enable_cpu_memory_tracking(); CPU bytes are those
+// allocated since then), or a CUDA device when memcnn was built with CUDA.
 MemoryStats memory_stats(c10::Device device = c10::Device(c10::kCPU));
 
-// Sets the peak to the current value, so the next peak covers only what follows.
+// Restarts the peak that memory_stats() reports, at the current bytes: a process-wide setting
+// for callers of memory_stats(), which leaves every open MemoryProbe's peak alone.
 void reset_peak_memory(c10::Device device = c10::Device(c10::kCPU));
 
-// Measures what a callable allocates above the bytes live when it starts.
-struct MemoryProbe {
+namespace detail {
+struct PeakWindow;
+}  // namespace detail
+
+// Measures what the code run during its lifetime allocates above the bytes live when it was
+// made. Probes nest and may overlap: each keeps its own peak (an outer probe's peak includes
+// what happened during inner ones). On CPU, needs enable_cpu_memory_tracking().
+//
+// On CUDA the peaks are built on the caching allocator's peak statistic, which memcnn restarts
+// (resetPeakStats) whenever a probe opens or reset_peak_memory() runs, after folding its value
+// into every open probe; so code outside memcnn that reads that statistic
+// (torch.cuda.max_memory_allocated) sees it restart, and code outside memcnn that restarts it
+// while a probe is open shortens that probe's window.
+class MemoryProbe {
+ public:
   explicit MemoryProbe(c10::Device device = c10::Device(c10::kCPU));
-  std::int64_t peak_above_start() const;     // peak during the probe minus bytes at start
+  ~MemoryProbe();
+  // The probe is registered by address for as long as it lives.
+  MemoryProbe(const MemoryProbe&) = delete;
+  MemoryProbe& operator=(const MemoryProbe&) = delete;
+
+  std::int64_t peak_above_start() const;     // peak since the probe was made minus bytes at start
   std::int64_t current_above_start() const;  // bytes now minus bytes at start
 
  private:
   c10::Device device_;
-  std::int64_t start_bytes_;
+  std::unique_ptr<detail::PeakWindow> window_;
+  std::int64_t start_bytes_ = 0;
 };
 
 }  // namespace memcnn

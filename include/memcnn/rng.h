@@ -1,6 +1,12 @@
 #pragma once
 // Random-number state that a memory-saving backward replays, so dropout (or any random op)
 // inside a rebuilt block draws exactly what it drew in forward.
+//
+// Replay works on LibTorch's default generators (the CPU's and each CUDA device's), which are
+// process-wide: while a backward replays, it sets their state and puts the surrounding state
+// back afterwards (also when it throws). Another thread drawing random numbers from the same
+// generators meanwhile would draw replayed numbers, or shift the replay: replay is not
+// thread-safe with respect to other threads using the default generators.
 
 #include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>

@@ -22,7 +22,9 @@ struct InvertibleModuleWrapperOptions {
   TORCH_ARG(int64_t, num_bwd_passes) = 1;
   // Plain computation with a full autograd graph: no memory saving.
   TORCH_ARG(bool, disable) = false;
-  // Replay random numbers (dropout) when the block is rebuilt and recomputed in backward.
+  // Replay random numbers (dropout) when the block is rebuilt and recomputed in backward. The
+  // replay swaps the process-wide default generators (CPU and the inputs' CUDA devices) for its
+  // duration: not thread-safe with other threads drawing from them (rng.h).
   TORCH_ARG(bool, preserve_rng_state) = false;
   // Use the block's one-pass rebuild-and-differentiate backward when it has one (couplings):
   // F and G run once each in backward instead of twice. false: MemCNN's inverse-then-recompute.
@@ -54,7 +56,8 @@ class InvertibleModuleWrapperImpl : public torch::nn::Cloneable<InvertibleModule
 
   const std::shared_ptr<InvertibleModule>& fn() const { return fn_; }
 
-  void reset() override {}
+  // Validates the options and registers the wrapped module (again, after a change of options).
+  void reset() override;
   std::shared_ptr<torch::nn::Module> clone(
       const torch::optional<torch::Device>& device = torch::nullopt) const override;
   void pretty_print(std::ostream& stream) const override;

@@ -187,13 +187,11 @@ void ResNetImpl::reset() {
               layers.size() + 1, "), got ", channels.size(), " and ", strides.size());
   TORCH_CHECK(options.anchor_every() >= 0, "ResNet: anchor_every must be 0 (off) or positive, got ",
               options.anchor_every());
+  check_fraction_bits("ResNet", options.fraction_bits());
   stem = maybe_checkpointed(Stem(options.in_channels(), channels[0], options.init_kernel_size(), strides[0],
                                   options.bn_momentum(), options.bn_eps()),
                              options.checkpoint_transitions());
   register_module("stem", stem.ptr());
-  TORCH_CHECK(!options.exact() || (options.fraction_bits() >= 0 && options.fraction_bits() <= 52),
-              "ResNet: fraction_bits must lie in [0, 52] (at most 23 for float32 activations), got ",
-              options.fraction_bits());
   stages = torch::nn::ModuleList();
   int64_t in_planes = channels[0];
   for (std::size_t s = 0; s < layers.size(); ++s) {

@@ -173,14 +173,12 @@ def measure(runner, x, y, device):
     """Seconds and peak bytes above the bytes live at its start, of one training step."""
     runner.zero_grad()
     synchronize(device)
-    start_bytes = memcnn.memory_stats(device)["current_bytes"]
-    memcnn.reset_peak_memory(device)
-    started = time.perf_counter()
-    runner.step(x, y)
-    synchronize(device)
-    seconds = time.perf_counter() - started
-    peak = memcnn.memory_stats(device)["peak_bytes"] - start_bytes
-    return seconds, peak
+    with memcnn.MemoryProbe(device) as probe:
+        started = time.perf_counter()
+        runner.step(x, y)
+        synchronize(device)
+        seconds = time.perf_counter() - started
+    return seconds, probe.peak_above_start()
 
 
 def main():
@@ -195,8 +193,7 @@ def main():
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.cuda else "cpu")
-    memcnn.enable_cpu_memory_tracking()
+    device = torch.device("cuda" if args.cuda else "cpu")  # importing memcnn switched CPU tracking on
 
     names = ["plain", "checkpoint", "recompute", "fused"] + (["C++ fused"] if device.type == "cpu" else [])
     if args.variants:

@@ -12,13 +12,21 @@ __version__ = '1.5.2+cpp.0.1.0'
 import torch  # noqa: F401  (loads LibTorch before the extension)
 
 from memcnn import _C  # noqa: F401
+
+# CPU memory statistics need memcnn's counting allocator, which C++ programs install at the start
+# of main(). A Python program has no such place of its own, and switching tracking on at the first
+# query would make that query report nothing of what was allocated before it; importing memcnn
+# comes before most programs build their model and data, so the package switches it on here, once
+# per process. The cost: a 64-byte header and two atomic updates per CPU tensor allocation.
+_C.enable_cpu_memory_tracking()
+
 from memcnn.models.revop import (ReversibleBlock, InvertibleModuleWrapper, create_coupling,  # noqa: E402
                                  is_invertible_module)
 from memcnn.models.additive import AdditiveCoupling  # noqa: E402
 from memcnn.models.affine import AffineCoupling, AffineAdapterNaive, AffineAdapterSigmoid  # noqa: E402
 from memcnn.extras import (InvertibleSequential, checkpoint, enable_cpu_memory_tracking, memory_stats,  # noqa: E402
-                           reset_peak_memory, is_freed, set_log_level, quantize_to_grid,
-                           exact_rebuild_fallbacks)
+                           reset_peak_memory, MemoryProbe, cpu_memory_tracking_enabled, is_freed, set_log_level,
+                           quantize_to_grid, exact_rebuild_fallbacks)
 from memcnn import layers  # noqa: E402,F401
 from memcnn.layers import (InvertibleDownsampling, InvertibleUpsampling, ChannelPermutation,  # noqa: E402
                            InvertibleConv1x1, ActNorm)
@@ -60,6 +68,8 @@ __all__ = [
     'enable_cpu_memory_tracking',
     'memory_stats',
     'reset_peak_memory',
+    'MemoryProbe',
+    'cpu_memory_tracking_enabled',
     'is_freed',
     'quantize_to_grid',
     'exact_rebuild_fallbacks',

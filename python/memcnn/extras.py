@@ -47,19 +47,51 @@ def _device(device):
 
 
 def enable_cpu_memory_tracking():
-    """Installs memcnn's counting CPU allocator; tensors allocated from now on are counted."""
+    """Installs memcnn's counting CPU allocator; tensors allocated from then on are counted. Importing
+    memcnn has already done it (see memcnn/__init__.py); calling it again does nothing."""
     _C.enable_cpu_memory_tracking()
+
+
+def cpu_memory_tracking_enabled():
+    return _C.cpu_memory_tracking_enabled()
 
 
 def memory_stats(device="cpu"):
     """Bytes held by tensors on the device now and at the peak since reset_peak_memory(), from the
-    allocator (CPU: memcnn's counting allocator, installed on first use; CUDA: the caching allocator)."""
+    allocator (CPU: memcnn's counting allocator, which counts tensors allocated since memcnn was
+    imported; CUDA: the caching allocator)."""
     current, peak = _C.memory_stats(_device(device))
     return {"current_bytes": current, "peak_bytes": peak}
 
 
 def reset_peak_memory(device="cpu"):
+    """Restarts the peak memory_stats() reports; open MemoryProbes keep theirs."""
     _C.reset_peak_memory(_device(device))
+
+
+class MemoryProbe:
+    """Bytes allocated on the device above those live when the probe was made: peak_above_start()
+    and current_above_start(). Probes nest: each keeps its own peak, which inner probes and
+    reset_peak_memory() leave alone. Used as a context manager, its figures stop at the end of the
+    `with` block."""
+
+    def __init__(self, device="cpu"):
+        self._probe = _C.MemoryProbe(_device(device))
+        self._final = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self._final = (self._probe.peak_above_start(), self._probe.current_above_start())
+        self._probe = None  # closes the C++ probe
+        return False
+
+    def peak_above_start(self):
+        return self._final[0] if self._final is not None else self._probe.peak_above_start()
+
+    def current_above_start(self):
+        return self._final[1] if self._final is not None else self._probe.current_above_start()
 
 
 def quantize_to_grid(x, fraction_bits=16):

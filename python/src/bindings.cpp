@@ -251,7 +251,8 @@ Handle make_layer(const std::string& kind, int64_t channels, int64_t block_size,
     return std::make_shared<memcnn::InvertibleDownsamplingImpl>(memcnn::InvertibleDownsamplingOptions().block_size(block_size));
   }
   if (kind == "upsampling") {
-    return std::make_shared<memcnn::InvertibleUpsamplingImpl>(memcnn::InvertibleDownsamplingOptions().block_size(block_size));
+    return std::make_shared<memcnn::InvertibleUpsamplingImpl>(
+        memcnn::InvertibleUpsamplingOptions().block_size(block_size));
   }
   if (kind == "permutation") {
     return std::make_shared<memcnn::ChannelPermutationImpl>(
@@ -346,6 +347,10 @@ PYBIND11_MODULE(_C, m) {
         py::arg("n_tensors"), py::arg("training"), py::arg("exact") = false,
         py::arg("fraction_bits") = memcnn::kDefaultFractionBits);
   m.def("quantize_to_grid", &memcnn::quantize_to_grid, py::arg("x"), py::arg("fraction_bits"));
+  // The option's rule (memcnn::check_fraction_bits), for the Python classes to fail when built.
+  m.def("check_fraction_bits",
+        [](const std::string& who, int64_t fraction_bits) { memcnn::check_fraction_bits(who.c_str(), fraction_bits); },
+        py::arg("who"), py::arg("fraction_bits"));
   m.def("exact_rebuild_fallbacks", &memcnn::exact_rebuild_fallbacks);
   m.def("sequential", &make_sequential, py::arg("members"), py::arg("training"));
   // The core runs without the GIL; the adapters take it around each Python call.
@@ -408,6 +413,12 @@ PYBIND11_MODULE(_C, m) {
       .def("train", [](CppModel& m, bool on) { m.model->train(on); }, py::arg("mode") = true);
 
   m.def("enable_cpu_memory_tracking", &memcnn::enable_cpu_memory_tracking);
+  m.def("cpu_memory_tracking_enabled", &memcnn::cpu_memory_tracking_enabled);
+  py::class_<memcnn::MemoryProbe>(m, "MemoryProbe", "memcnn::MemoryProbe: bytes above those live when it was made")
+      .def(py::init([](const std::string& device) { return std::make_unique<memcnn::MemoryProbe>(device_of(device)); }),
+           py::arg("device") = "cpu")
+      .def("peak_above_start", &memcnn::MemoryProbe::peak_above_start)
+      .def("current_above_start", &memcnn::MemoryProbe::current_above_start);
   m.def("memory_stats",
         [](const std::string& device) {
           auto s = memcnn::memory_stats(device_of(device));

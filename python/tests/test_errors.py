@@ -116,17 +116,39 @@ def test_inverse_not_matching_forward_is_reported():
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda: memcnn.ChannelPermutation(0), "channels must be at least 1"),
     (lambda: memcnn.InvertibleDownsampling(2)(torch.rand(1, 2, 5, 5)), "divisible by block_size"),
     (lambda: memcnn.InvertibleConv1x1(4)(torch.rand(1, 3, 2, 2)), "expects 4 channels"),
     (lambda: memcnn.ActNorm(3)(torch.rand(3)), "4 dimensions"),
-    (lambda: memcnn.AdditiveCoupling(nn.Identity(), split_dim=5)(torch.rand(2, 2)), "split_dim 5 is out of range"),
     (lambda: memcnn.AffineCoupling(nn.Identity(), adapter=memcnn.AffineAdapterSigmoid)(torch.rand(1, 4, 2, 2)),
      "sigmoid adapter"),
 ])
-def test_core_checks_arrive_as_runtime_errors(call, message):
-    with pytest.raises(RuntimeError, match=message):
+def test_core_checks_of_shapes_arrive_as_runtime_errors(call, message):
+    with pytest.raises(RuntimeError, match=message) as raised:
         call()
+    assert type(raised.value) is RuntimeError
+
+
+# The core's c10::ValueError, c10::IndexError and c10::TypeError arrive as ValueError, IndexError
+# and TypeError: exactly those, not RuntimeError.
+@pytest.mark.parametrize("call,error,message", [
+    (lambda: memcnn.ChannelPermutation(0), ValueError, "channels must be at least 1, got 0"),
+    (lambda: memcnn.InvertibleUpsampling(0), ValueError, "block_size must be at least 1, got 0"),
+    (lambda: memcnn.AdditiveCoupling(nn.Identity(), exact=True, fraction_bits=53), ValueError,
+     r"AdditiveCoupling: fraction_bits must lie in \[0, 52\]"),
+    (lambda: memcnn.AdditiveCoupling(nn.Identity(), exact=True, fraction_bits=24)(torch.zeros(1, 4, 2, 2)),
+     ValueError, r"fraction_bits must lie in \[0, 23\] for Float activations, got 24"),
+    (lambda: memcnn.quantize_to_grid(torch.zeros(3), -1), ValueError, r"fraction_bits must lie in \[0, 23\]"),
+    (lambda: memcnn.quantize_to_grid(torch.zeros(3, dtype=torch.int32), 8), TypeError,
+     "need float32 or float64 activations, got Int"),
+    (lambda: memcnn.AdditiveCoupling(nn.Identity(), exact=True)(torch.zeros(1, 4, 2, 2, dtype=torch.bfloat16)),
+     TypeError, "need float32 or float64 activations, got BFloat16"),
+    (lambda: memcnn.AdditiveCoupling(nn.Identity(), split_dim=5)(torch.rand(2, 2)), IndexError,
+     "split_dim 5 is out of range"),
+])
+def test_core_checks_of_arguments_arrive_as_their_python_type(call, error, message):
+    with pytest.raises(error, match=message) as raised:
+        call()
+    assert type(raised.value) is error
 
 
 def test_empty_chain_is_a_value_error():

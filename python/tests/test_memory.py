@@ -22,16 +22,38 @@ def stack(depth, wrap):
 
 
 def peak_of_step(model, x):
-    memcnn.enable_cpu_memory_tracking()
     xin = x.clone().requires_grad_()
-    start = memcnn.memory_stats()["current_bytes"]
-    memcnn.reset_peak_memory()
-    model(xin * 1.0).sum().backward()
-    return memcnn.memory_stats()["peak_bytes"] - start
+    with memcnn.MemoryProbe() as probe:
+        model(xin * 1.0).sum().backward()
+    return probe.peak_above_start()
+
+
+def test_importing_memcnn_switched_cpu_tracking_on():
+    assert memcnn.cpu_memory_tracking_enabled()
+    with memcnn.MemoryProbe() as probe:
+        t = torch.empty(1000, dtype=torch.float32)
+        assert probe.current_above_start() == 4000
+        del t
+    assert probe.peak_above_start() == 4000
+
+
+def test_probes_nest_and_reset_peak_memory_leaves_them_alone():
+    with memcnn.MemoryProbe() as outer:
+        held = torch.empty(1000, dtype=torch.float32)  # 4000 bytes
+        torch.empty(5000, dtype=torch.float32)  # 20000 bytes, freed at once
+        with memcnn.MemoryProbe() as inner:
+            assert outer.peak_above_start() == 24000
+            torch.empty(10000, dtype=torch.float32)
+            memcnn.reset_peak_memory()
+            stats = memcnn.memory_stats()
+            assert stats["peak_bytes"] == stats["current_bytes"]
+        assert inner.peak_above_start() == 40000
+        assert outer.peak_above_start() == 44000
+        del held
+    assert outer.current_above_start() == 0
 
 
 def test_activation_memory_is_flat_in_depth():
-    memcnn.enable_cpu_memory_tracking()
     x = torch.rand(8, 16, 16, 16)
     peaks = {}
     for depth in (2, 8):

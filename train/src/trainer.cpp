@@ -132,7 +132,9 @@ struct Trainer::State {
       : config(std::move(c)), options(std::move(o)),
         out(rank() != 0 ? silent : options.out ? *options.out : std::cout),
         checkpointer(options.results_dir), metrics(options.results_dir) {
-    enable_cpu_memory_tracking();
+    // Every step measures its activation memory: without CPU tracking, fail here rather than
+    // after the data is loaded.
+    (void)memory_stats(options.device);
     torch::manual_seed(config.seed);
     model = build_model(config);
     model->to(options.device);

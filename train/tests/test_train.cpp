@@ -1,6 +1,7 @@
 // Experiment configuration, checkpoints, metrics and the training loop on a tiny generated
 // problem: resumed equals uninterrupted, Ctrl-C checkpoints, a NaN loss stops clearly.
 
+#include <memcnn/memory.h>
 #include <memcnn/train/checkpoint.h>
 #include <memcnn/train/config.h>
 #include <memcnn/train/metrics.h>
@@ -65,6 +66,7 @@ train::TrainConfig tiny_config(int64_t iterations) {
 
 train::TrainSummary train_tiny(const fs::path& dir, int64_t iterations, std::ostream& log,
                                const std::string& autocast = "") {
+  memcnn::enable_cpu_memory_tracking();  // the trainer measures each step's activation memory
   train::TrainerOptions options;
   options.results_dir = dir.string();
   options.out = &log;
@@ -75,6 +77,7 @@ train::TrainSummary train_tiny(const fs::path& dir, int64_t iterations, std::ost
 }
 
 std::vector<torch::Tensor> weights_in(const fs::path& dir) {
+  memcnn::enable_cpu_memory_tracking();  // the trainer measures each step's activation memory
   train::TrainerOptions options;
   options.results_dir = dir.string();
   std::ostringstream log;
@@ -345,6 +348,7 @@ TEST(Trainer, NanLossStopsWithAClearMessage) {
   const auto dir = scratch_dir("nan");
   auto config = tiny_config(5);
   config.lr = 1e12;
+  memcnn::enable_cpu_memory_tracking();  // the trainer measures each step's activation memory
   train::TrainerOptions options;
   options.results_dir = dir.string();
   std::ostringstream log;

@@ -37,6 +37,7 @@ class AdditiveCoupling(nn.Module):
         the memory-saving wrapper then rebuilds them bit for bit: its gradients equal those
         without memory saving exactly."""
         super(AdditiveCoupling, self).__init__()
+        _C.check_fraction_bits("AdditiveCoupling", fraction_bits)
         if Gm is None:
             Gm = copy.deepcopy(Fm)
         self.Gm = Gm

@@ -51,6 +51,9 @@ class DataParallel {
   // hooks are removed when this object is destroyed.
   DataParallel(std::shared_ptr<torch::nn::Module> module, std::shared_ptr<ProcessGroup> group,
                DataParallelOptions options = {});
+  // Waits (at most the group's timeout) for the allreduces still in flight, which a backward that
+  // threw leaves behind, logging their failures instead of throwing. A backward that threw also
+  // leaves this object usable: the next backward waits for them the same way and starts afresh.
   ~DataParallel();
   DataParallel(const DataParallel&) = delete;
   DataParallel& operator=(const DataParallel&) = delete;

@@ -46,16 +46,23 @@ struct ProcessGroupOptions {
   TORCH_ARG(torch::Device, device) = torch::kCPU;
 };
 
-// An operation in flight; wait() throws (with the cause and the rank) when it failed.
+// An operation in flight; wait() throws (with the cause and the rank) when it failed. It holds
+// what it needs itself: it may be waited for after its ProcessGroup is gone.
 class PendingCollective {
  public:
+  // Waits at most the given time (none: until the backend's own timeout) and says whether the
+  // operation finished; throws when it failed.
+  using Waiter = std::function<bool(std::optional<std::chrono::milliseconds>)>;
+
   PendingCollective() = default;
-  explicit PendingCollective(std::function<void()> wait) : wait_(std::move(wait)) {}
+  explicit PendingCollective(Waiter wait) : wait_(std::move(wait)) {}
   void wait();
+  // False when `timeout` ran out first; then it is still in flight and may be waited for again.
+  bool wait_for(std::chrono::milliseconds timeout);
   bool valid() const { return static_cast<bool>(wait_); }
 
  private:
-  std::function<void()> wait_;
+  Waiter wait_;
 };
 
 class ProcessGroup {
@@ -77,7 +84,9 @@ class ProcessGroup {
   void allreduce_max(torch::Tensor& tensor);
   void broadcast(std::vector<torch::Tensor>& tensors, int64_t root = 0);
   void barrier();
-  // Sum over ranks, started now, finished by wait(): what overlaps with backward.
+  // Sum over ranks, started now, finished by wait(): what overlaps with backward. on_completion
+  // runs on the backend's thread, possibly after this group is released: it must own nothing
+  // whose release waits for the group (the group itself, or an object holding it).
   PendingCollective allreduce_sum_async(torch::Tensor tensor, std::function<void()> on_completion = {});
 
   // The message of a failed collective: which, on which rank, the cause, and what it usually means.

@@ -29,6 +29,7 @@ models::ResNet build_model(const TrainConfig& config);
 
 // Peak bytes allocated above the start by one forward and backward of the model on a batch
 // (its activation memory), on the device of the batch; `autocast` as TrainConfig::autocast.
+// On CPU it needs memcnn::enable_cpu_memory_tracking() (memory.h) to have been called.
 int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels,
                                  const std::string& autocast = "");
 
@@ -56,6 +57,8 @@ struct TrainSummary {
   double communication_wait_fraction = 0;  // share of the run backward waited for gradient allreduces
 };
 
+// Reports each step's activation memory, so on CPU the program must have called
+// memcnn::enable_cpu_memory_tracking() (memory.h) before constructing it (memcnn-train does).
 class Trainer {
  public:
   Trainer(TrainConfig config, data::Dataset train_set, data::Dataset test_set, TrainerOptions options);

@@ -1,0 +1,505 @@
+// The core under misuse: in-place operations on what a memory-saving block needs in backward,
+// exceptions midway through forward and backward, host-device synchronisations in the hot path,
+// and random-state replay.
+
+#include "test_util.h"
+
+#include "device_checks.h"
+#include "invertible_function.h"
+
+#include <ATen/record_function.h>
+
+#include <atomic>
+#include <cstring>
+#include <functional>
+
+namespace {
+
+using namespace memcnn_test;
+
+constexpr int64_t kChannels = 4;
+
+torch::Tensor input_like_readme(torch::Dtype dtype = torch::kFloat64) {
+  return torch::rand({2, kChannels, 6, 6}, dtype).requires_grad_();
+}
+
+// ---- 1. In-place operations on tensors a block needs in backward -------------------------------
+
+using InPlace = std::function<void(torch::Tensor&)>;
+
+struct InPlaceCase {
+  Coupling coupling;
+  bool fused;
+  const char* op;
+};
+
+InPlace in_place_op(const std::string& name) {
+  if (name == "mul") return [](torch::Tensor& y) { y.mul_(2); };
+  if (name == "relu") return [](torch::Tensor& y) { y.relu_(); };
+  return [](torch::Tensor& y) { y.add_(1); };
+}
+
+std::string describe(const InPlaceCase& c) {
+  return name_of(c.coupling) + (c.fused ? "_fused_" : "_recompute_") + c.op;
+}
+
+void PrintTo(const InPlaceCase& c, std::ostream* os) { *os << describe(c); }
+
+struct Gradients {
+  torch::Tensor input;
+  std::vector<torch::Tensor> parameters;
+};
+
+// y = block(x * 1); op(y); (y^2).sum().backward(), as a user would write it.
+Gradients train_step(torch::nn::Module& block, const std::function<torch::Tensor(const torch::Tensor&)>& call,
+                     const torch::Tensor& x, const InPlace& op) {
+  block.zero_grad();
+  auto leaf = x.detach().clone().requires_grad_();
+  auto y = call(leaf * 1.0);
+  if (op) op(y);
+  (y * y).sum().backward();
+  Gradients g{leaf.grad().clone(), {}};
+  for (const auto& p : block.parameters()) g.parameters.push_back(p.grad().defined() ? p.grad().clone() : p.grad());
+  return g;
+}
+
+double worst_difference(const Gradients& a, const Gradients& b) {
+  double worst = (a.input - b.input).abs().max().item<double>();
+  for (std::size_t i = 0; i < a.parameters.size(); ++i) {
+    worst = std::max(worst, (a.parameters[i] - b.parameters[i]).abs().max().item<double>());
+  }
+  return worst;
+}
+
+memcnn::InvertibleModuleWrapper wrapped(const std::shared_ptr<memcnn::InvertibleModule>& fn,
+                                        memcnn::InvertibleModuleWrapperOptions options) {
+  auto w = memcnn::InvertibleModuleWrapper(fn, options);
+  w->to(torch::kFloat64);
+  return w;
+}
+
+class InPlaceOnOutput : public testing::TestWithParam<InPlaceCase> {};
+
+TEST_P(InPlaceOnOutput, RaisesWhereTheBlockRebuildsFromItAndEqualsPlainWhereNot) {
+  const auto c = GetParam();
+  torch::manual_seed(0);
+  const auto options = memcnn::InvertibleModuleWrapperOptions().fused_backward(c.fused);
+  auto saving = wrapped(make_coupling(c.coupling, kChannels), options);
+  auto plain = std::dynamic_pointer_cast<memcnn::InvertibleModuleWrapperImpl>(saving->clone());
+  plain->options.disable(true);
+  const auto x = input_like_readme();
+  const auto op = in_place_op(c.op);
+  auto call = [&](memcnn::InvertibleModuleWrapperImpl& w) {
+    return [&w](const torch::Tensor& t) { return w.forward(t); };
+  };
+
+  const auto message = error_message([&] { train_step(*saving, call(*saving), x, op); });
+  EXPECT_NE(message.find("modified by an inplace operation"), std::string::npos) << message;
+  EXPECT_NE(message.find("output 0"), std::string::npos) << message;
+  EXPECT_NE(message.find("keep_input(true)"), std::string::npos) << message;
+  EXPECT_THROW(train_step(*saving, call(*saving), x, op), c10::Error);
+
+  // Kept input: backward recomputes from it and never reads the modified output.
+  saving->options.keep_input(true);
+  const auto kept = train_step(*saving, call(*saving), x, op);
+  const auto reference = train_step(*plain, call(*plain), x, op);
+  EXPECT_LT(worst_difference(kept, reference), 1e-12);
+  // Without an in-place operation nothing changes.
+  saving->options.keep_input(false);
+  EXPECT_LT(worst_difference(train_step(*saving, call(*saving), x, nullptr),
+                             train_step(*plain, call(*plain), x, nullptr)),
+            1e-12);
+}
+
+std::vector<InPlaceCase> in_place_cases() {
+  std::vector<InPlaceCase> cases;
+  for (auto coupling : {Coupling::additive, Coupling::affine}) {
+    for (bool fused : {true, false}) {
+      for (const char* op : {"mul", "relu", "add"}) cases.push_back({coupling, fused, op});
+    }
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Wrapper, InPlaceOnOutput, testing::ValuesIn(in_place_cases()),
+                         [](const testing::TestParamInfo<InPlaceCase>& info) { return describe(info.param); });
+
+TEST(InPlace, ExactCouplingOutputModifiedRaises) {
+  torch::manual_seed(0);
+  auto coupling = memcnn::AdditiveCoupling(ConvBnRelu(2), ConvBnRelu(2), memcnn::AdditiveCouplingOptions().exact(true));
+  auto saving = memcnn::InvertibleModuleWrapper(coupling);
+  const auto x = memcnn::quantize_to_grid(torch::rand({2, kChannels, 6, 6}), memcnn::kDefaultFractionBits);
+  auto call = [&](const torch::Tensor& t) { return saving->forward(t); };
+  const auto message = error_message([&] { train_step(*saving, call, x, in_place_op("relu")); });
+  EXPECT_NE(message.find("modified by an inplace operation"), std::string::npos) << message;
+}
+
+TEST(InPlace, SequentialChainOutputModifiedRaises) {
+  torch::manual_seed(0);
+  memcnn::InvertibleSequential chain;
+  for (int i = 0; i < 3; ++i) chain->push_back(make_coupling(Coupling::additive, kChannels));
+  for (bool fused : {true, false}) {
+    auto saving = wrapped(chain.ptr(), memcnn::InvertibleModuleWrapperOptions().fused_backward(fused));
+    auto call = [&](const torch::Tensor& t) { return saving->forward(t); };
+    EXPECT_THROW(train_step(*saving, call, input_like_readme(), in_place_op("mul")), c10::Error) << fused;
+  }
+}
+
+TEST(InPlace, KeptInputModifiedAfterForwardRaises) {
+  torch::manual_seed(0);
+  auto saving = wrapped(make_coupling(Coupling::additive, kChannels), memcnn::InvertibleModuleWrapperOptions().keep_input(true));
+  auto x = input_like_readme();
+  auto input = x * 1.0;
+  auto y = saving->forward(input);
+  input.mul_(3);
+  const auto message = error_message([&] { (y * y).sum().backward(); });
+  EXPECT_NE(message.find("modified by an inplace operation"), std::string::npos) << message;
+  EXPECT_NE(message.find("input 0"), std::string::npos) << message;
+}
+
+TEST(InPlace, ChainOfWrappersWithInPlaceBetweenRaises) {
+  torch::manual_seed(0);
+  auto first = wrapped(make_coupling(Coupling::additive, kChannels), {});
+  auto second = wrapped(make_coupling(Coupling::additive, kChannels), {});
+  auto x = input_like_readme();
+  auto h = first->forward(x * 1.0);
+  h.relu_();  // as a torch::nn::ReLU(inplace) between two reversible blocks would
+  auto y = second->forward(h);
+  EXPECT_THROW((y * y).sum().backward(), c10::Error);
+}
+
+TEST(InPlace, CheckpointOutputModifiedEqualsPlainAndInputModifiedRaises) {
+  torch::manual_seed(0);
+  ConvBnRelu op(kChannels);
+  op->to(torch::kFloat64);
+  const auto x = input_like_readme();
+  // Convolution and BatchNorm: nothing saves the output, so plain autograd allows modifying it.
+  auto conv_bn = [&](const torch::Tensor& u) { return op->bn->forward(op->conv->forward(u)); };
+  auto checkpointed = [&](const torch::Tensor& t) {
+    return memcnn::checkpoint(conv_bn, t, op->parameters(), op.ptr().get());
+  };
+  auto direct = conv_bn;
+  for (const char* name : {"mul", "relu", "add"}) {
+    const auto a = train_step(*op, checkpointed, x, in_place_op(name));
+    const auto b = train_step(*op, direct, x, in_place_op(name));
+    EXPECT_LT(worst_difference(a, b), 1e-12) << name;
+  }
+  auto input = x * 1.0;
+  auto y = checkpointed(input);
+  input.add_(1);
+  const auto message = error_message([&] { y.sum().backward(); });
+  EXPECT_NE(message.find("modified by an inplace operation"), std::string::npos) << message;
+}
+
+// ---- 2. Exceptions midway -------------------------------------------------------------------
+
+std::vector<torch::Tensor> clones(const std::vector<torch::Tensor>& tensors) {
+  std::vector<torch::Tensor> result;
+  for (const auto& t : tensors) result.push_back(t.detach().clone());
+  return result;
+}
+
+void expect_equal(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b, const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    ASSERT_GT(bytes_of(a[i]), 0u) << what << " " << i << " lost its storage";
+    EXPECT_TRUE(torch::equal(a[i], b[i])) << what << " " << i;
+  }
+}
+
+struct HookReset {
+  ~HookReset() { memcnn::detail::set_free_preparation_hook_for_testing(nullptr); }
+};
+
+TEST(FailedForward, InjectedFailureAtTheKthInputLeavesEveryInputAndBufferIntact) {
+  constexpr int64_t kTensors = 3;
+  for (int64_t k = 0; k < kTensors; ++k) {
+    torch::manual_seed(0);
+    auto saving = memcnn::InvertibleModuleWrapper(make_coupling(Coupling::additive, kChannels, kTensors),
+                                                  memcnn::InvertibleModuleWrapperOptions().preserve_rng_state(true));
+    std::vector<torch::Tensor> inputs;
+    for (int64_t i = 0; i < kTensors; ++i) inputs.push_back(torch::rand({2, kChannels, 6, 6}).requires_grad_() * 1.0);
+    const auto inputs_before = clones(inputs);
+    const auto buffers_before = clones(saving->buffers());
+    HookReset reset;
+    memcnn::detail::set_free_preparation_hook_for_testing([k](std::size_t i) {
+      TORCH_CHECK(static_cast<int64_t>(i) != k, "injected failure at input ", i);
+    });
+    const auto message = error_message([&] { saving->forward_multi(inputs); });
+    EXPECT_NE(message.find("injected failure at input " + std::to_string(k)), std::string::npos) << message;
+    expect_equal(inputs, inputs_before, "input");
+    expect_equal(saving->buffers(), buffers_before, "buffer");
+  }
+}
+
+TEST(FailedForward, RandomStateIsRestoredWithPreserveRngState) {
+  torch::manual_seed(0);
+  auto saving = memcnn::InvertibleModuleWrapper(
+      memcnn::AdditiveCoupling(ConvBnRelu(kChannels / 2, 1.0, 0.5), ConvBnRelu(kChannels / 2, 1.0, 0.5)),
+      memcnn::InvertibleModuleWrapperOptions().preserve_rng_state(true));
+  auto x = torch::rand({2, kChannels, 6, 6}).requires_grad_() * 1.0;
+  torch::manual_seed(7);
+  const auto expected_draw = torch::rand({4});
+  torch::manual_seed(7);
+  HookReset reset;
+  memcnn::detail::set_free_preparation_hook_for_testing([](std::size_t) { TORCH_CHECK(false, "injected failure"); });
+  EXPECT_THROW(saving->forward(x), c10::Error);
+  EXPECT_TRUE(torch::equal(torch::rand({4}), expected_draw)) << "the failed forward's dropout draws stayed drawn";
+}
+
+// Runs its BatchNorm, then throws when asked: a forward that fails after changing buffers.
+struct FailingAfterBatchNormImpl : torch::nn::Cloneable<FailingAfterBatchNormImpl> {
+  FailingAfterBatchNormImpl() { reset(); }
+  void reset() override { bn = register_module("bn", torch::nn::BatchNorm2d(kChannels / 2)); }
+  torch::Tensor forward(const torch::Tensor& x) {
+    auto h = bn->forward(x);
+    TORCH_CHECK(!fail, "G failed on purpose");
+    return h;
+  }
+  torch::nn::BatchNorm2d bn{nullptr};
+  bool fail = false;
+};
+TORCH_MODULE(FailingAfterBatchNorm);
+
+TEST(FailedForward, SubModuleThrowingMidwayLeavesBuffersAsBefore) {
+  torch::manual_seed(0);
+  FailingAfterBatchNorm g;
+  g->fail = true;
+  auto saving = memcnn::InvertibleModuleWrapper(memcnn::AdditiveCoupling(ConvBnRelu(kChannels / 2), g));
+  auto x = torch::rand({2, kChannels, 6, 6}).requires_grad_() * 1.0;
+  const auto x_before = x.detach().clone();
+  const auto buffers_before = clones(saving->buffers());
+  EXPECT_THROW(saving->forward(x), c10::Error);
+  expect_equal({x}, {x_before}, "input");
+  expect_equal(saving->buffers(), buffers_before, "buffer");
+}
+
+TEST(FailedBackward, ExactRebuildWithOtherBitsRaisesAndRestoresBuffers) {
+  torch::manual_seed(0);
+  // Dropout without preserve_rng_state: the rebuild draws other numbers than forward.
+  auto coupling = memcnn::AdditiveCoupling(ConvBnRelu(2, 1.0, 0.5), ConvBnRelu(2, 1.0, 0.5),
+                                           memcnn::AdditiveCouplingOptions().exact(true));
+  auto saving = memcnn::InvertibleModuleWrapper(coupling);
+  auto x = memcnn::quantize_to_grid(torch::rand({2, kChannels, 6, 6}), memcnn::kDefaultFractionBits).requires_grad_();
+  auto input = x * 1.0;
+  auto y = saving->forward(input);
+  ASSERT_TRUE(memcnn::is_freed(input));
+  const auto buffers_after_forward = clones(saving->buffers());
+  const auto message = error_message([&] { y.sum().backward(); });
+  EXPECT_NE(message.find("other bits"), std::string::npos) << message;
+  EXPECT_TRUE(memcnn::is_freed(input)) << "a rebuild with wrong bits was written back";
+  expect_equal(saving->buffers(), buffers_after_forward, "buffer");
+}
+
+// ---- 3. Host-device synchronisations --------------------------------------------------------
+
+// Operations that read a tensor's value on the host: on CUDA each waits for the stream.
+std::atomic<int> host_reads{0};
+
+std::unique_ptr<at::ObserverContext> count_host_reads(const at::RecordFunction& fn) {
+  const char* name = fn.name();
+  for (const char* read : {"aten::_local_scalar_dense", "aten::equal", "aten::is_nonzero", "aten::nonzero"}) {
+    if (std::strcmp(name, read) == 0) ++host_reads;
+  }
+  return nullptr;
+}
+
+class HostReadCounter {
+ public:
+  HostReadCounter()
+      : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&count_host_reads).needsInputs(false))) {
+    host_reads = 0;
+  }
+  ~HostReadCounter() { at::removeCallback(handle_); }
+  int take() { return host_reads.exchange(0); }
+
+ private:
+  at::CallbackHandle handle_;
+};
+
+struct SyncCase {
+  const char* name;
+  std::function<std::shared_ptr<memcnn::InvertibleModule>()> make;
+  bool exact;
+};
+
+std::vector<SyncCase> sync_cases() {
+  auto exact = [] {
+    return memcnn::AdditiveCoupling(ConvBnRelu(2), ConvBnRelu(2), memcnn::AdditiveCouplingOptions().exact(true)).ptr();
+  };
+  auto chain = [] {
+    memcnn::InvertibleSequential c;
+    for (int i = 0; i < 3; ++i) c->push_back(make_coupling(Coupling::affine, kChannels));
+    return c.ptr();
+  };
+  return {{"additive", [] { return make_coupling(Coupling::additive, kChannels); }, false},
+          {"affine", [] { return make_coupling(Coupling::affine, kChannels); }, false},
+          {"chain", chain, false},
+          {"exact", exact, true}};
+}
+
+// Forward and backward of three wrapped blocks, counting host reads in each. `deferred`: CPU
+// tensors are treated as a CUDA device's (the path CUDA takes).
+std::pair<int, int> host_reads_of_step(const SyncCase& c, bool fused, bool deferred,
+                                       torch::Device device = torch::kCPU) {
+  torch::manual_seed(0);
+  std::vector<memcnn::InvertibleModuleWrapper> blocks;
+  for (int i = 0; i < 3; ++i) {
+    blocks.emplace_back(c.make(), memcnn::InvertibleModuleWrapperOptions().fused_backward(fused));
+    blocks.back()->to(device);
+  }
+  auto x = memcnn::quantize_to_grid(torch::rand({2, kChannels, 6, 6}, device), memcnn::kDefaultFractionBits);
+  x.relu_();  // exact zeros: the ordinary blocks keep their positions
+  x.requires_grad_();
+  std::optional<memcnn::detail::DeferHostReadsForTesting> defer;
+  if (deferred) defer.emplace();
+  HostReadCounter counter;
+  auto h = x * 1.0;
+  for (auto& b : blocks) h = b->forward(h);
+  const int forward_reads = counter.take();
+  h.sum().backward();
+  const int backward_reads = counter.take();
+  EXPECT_GT(x.grad().abs().sum().item<double>(), 0);
+  return {forward_reads, backward_reads};
+}
+
+TEST(HostSyncs, CounterSeesAnItem) {
+  HostReadCounter counter;
+  (void)torch::ones({2}).sum().item<double>();
+  EXPECT_EQ(counter.take(), 1);
+}
+
+TEST(HostSyncs, NoneInAWrappedTrainingStep) {
+  for (const auto& c : sync_cases()) {
+    for (bool fused : {true, false}) {
+      for (bool deferred : {false, true}) {
+        const auto reads = host_reads_of_step(c, fused, deferred);
+        const std::string what = std::string(c.name) + (fused ? " fused" : " recompute") +
+                                 (deferred ? " (as on CUDA)" : " (CPU)");
+        EXPECT_EQ(reads.first, 0) << what << ": forward";
+        // An exact block's checksums, on a device, are read once the whole backward is done.
+        EXPECT_EQ(reads.second, c.exact && deferred ? 1 : 0) << what << ": backward";
+      }
+    }
+  }
+}
+
+TEST(HostSyncs, NoneInAWrappedTrainingStepOnCuda) {
+  MEMCNN_SKIP_WITHOUT_CUDA();
+  ExactFloat32OnCuda exact_float32;
+  for (const auto& c : sync_cases()) {
+    for (bool fused : {true, false}) {
+      const auto reads = host_reads_of_step(c, fused, /*deferred=*/false, torch::kCUDA);
+      EXPECT_EQ(reads.first, 0) << c.name << (fused ? " fused" : " recompute") << ": forward";
+      EXPECT_EQ(reads.second, c.exact ? 1 : 0) << c.name << (fused ? " fused" : " recompute") << ": backward";
+    }
+  }
+}
+
+TEST(HostSyncs, DeferredExactCheckStillCatchesARebuildWithOtherBits) {
+  torch::manual_seed(0);
+  auto coupling = memcnn::AdditiveCoupling(ConvBnRelu(2, 1.0, 0.5), ConvBnRelu(2, 1.0, 0.5),
+                                           memcnn::AdditiveCouplingOptions().exact(true));
+  auto saving = memcnn::InvertibleModuleWrapper(coupling);
+  auto x = memcnn::quantize_to_grid(torch::rand({2, kChannels, 6, 6}), memcnn::kDefaultFractionBits).requires_grad_();
+  memcnn::detail::DeferHostReadsForTesting defer;
+  auto y = saving->forward(x * 1.0);
+  const auto message = error_message([&] { y.sum().backward(); });
+  EXPECT_NE(message.find("other bits"), std::string::npos) << message;
+  // The next backward pass is not affected by the failed one's checks.
+  auto z = saving->forward(x * 1.0);
+  saving->options.preserve_rng_state(true);
+  auto w = saving->forward(x * 1.0);
+  EXPECT_NO_THROW(w.sum().backward());
+  (void)z;
+}
+
+TEST(HostSyncs, ExactCheckOnCudaCatchesARebuildWithOtherBitsAfterBackward) {
+  MEMCNN_SKIP_WITHOUT_CUDA();
+  torch::manual_seed(0);
+  auto coupling = memcnn::AdditiveCoupling(ConvBnRelu(2, 1.0, 0.5), ConvBnRelu(2, 1.0, 0.5),
+                                           memcnn::AdditiveCouplingOptions().exact(true));
+  auto saving = memcnn::InvertibleModuleWrapper(coupling);
+  saving->to(torch::kCUDA);
+  auto x = memcnn::quantize_to_grid(torch::rand({2, kChannels, 6, 6}, torch::kCUDA), memcnn::kDefaultFractionBits)
+               .requires_grad_();
+  auto y = saving->forward(x * 1.0);
+  const auto message = error_message([&] { y.sum().backward(); });
+  EXPECT_NE(message.find("other bits"), std::string::npos) << message;
+}
+
+TEST(HostSyncs, DeferredExactCheckCatchesAStepBeyondTheGridsRange) {
+  torch::manual_seed(0);
+  auto coupling = memcnn::AdditiveCoupling(ConvBnRelu(2), ConvBnRelu(2),
+                                           memcnn::AdditiveCouplingOptions().exact(true).fraction_bits(20));
+  auto saving = memcnn::InvertibleModuleWrapper(coupling);
+  // 2^(24-20) = 16: values near 100 cannot be added exactly on a grid of 2^-20.
+  auto x = memcnn::quantize_to_grid(torch::rand({2, kChannels, 6, 6}) * 100, 20).requires_grad_();
+  {
+    memcnn::detail::DeferHostReadsForTesting defer;
+    auto y = saving->forward(x * 1.0);
+    EXPECT_THROW(y.sum().backward(), c10::Error);
+  }
+  // On the CPU the same call keeps its input and trains on.
+  const auto fallbacks = memcnn::exact_rebuild_fallbacks();
+  auto y = saving->forward(x * 1.0);
+  EXPECT_NO_THROW(y.sum().backward());
+  EXPECT_GT(memcnn::exact_rebuild_fallbacks(), fallbacks);
+}
+
+// ---- 4. Random-state replay -----------------------------------------------------------------
+
+TEST(RngReplay, SequentialWithDropoutEqualsPlainWithPreserveRngState) {
+  for (bool fused : {true, false}) {
+    torch::manual_seed(0);
+    memcnn::InvertibleSequential chain;
+    for (int i = 0; i < 3; ++i) {
+      chain->push_back(memcnn::AdditiveCoupling(ConvBnRelu(kChannels / 2, 1.0, 0.3), ConvBnRelu(kChannels / 2, 1.0, 0.3)));
+    }
+    auto saving = wrapped(chain.ptr(), memcnn::InvertibleModuleWrapperOptions().preserve_rng_state(true).fused_backward(fused));
+    auto plain = std::dynamic_pointer_cast<memcnn::InvertibleModuleWrapperImpl>(saving->clone());
+    plain->options.disable(true);
+    const auto x = input_like_readme();
+    auto step = [&](memcnn::InvertibleModuleWrapperImpl& w) {
+      torch::manual_seed(42);
+      auto g = train_step(w, [&w](const torch::Tensor& t) { return w.forward(t); }, x, nullptr);
+      return std::make_pair(g, torch::rand({3}));  // the stream after the step
+    };
+    const auto a = step(*saving);
+    const auto b = step(*plain);
+    EXPECT_LT(worst_difference(a.first, b.first), 1e-10) << fused;
+    EXPECT_TRUE(torch::equal(a.second, b.second)) << "the replay moved the surrounding random stream, fused=" << fused;
+  }
+}
+
+// An invertible block whose inverse throws: measure_drift fails midway.
+struct FailingInverseImpl : torch::nn::Cloneable<FailingInverseImpl>, memcnn::InvertibleModule {
+  void reset() override { bn = register_module("bn", torch::nn::BatchNorm2d(kChannels)); }
+  FailingInverseImpl() { reset(); }
+  std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& xs) override {
+    (void)torch::rand({1});
+    return {bn->forward(xs.front()) * 0 + xs.front()};
+  }
+  std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>&) override {
+    TORCH_CHECK(false, "inverse failed on purpose");
+  }
+  torch::nn::BatchNorm2d bn{nullptr};
+};
+
+TEST(RngReplay, MeasureDriftLeavesGeneratorsAndBuffersAsBeforeWhenItThrows) {
+  torch::manual_seed(0);
+  memcnn::InvertibleSequential chain;
+  chain->push_back(make_coupling(Coupling::additive, kChannels));
+  chain->push_back(std::make_shared<FailingInverseImpl>());
+  const auto buffers_before = clones(chain->buffers());
+  torch::manual_seed(5);
+  const auto input = torch::rand({2, kChannels, 6, 6});
+  const auto expected = torch::rand({4});  // the stream right after the input
+  torch::manual_seed(5);
+  (void)torch::rand({2, kChannels, 6, 6});
+  EXPECT_THROW(memcnn::measure_drift(*chain, input), c10::Error);
+  EXPECT_TRUE(torch::equal(torch::rand({4}), expected)) << "measure_drift moved the random stream";
+  expect_equal(chain->buffers(), buffers_before, "buffer");
+}
+
+}  // namespace
