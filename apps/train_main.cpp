@@ -235,11 +235,12 @@ int main(int argc, char** argv) {
     if (args.nproc > 1 && std::getenv("WORLD_SIZE") == nullptr) {
       distributed::LaunchOptions launch;
       launch.nproc = static_cast<int>(args.nproc);
-      launch.grace = std::chrono::milliseconds(static_cast<int64_t>(args.dist_timeout * 1000) + 30000);
       std::vector<std::string> command{distributed::current_executable()};
       command.insert(command.end(), argv + 1, argv + argc);
       return distributed::launch_local_ranks(command, launch);
     }
+    // A rank (of --nproc's launcher, of torchrun): stop when the launcher is gone.
+    if (std::getenv("WORLD_SIZE") != nullptr) distributed::stop_when_parent_exits(&train::Trainer::request_stop);
     return run(args);
   } catch (const distributed::CollectiveError& e) {
     // Leave at once: tearing down a process group whose peer is gone may wait for it again.

@@ -11,4 +11,15 @@ wait_for_iteration() {
   return 1
 }
 
+# wait_for_text LOG REGEX PID: returns once LOG matches REGEX (grep), or once PID has ended, or
+# after 3 minutes.
+wait_for_text() {
+  for _ in $(seq 1 900); do
+    grep -q "$2" "$1" && return 0
+    kill -0 "$3" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
+
 fail() { echo "FAIL: $*"; exit 1; }

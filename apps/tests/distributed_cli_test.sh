@@ -7,6 +7,9 @@
 #             timeout; the run then resumes from its last checkpoint
 #   interrupt SIGINT to the launcher: the ranks agree on an iteration, rank 0 checkpoints, all exit
 #             130, and the run resumes there
+#   orphan    SIGKILL to the launcher, 10 times: both ranks gone within 5 s each time, the rerun
+#             resumes from the last checkpoint
+#   hung      a rank stopped with SIGSTOP: the launcher exits non-zero within the timeout + 15 s
 #   torchrun  the same program under `torchrun --no-python` (skipped where torchrun is missing)
 set -u
 source "$(dirname "$0")/common.sh"
@@ -94,6 +97,61 @@ interrupt)
   "$train" "${common[@]}" --nproc 2 --max-iterations $((iteration + 2)) > "$work/resume.log" 2>&1 || { cat "$work/resume.log"; fail "resume"; }
   grep -q "resuming from the checkpoint at iteration $iteration" "$work/resume.log" || { cat "$work/resume.log"; fail "no resume at $iteration"; }
   echo "PASS: SIGINT stopped both ranks at iteration $iteration with a checkpoint; resumed there"
+  ;;
+orphan)
+  # SIGKILL to the launcher (an OOM kill, a closed terminal): the ranks must not train on unseen,
+  # holding the results lock. Each rerun of the same command resumes from the last checkpoint.
+  tries=${ORPHAN_TRIES:-10}
+  worst_ms=0
+  for try in $(seq 1 "$tries"); do
+    fresh=(); [ "$try" -eq 1 ] && fresh=(--fresh)
+    "$train" "${common[@]}" "${fresh[@]}" --nproc 2 > "$work/run.log" 2>&1 &
+    launcher=$!
+    if [ "$try" -eq 1 ]; then
+      wait_for_iteration "$work/run.log" 3 "$launcher" || { cat "$work/run.log"; fail "try 1: no iteration 3"; }
+    else
+      wait_for_text "$work/run.log" "resuming from the checkpoint" "$launcher" || { cat "$work/run.log"; fail "try $try did not resume"; }
+      wait_for_text "$work/run.log" " it [0-9]*/" "$launcher" || { cat "$work/run.log"; fail "try $try: no iteration"; }
+    fi
+    sleep "0.$((RANDOM % 10))"  # some moment within a step
+    ranks=$(pgrep -P "$launcher" | tr '\n' ' ')
+    [ "$(echo $ranks | wc -w)" -eq 2 ] || { cat "$work/run.log"; fail "try $try: expected 2 ranks, found '$ranks'"; }
+    kill -KILL "$launcher"
+    start=$(date +%s%N)
+    wait "$launcher" 2>/dev/null
+    alive=1
+    for _ in $(seq 1 150); do
+      alive=0
+      for pid in $ranks; do kill -0 "$pid" 2>/dev/null && alive=1; done
+      [ "$alive" -eq 0 ] && break
+      sleep 0.05
+    done
+    gone_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    [ "$alive" -eq 0 ] || { cat "$work/run.log"; fail "try $try: ranks $ranks still alive 7 s after their launcher was killed"; }
+    echo "try $try: both ranks gone ${gone_ms} ms after the launcher's SIGKILL"
+    [ "$gone_ms" -gt "$worst_ms" ] && worst_ms=$gone_ms
+  done
+  [ "$worst_ms" -le 5000 ] || fail "ranks took up to $worst_ms ms to go (at most 5 s)"
+  last=$(sed -n 's/^\([0-9]*\),.*/\1/p' "$results/revnet38_fashion-mnist/metrics.csv" | tail -n 1)
+  "$train" "${common[@]}" --nproc 2 --max-iterations $((last + 2)) > "$work/final.log" 2>&1 || { cat "$work/final.log"; fail "the rerun after $tries kills"; }
+  grep -q "resuming from the checkpoint" "$work/final.log" || { cat "$work/final.log"; fail "the rerun did not resume"; }
+  echo "PASS: launcher SIGKILLed $tries times; both ranks gone within $worst_ms ms every time; every rerun resumed and the last finished"
+  ;;
+hung)
+  # A stopped rank (SIGSTOP: a stuck filesystem): the other times out after --dist-timeout T = 20 s,
+  # and the launcher ends the stopped one after its grace: exit non-zero within T + 15 s.
+  start_two_ranks_until 3
+  victim=$(pgrep -P "$launcher" | tail -n 1)
+  kill -STOP "$victim"
+  start=$(date +%s)
+  wait "$launcher"
+  status=$?
+  elapsed=$(( $(date +%s) - start ))
+  cat "$work/run.log"
+  [ "$status" -ne 0 ] || fail "the launcher exited 0 with a stopped rank"
+  kill -0 "$victim" 2>/dev/null && { kill -KILL "$victim"; fail "the stopped rank was left behind"; }
+  [ "$elapsed" -le 35 ] || fail "the launcher took $elapsed s to end (timeout 20 s + 15 s)"
+  echo "PASS: a stopped rank; the launcher exited $status after $elapsed s (timeout 20 s)"
   ;;
 torchrun)
   if ! command -v torchrun > /dev/null; then echo "SKIPPED: torchrun is not installed (Debian package python3-torch)"; exit 0; fi

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <stdexcept>
@@ -112,8 +113,8 @@ int launch_local_ranks(const std::vector<std::string>& command, const LaunchOpti
 
   int first_failure = -1;
   int forwarded = 0;
-  std::chrono::steady_clock::time_point failed_at, terminated_at;
-  bool terminated = false, killed = false;
+  std::chrono::steady_clock::time_point failed_at;
+  bool failure_seen = false, killed = false;
   int running = options.nproc;
   while (running > 0) {
     for (int r = 0; r < options.nproc; ++r) {
@@ -128,11 +129,11 @@ int launch_local_ranks(const std::vector<std::string>& command, const LaunchOpti
         std::cerr << "[memcnn-launch] rank " << r << " (pid " << ranks[r].pid << ") " << describe_exit(status)
                   << std::endl;
       }
-      if (status != 0) {
-        if (first_failure < 0) {
-          first_failure = r;
-          failed_at = std::chrono::steady_clock::now();
-        }
+      if (status != 0 && first_failure < 0) first_failure = r;
+      // A rank stopping as asked (SIGINT forwarded) is no failure: the others stop in step with it.
+      if (status != 0 && !interrupted && !failure_seen) {
+        failure_seen = true;
+        failed_at = std::chrono::steady_clock::now();
       }
     }
     const int signal = forwarded_signal.exchange(0);
@@ -142,15 +143,9 @@ int launch_local_ranks(const std::vector<std::string>& command, const LaunchOpti
         if (rank.running) ::kill(rank.pid, signal);
     }
     const auto now = std::chrono::steady_clock::now();
-    if (first_failure >= 0 && running > 0 && !terminated && now - failed_at > options.grace) {
+    if (failure_seen && running > 0 && !killed && now - failed_at > options.grace) {
       std::cerr << "[memcnn-launch] the other ranks did not stop within " << options.grace.count() / 1000.0
-                << " s of rank " << first_failure << "'s failure; terminating them" << std::endl;
-      for (auto& rank : ranks)
-        if (rank.running) ::kill(rank.pid, SIGTERM);
-      terminated = true;
-      terminated_at = now;
-    }
-    if (terminated && !killed && running > 0 && now - terminated_at > std::chrono::seconds(10)) {
+                << " s of rank " << first_failure << "'s failure; killing them (SIGKILL)" << std::endl;
       for (auto& rank : ranks)
         if (rank.running) ::kill(rank.pid, SIGKILL);
       killed = true;
@@ -161,6 +156,21 @@ int launch_local_ranks(const std::vector<std::string>& command, const LaunchOpti
   std::signal(SIGTERM, previous_term);
   if (first_failure >= 0) return exit_code_of(ranks[first_failure].status);
   return 0;
+}
+
+void stop_when_parent_exits(std::function<void()> request_stop, std::chrono::milliseconds grace) {
+  const pid_t parent = ::getppid();
+  if (parent <= 1) return;  // started by init: nothing to outlive
+  std::thread([parent, request_stop = std::move(request_stop), grace] {
+    while (::getppid() == parent) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    std::cerr << "[memcnn] rank " << ::getpid() << ": the process that started it (pid " << parent
+              << ") is gone; stopping" << std::endl;
+    if (request_stop) request_stop();
+    std::this_thread::sleep_for(grace);
+    std::cerr << "[memcnn] rank " << ::getpid() << ": still running " << grace.count() / 1000.0
+              << " s after its launcher ended; exiting" << std::endl;
+    std::_Exit(143);
+  }).detach();
 }
 
 }  // namespace memcnn::distributed

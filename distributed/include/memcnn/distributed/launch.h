@@ -5,6 +5,7 @@
 // TORCHELASTIC_USE_AGENT_STORE=True set as torchrun sets them, forwards SIGINT/SIGTERM, and waits.
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -13,9 +14,11 @@ namespace memcnn::distributed {
 
 struct LaunchOptions {
   int nproc = 2;
-  // How long the surviving ranks get to notice a failed one and stop by themselves before the
-  // launcher terminates them (they normally stop within their own collective timeout).
-  std::chrono::milliseconds grace{std::chrono::seconds(150)};
+  // How long the other ranks get, once one has failed, to stop by themselves (a peer's death
+  // reaches them through Gloo at once; rank 0 may still write a checkpoint) before the launcher
+  // kills them with SIGKILL. A rank that hangs (stopped, stuck in I/O) thus ends `grace` after the
+  // first failure, and a run whose rank timed out after T seconds ends within T + grace.
+  std::chrono::milliseconds grace{std::chrono::seconds(10)};
   std::map<std::string, std::string> environment;  // set in every rank as well
 };
 
@@ -26,5 +29,14 @@ int launch_local_ranks(const std::vector<std::string>& command, const LaunchOpti
 
 // The path of the running program (/proc/self/exe), for a program that launches itself.
 std::string current_executable();
+
+// For a rank: ranks never outlive what started them. When the parent process (memcnn-train
+// --nproc's launcher, torchrun's agent) is gone, however it ended (SIGKILL included), a watcher
+// thread calls `request_stop` (a trainer then checkpoints at its next iteration where it still
+// can) and ends the process with status 143 `grace` later if it is still running. The parent is
+// polled every 100 ms: Linux's parent-death signal follows the spawning thread, not the process,
+// which a Python agent's worker threads would trigger early.
+void stop_when_parent_exits(std::function<void()> request_stop,
+                            std::chrono::milliseconds grace = std::chrono::seconds(3));
 
 }  // namespace memcnn::distributed
