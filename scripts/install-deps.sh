@@ -13,6 +13,7 @@ PACKAGES=(
   dataset-fashion-mnist   # training data that needs no download
   zlib1g-dev              # data: gzip'd IDX files and .tar.gz archives
   nettle-dev pkg-config   # data: MD5 of downloaded archives (nettle)
+  libarchive-dev          # data: extracting CIFAR's .tar.gz archives
   libcurl4-openssl-dev    # data: CIFAR download (optional: -DMEMCNN_WITH_DOWNLOAD=OFF)
   libgloo-dev             # distributed: Gloo's headers, for c10d's ProcessGroupGloo
   python3 python3-dev     # python: Debian's interpreter (not another python3 first on PATH)

@@ -22,6 +22,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include <archive.h>
+#include <archive_entry.h>
 #include <unistd.h>
 
 namespace memcnn::data {
@@ -170,51 +172,7 @@ std::string http_get(const std::string& url, const std::string&, const DownloadO
 
 #endif  // MEMCNN_WITH_DOWNLOAD
 
-// ---- ustar reader ----
-
-constexpr size_t kBlock = 512;
-
-// A numeric header field, or nullopt when it is not one (then the data is no tar archive).
-std::optional<uint64_t> parse_octal(const uint8_t* field, size_t width) {
-  if (field[0] & 0x80) {  // GNU base-256 for sizes beyond 8 GiB
-    uint64_t value = field[0] & 0x7f;
-    for (size_t i = 1; i < width; ++i) value = (value << 8) | field[i];
-    return value;
-  }
-  uint64_t value = 0;
-  for (size_t i = 0; i < width && field[i]; ++i) {
-    if (field[i] == ' ') continue;
-    if (field[i] < '0' || field[i] > '7') return std::nullopt;
-    value = value * 8 + (field[i] - '0');
-  }
-  return value;
-}
-
-std::string field_string(const uint8_t* field, size_t width) {
-  const auto* begin = reinterpret_cast<const char*>(field);
-  return std::string(begin, strnlen(begin, width));
-}
-
-bool header_checksum_ok(const uint8_t* header) {
-  uint64_t sum = 0;
-  for (size_t i = 0; i < kBlock; ++i) sum += (i >= 148 && i < 156) ? ' ' : header[i];
-  return sum == parse_octal(header + 148, 8).value_or(~uint64_t{0});
-}
-
-// The "path" record of a pax extended header, or "".
-std::string pax_path(const std::string& records) {
-  size_t pos = 0;
-  while (pos < records.size()) {
-    const size_t space = records.find(' ', pos);
-    if (space == std::string::npos) break;
-    const size_t length = std::strtoul(records.c_str() + pos, nullptr, 10);
-    if (length == 0 || pos + length > records.size()) break;
-    const std::string record = records.substr(space + 1, pos + length - space - 2);  // drops '\n'
-    if (record.rfind("path=", 0) == 0) return record.substr(5);
-    pos += length;
-  }
-  return "";
-}
+// ---- tar.gz through libarchive ----
 
 // Archive member name as a safe relative path, or throws.
 fs::path safe_relative_path(const std::string& archive, const std::string& name) {
@@ -225,94 +183,49 @@ fs::path safe_relative_path(const std::string& archive, const std::string& name)
   return path.relative_path();
 }
 
+// The regular files of a gzip'd tar archive (ustar, GNU, pax or v7, as tar writes them), read by
+// libarchive; every failure is a std::runtime_error naming the archive and what libarchive said.
 class TarGzReader {
  public:
-  explicit TarGzReader(const std::string& archive) : archive_(archive), gzip_(archive) {}
+  explicit TarGzReader(const std::string& archive) : archive_(archive), handle_(archive_read_new()) {
+    if (handle_ == nullptr) throw std::runtime_error("libarchive could not allocate a reader for " + archive);
+    archive_read_support_filter_gzip(handle_);
+    archive_read_support_format_tar(handle_);
+    if (archive_read_open_filename(handle_, archive.c_str(), 1 << 16) != ARCHIVE_OK) corrupt();
+  }
+  ~TarGzReader() { archive_read_free(handle_); }
+  TarGzReader(const TarGzReader&) = delete;
+  TarGzReader& operator=(const TarGzReader&) = delete;
 
-  // Calls on_file(relative path, size, read chunk) for every regular file.
-  void for_each_file(const std::function<void(const fs::path&, uint64_t)>& on_file) {
-    std::string long_name;
-    uint8_t header[kBlock];
-    while (read_header(header)) {
-      const char type = static_cast<char>(header[156]);
-      const std::optional<uint64_t> parsed_size = parse_octal(header + 124, 12);
-      if (!parsed_size) corrupt("bad size field in the header of '" + entry_name(header) + "'");
-      const uint64_t size = *parsed_size;
-      if (type == 'L' || type == 'x') {
-        const std::string text = read_text(size);
-        long_name = type == 'L' ? field_string(reinterpret_cast<const uint8_t*>(text.data()), text.size())
-                                : pax_path(text);
-        continue;
-      }
-      std::string name = long_name.empty() ? entry_name(header) : long_name;
-      long_name.clear();
-      if (type == '0' || type == '\0' || type == '7') {
-        remaining_ = size;
-        on_file(safe_relative_path(archive_, name), size);
-        skip(remaining_);  // whatever the callback left unread
-        remaining_ = 0;
-      } else {
-        skip(size);  // directories, links, devices: not needed, not extracted
-      }
-      skip_padding(size);
+  // Calls on_file(relative path) for every regular file, which reads it with read(); links,
+  // directories and devices are skipped (not needed, not extracted).
+  void for_each_file(const std::function<void(const fs::path&)>& on_file) {
+    archive_entry* entry = nullptr;
+    for (;;) {
+      const int status = archive_read_next_header(handle_, &entry);
+      if (status == ARCHIVE_EOF) return;
+      if (status < ARCHIVE_WARN) corrupt();
+      if (archive_entry_filetype(entry) != AE_IFREG) continue;
+      const char* name = archive_entry_pathname(entry);
+      on_file(safe_relative_path(archive_, name != nullptr ? name : ""));
     }
   }
 
   // Reads the current file's data; returns 0 at its end.
   size_t read(uint8_t* out, size_t n) {
-    const size_t want = static_cast<size_t>(std::min<uint64_t>(n, remaining_));
-    read_exact(out, want);
-    remaining_ -= want;
-    return want;
+    const la_ssize_t got = archive_read_data(handle_, out, n);
+    if (got < 0) corrupt();
+    return static_cast<size_t>(got);
   }
 
  private:
-  bool read_header(uint8_t* header) {
-    const size_t got = gzip_.read(header, kBlock);
-    if (got == 0) return false;  // end of data without end-of-archive blocks: tolerated
-    if (got != kBlock) corrupt("truncated header");
-    if (std::all_of(header, header + kBlock, [](uint8_t b) { return b == 0; })) return false;
-    if (!header_checksum_ok(header)) corrupt("bad header checksum (not a tar archive?)");
-    return true;
-  }
-
-  static std::string entry_name(const uint8_t* header) {
-    const std::string name = field_string(header, 100);
-    const bool ustar = std::memcmp(header + 257, "ustar", 5) == 0;
-    const std::string prefix = ustar ? field_string(header + 345, 155) : "";
-    return prefix.empty() ? name : prefix + "/" + name;
-  }
-
-  std::string read_text(uint64_t size) {
-    if (size > (1u << 20)) corrupt("oversized extended header");
-    std::string text(size, '\0');
-    read_exact(reinterpret_cast<uint8_t*>(text.data()), size);
-    skip_padding(size);
-    return text;
-  }
-
-  void read_exact(uint8_t* out, size_t n) {
-    if (gzip_.read(out, n) != n) corrupt("archive ends inside a member");
-  }
-
-  void skip(uint64_t n) {
-    uint8_t buffer[1 << 15];
-    while (n > 0) {
-      const size_t step = static_cast<size_t>(std::min<uint64_t>(n, sizeof(buffer)));
-      read_exact(buffer, step);
-      n -= step;
-    }
-  }
-
-  void skip_padding(uint64_t size) { skip((kBlock - size % kBlock) % kBlock); }
-
-  [[noreturn]] void corrupt(const std::string& what) const {
-    throw std::runtime_error("archive " + archive_ + " is not a valid tar.gz: " + what);
+  [[noreturn]] void corrupt() const {
+    const char* why = archive_error_string(handle_);
+    throw std::runtime_error("archive " + archive_ + " is not a valid tar.gz: " + (why != nullptr ? why : "unreadable"));
   }
 
   std::string archive_;
-  detail::GzipReader gzip_;
-  uint64_t remaining_ = 0;
+  struct archive* handle_;
 };
 
 void write_member(TarGzReader& reader, const fs::path& target) {
@@ -395,7 +308,7 @@ void extract_tar_gz(const std::string& archive, const std::string& dest_dir) {
     fs::remove_all(staging);
     fs::create_directories(staging);
     TarGzReader reader(archive);
-    reader.for_each_file([&](const fs::path& relative, uint64_t) {
+    reader.for_each_file([&](const fs::path& relative) {
       write_member(reader, staging / relative);
       extracted.push_back(relative);
     });

@@ -117,6 +117,17 @@ TEST(ExtractTarGz, RejectsNonTarData) {
   EXPECT_TRUE(list_tree(dir / "out").empty());
 }
 
+TEST(ExtractTarGz, RejectsATruncatedArchiveAndLeavesNothing) {
+  TempDir dir;
+  const auto whole = gzip(make_tar({{"a.bin", Bytes(20000, 3), '0'}, {"b.bin", Bytes(20000, 4), '0'}}));
+  write_file(dir / "cut.tar.gz", Bytes(whole.begin(), whole.begin() + whole.size() / 2));
+  fs::create_directories(dir / "out");
+  const std::string message = error_of([&] { extract_tar_gz(dir / "cut.tar.gz", dir / "out"); });
+  EXPECT_NE(message.find("cut.tar.gz"), std::string::npos) << message;
+  EXPECT_NE(message.find("is not a valid tar.gz"), std::string::npos) << message;
+  EXPECT_TRUE(list_tree(dir / "out").empty());
+}
+
 // Interoperability with archives GNU tar writes (the official ones were made with it),
 // including names longer than the 100 bytes of a ustar name field.
 TEST(ExtractTarGz, ReadsArchivesWrittenByGnuTar) {
