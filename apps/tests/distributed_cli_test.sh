@@ -10,7 +10,8 @@
 #   orphan    SIGKILL to the launcher, 10 times: both ranks gone within 5 s each time, the rerun
 #             resumes from the last checkpoint
 #   hung      a rank stopped with SIGSTOP: the launcher exits non-zero within the timeout + 15 s
-#   torchrun  the same program under `torchrun --no-python` (skipped where torchrun is missing)
+#   torchrun  the same program under `torchrun --no-python`; then the agent SIGKILLed: its ranks
+#             are gone within 5 s (skipped where torchrun is missing)
 set -u
 source "$(dirname "$0")/common.sh"
 train=$1
@@ -164,7 +165,27 @@ torchrun)
   cat "$work/run.log"
   grep -q "(2 ranks x 10, gloo)" "$work/run.log" || fail "torchrun's ranks did not form one job"
   [ -f "$results/revnet38_fashion-mnist/checkpoint.pt" ] || fail "no checkpoint"
-  echo "PASS: torchrun --no-python --nproc-per-node 2"
+  # torchrun's agent SIGKILLed: its ranks stop by themselves (they watch their parent).
+  port=$(free_port)
+  torchrun --no_python --nnodes 1 --nproc_per_node 2 --master_addr 127.0.0.1 --master_port "$port" \
+    --redirects 1 --tee 1 "$train" "${common[@]}" > "$work/agent.log" 2>&1 &
+  agent=$!
+  wait_for_text "$work/agent.log" " it [0-9]*/" "$agent" || { cat "$work/agent.log"; fail "torchrun's second run did not train"; }
+  ranks=$(pgrep -P "$agent" | tr '\n' ' ')
+  [ "$(echo $ranks | wc -w)" -eq 2 ] || { cat "$work/agent.log"; fail "expected 2 ranks under the agent, found '$ranks'"; }
+  kill -KILL "$agent"
+  start=$(date +%s%N)
+  wait "$agent" 2>/dev/null
+  for _ in $(seq 1 200); do
+    alive=0
+    for pid in $ranks; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ "$alive" -eq 0 ] && break
+    sleep 0.05
+  done
+  gone_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  [ "$alive" -eq 0 ] || { for pid in $ranks; do kill -KILL "$pid" 2>/dev/null; done; fail "torchrun's ranks outlived their agent by 10 s"; }
+  [ "$gone_ms" -le 5000 ] || fail "torchrun's ranks took $gone_ms ms to go after their agent's SIGKILL"
+  echo "PASS: torchrun --no-python --nproc-per-node 2; after the agent's SIGKILL its ranks were gone in $gone_ms ms"
   ;;
 *) fail "unknown mode $mode" ;;
 esac
