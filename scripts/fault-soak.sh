@@ -25,7 +25,7 @@ cat > "$experiments" <<'JSON'
 }
 JSON
 common=(revnet38 fashion-mnist --experiments-file "$experiments" --dist-timeout 20 --threads 1 --nproc 2)
-fail() { echo "FAIL: $*"; exit 1; }
+source "$root/apps/tests/common.sh"  # fail, wait_for_text, wait_until_gone
 
 accuracy_of() {  # results dir -> test accuracy of its checkpoint, evaluated by 2 ranks
   "$train" "${common[@]}" --results-dir "$1" --evaluate 2>&1 | sed -n 's/.*test accuracy \([0-9.]*\)%.*/\1/p'
@@ -50,10 +50,9 @@ for k in $(seq 1 "$kills"); do
   launcher=$!
   fresh=()
   if [ "$k" -gt 1 ]; then
-    for _ in $(seq 1 600); do grep -q "resuming from the checkpoint" "$work/run.log" && break; kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
-    grep -q "resuming from the checkpoint" "$work/run.log" || { cat "$work/run.log"; fail "rerun $k did not resume"; }
+    wait_for_text "$work/run.log" "resuming from the checkpoint" "$launcher" || { cat "$work/run.log"; fail "rerun $k did not resume"; }
   fi
-  for _ in $(seq 1 600); do grep -q " it [0-9]*/" "$work/run.log" && break; kill -0 "$launcher" 2>/dev/null || break; sleep 0.1; done
+  wait_for_text "$work/run.log" " it [0-9]*/" "$launcher"
   sleep "$((RANDOM % 3)).$((RANDOM % 10))"
   if ! kill -0 "$launcher" 2>/dev/null; then
     grep -q "done:" "$work/run.log" && { echo "kill $k: the run finished first"; break; }
@@ -69,14 +68,8 @@ for k in $(seq 1 "$kills"); do
   wait "$launcher" 2>/dev/null
   # A killed rank's peer stops at once; an orphaned rank within 3 s; the launcher kills a hung one
   # 10 s after the first failure: everything is gone well within 15 s.
-  for _ in $(seq 1 300); do
-    alive=0
-    for pid in $all; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" -eq 0 ] && break
-    sleep 0.05
-  done
-  gone_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-  [ "$alive" -eq 0 ] || fail "kill $k ($what): processes still alive 15 s later: $all"
+  # shellcheck disable=SC2086
+  wait_until_gone "$start" 15 $all || fail "kill $k ($what): processes still alive 15 s later: $all"
   [ "$gone_ms" -gt "$worst_ms" ] && worst_ms=$gone_ms
   last=$(sed -n 's/^\([0-9]*\),.*/\1/p' "$results/revnet38_fashion-mnist/metrics.csv" 2>/dev/null | tail -n 1)
   echo "kill $k: $what at iteration ${last:-0}; every process gone after ${gone_ms} ms"

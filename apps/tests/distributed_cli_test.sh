@@ -120,15 +120,8 @@ orphan)
     kill -KILL "$launcher"
     start=$(date +%s%N)
     wait "$launcher" 2>/dev/null
-    alive=1
-    for _ in $(seq 1 150); do
-      alive=0
-      for pid in $ranks; do kill -0 "$pid" 2>/dev/null && alive=1; done
-      [ "$alive" -eq 0 ] && break
-      sleep 0.05
-    done
-    gone_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-    [ "$alive" -eq 0 ] || { cat "$work/run.log"; fail "try $try: ranks $ranks still alive 7 s after their launcher was killed"; }
+    # shellcheck disable=SC2086
+    wait_until_gone "$start" 7 $ranks || { cat "$work/run.log"; fail "try $try: ranks $ranks still alive 7 s after their launcher was killed"; }
     echo "try $try: both ranks gone ${gone_ms} ms after the launcher's SIGKILL"
     [ "$gone_ms" -gt "$worst_ms" ] && worst_ms=$gone_ms
   done
@@ -176,14 +169,8 @@ torchrun)
   kill -KILL "$agent"
   start=$(date +%s%N)
   wait "$agent" 2>/dev/null
-  for _ in $(seq 1 200); do
-    alive=0
-    for pid in $ranks; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" -eq 0 ] && break
-    sleep 0.05
-  done
-  gone_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-  [ "$alive" -eq 0 ] || { for pid in $ranks; do kill -KILL "$pid" 2>/dev/null; done; fail "torchrun's ranks outlived their agent by 10 s"; }
+  # shellcheck disable=SC2086
+  wait_until_gone "$start" 10 $ranks || { for pid in $ranks; do kill -KILL "$pid" 2>/dev/null; done; fail "torchrun's ranks outlived their agent by 10 s"; }
   [ "$gone_ms" -le 5000 ] || fail "torchrun's ranks took $gone_ms ms to go after their agent's SIGKILL"
   echo "PASS: torchrun --no-python --nproc-per-node 2; after the agent's SIGKILL its ranks were gone in $gone_ms ms"
   ;;
