@@ -258,7 +258,7 @@ bool bitwise_equal(const torch::Tensor& a, const torch::Tensor& b) {
   }
 }
 
-torch::Tensor bit_checksum_tensor(const torch::Tensor& x) {
+torch::Tensor bit_checksum(const torch::Tensor& x) {
   torch::NoGradGuard no_grad;
   const auto flat = x.detach().contiguous().reshape(-1);
   const auto bytes = flat.numel() * static_cast<int64_t>(flat.element_size());
@@ -266,8 +266,6 @@ torch::Tensor bit_checksum_tensor(const torch::Tensor& x) {
   const auto words = bytes % 8 == 0 ? flat.view(torch::kLong) : bytes % 4 == 0 ? flat.view(torch::kInt) : flat.view(torch::kByte);
   return words.sum(/*dtype=*/torch::kLong);
 }
-
-int64_t bit_checksum(const torch::Tensor& x) { return bit_checksum_tensor(x).item<int64_t>(); }
 
 torch::Tensor bits_differ(const torch::Tensor& a, const torch::Tensor& b) {
   torch::NoGradGuard no_grad;

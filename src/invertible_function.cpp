@@ -85,7 +85,7 @@ struct SavedCall : torch::CustomClassHolder {
   std::vector<c10::Storage> freed_storage;   // per input: the storage emptied by forward, if any
   std::vector<torch::Tensor> zero_masks;     // per freed input that may hold exact zeros: their positions, packed
   bool exact = false;                        // fn rebuilds exactly: freed inputs are checksummed
-  std::vector<torch::Tensor> checksums;      // per freed input of an exact block: bit_checksum_tensor
+  std::vector<torch::Tensor> checksums;      // per freed input of an exact block: bit_checksum
   torch::Tensor inexact_on_device;           // an exact step forward could not verify on the host failed
   std::vector<bool> input_requires_grad;
   std::vector<torch::Tensor> outputs;        // detached aliases of what the caller received
@@ -146,9 +146,7 @@ torch::Tensor bit_weights(const torch::TensorOptions& options) {
 // host can tell, without a device synchronisation, that there are none; on a device the mask is
 // kept either way (1/32 of a float32 input).
 torch::Tensor pack_zero_positions(const torch::Tensor& x) {
-  if (const auto nonzero = read_count_without_sync(x.count_nonzero())) {
-    if (*nonzero == x.numel()) return {};
-  }
+  if (readable_without_sync(x) && *read_count_without_sync(x.count_nonzero()) == x.numel()) return {};
   auto bits = x.eq(0).reshape(-1).to(torch::kUInt8);
   const int64_t n = bits.numel(), padded = (n + 7) / 8 * 8;
   if (padded != n) bits = torch::cat({bits, torch::zeros({padded - n}, bits.options())});
@@ -283,7 +281,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
       }
       if (free_preparation_hook()) free_preparation_hook()(i);
       pending.push_back({i, PreparedFree(x), call.exact ? torch::Tensor() : pack_zero_positions(x),
-                         call.exact ? bit_checksum_tensor(x) : torch::Tensor()});
+                         call.exact ? bit_checksum(x) : torch::Tensor()});
     }
     call.freed_storage.resize(call.inputs.size());
     call.zero_masks.resize(call.inputs.size());
@@ -311,29 +309,31 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     log(LogLevel::Warning, message.str());
   }
 
+  enum class Saved { input, output };
+
   // Autograd's check for saved tensors, for what memcnn saved itself: the outputs a rebuild
   // starts from, and the inputs a recompute starts from. A tensor backward does not read may
   // change freely (the gradients do not depend on it).
   static void check_unmodified(const SavedCall& call, bool outputs_needed, bool inputs_needed) {
     if (outputs_needed) {
       for (std::size_t i = 0; i < call.outputs.size(); ++i) {
-        check_version(call, call.outputs[i], call.output_versions[i], "output", i);
+        check_version(call, call.outputs[i], call.output_versions[i], Saved::output, i);
       }
     }
     if (inputs_needed) {
       for (std::size_t i = 0; i < call.inputs.size(); ++i) {
-        if (!is_freed(call.inputs[i])) check_version(call, call.inputs[i], call.input_versions[i], "input", i);
+        if (!is_freed(call.inputs[i])) check_version(call, call.inputs[i], call.input_versions[i], Saved::input, i);
       }
     }
   }
 
-  static void check_version(const SavedCall& call, const torch::Tensor& t, uint32_t expected, const char* role,
+  static void check_version(const SavedCall& call, const torch::Tensor& t, uint32_t expected, Saved which,
                             std::size_t index) {
     if (!t.defined() || t._version() == expected) return;
-    const bool output = role[0] == 'o';
+    const bool output = which == Saved::output;
     const char* keep = call.options.inverse_direction ? "keep_input_inverse(true)" : "keep_input(true)";
     TORCH_CHECK(false, "one of the variables needed for gradient computation has been modified by an inplace "
-                "operation: ", role, " ", index, " of the memory-saving block ", describe(*call.fn), " (shape ",
+                "operation: ", output ? "output " : "input ", index, " of the memory-saving block ", describe(*call.fn), " (shape ",
                 t.sizes(), ", ", t.scalar_type(), ") is at version ", t._version(), "; expected version ", expected,
                 " instead. ",
                 output ? "The block freed its input in forward and rebuilds it from this output in backward, so its "
@@ -377,7 +377,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
   static void check_rebuilt_bits(const SavedCall& call, std::size_t i, const torch::Tensor& rebuilt) {
     const auto& saved = call.checksums[i];
     if (!saved.defined()) return;
-    auto differs = bit_checksum_tensor(rebuilt).ne(saved);
+    auto differs = bit_checksum(rebuilt).ne(saved);
     const auto known = read_flag_without_sync(differs);
     TORCH_CHECK(!known || !*known, rebuilt_other_bits_message(call, i));
     if (known) return;

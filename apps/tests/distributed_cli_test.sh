@@ -37,6 +37,15 @@ free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("12
 
 # Starts a fresh 2-rank run in the background (its launcher's pid in $launcher) and returns once
 # it has logged iteration $1 (or stopped).
+# Reruns the same 2-rank command for two iterations past the last one logged in metrics.csv; it
+# must resume from a checkpoint and finish. $1 says after what, for the failure message.
+resume_two_more() {
+  local last
+  last=$(sed -n 's/^\([0-9]*\),.*/\1/p' "$results/revnet38_fashion-mnist/metrics.csv" | tail -n 1)
+  "$train" "${common[@]}" --nproc 2 --max-iterations $((last + 2)) > "$work/resume.log" 2>&1 || { cat "$work/resume.log"; fail "resume after $1"; }
+  grep -q "resuming from the checkpoint at iteration" "$work/resume.log" || { cat "$work/resume.log"; fail "no resume after $1"; }
+}
+
 start_two_ranks_until() {
   "$train" "${common[@]}" --fresh --nproc 2 > "$work/run.log" 2>&1 &
   launcher=$!
@@ -81,9 +90,7 @@ kill)
   grep -q "memcnn-train: rank [01] of 2: .* failed" "$work/run.log" || fail "the surviving rank gave no message"
   [ "$elapsed" -le 50 ] || fail "the surviving rank took $elapsed s to stop (timeout 20 s)"
   pgrep -P "$launcher" > /dev/null && fail "ranks left running"
-  last=$(sed -n 's/^\([0-9]*\),.*/\1/p' "$results/revnet38_fashion-mnist/metrics.csv" | tail -n 1)
-  "$train" "${common[@]}" --nproc 2 --max-iterations $((last + 2)) > "$work/resume.log" 2>&1 || { cat "$work/resume.log"; fail "resume after the kill"; }
-  grep -q "resuming from the checkpoint at iteration" "$work/resume.log" || { cat "$work/resume.log"; fail "no resume"; }
+  resume_two_more "the kill"
   echo "PASS: killed rank $victim; the other stopped with a message after $elapsed s; resumed"
   ;;
 interrupt)
@@ -126,9 +133,7 @@ orphan)
     [ "$gone_ms" -gt "$worst_ms" ] && worst_ms=$gone_ms
   done
   [ "$worst_ms" -le 5000 ] || fail "ranks took up to $worst_ms ms to go (at most 5 s)"
-  last=$(sed -n 's/^\([0-9]*\),.*/\1/p' "$results/revnet38_fashion-mnist/metrics.csv" | tail -n 1)
-  "$train" "${common[@]}" --nproc 2 --max-iterations $((last + 2)) > "$work/final.log" 2>&1 || { cat "$work/final.log"; fail "the rerun after $tries kills"; }
-  grep -q "resuming from the checkpoint" "$work/final.log" || { cat "$work/final.log"; fail "the rerun did not resume"; }
+  resume_two_more "$tries launcher kills"
   echo "PASS: launcher SIGKILLed $tries times; both ranks gone within $worst_ms ms every time; every rerun resumed and the last finished"
   ;;
 hung)

@@ -106,10 +106,9 @@ class ExactRebuildCheck {
 bool bitwise_equal(const torch::Tensor& a, const torch::Tensor& b);
 
 // A checksum of the tensor's bits (the sum of its bytes read as 64-bit integers, wrapping): equal
-// for bit-identical tensors, and different after almost any change.
-int64_t bit_checksum(const torch::Tensor& x);
-// The same, as a one-element int64 tensor on x's device (computing it does not synchronise).
-torch::Tensor bit_checksum_tensor(const torch::Tensor& x);
+// for bit-identical tensors, and different after almost any change. A one-element int64 tensor
+// on x's device: computing it does not synchronise.
+torch::Tensor bit_checksum(const torch::Tensor& x);
 // One bool on a's device: whether a and b differ in any bit (same shape and type required).
 torch::Tensor bits_differ(const torch::Tensor& a, const torch::Tensor& b);
 
