@@ -8,9 +8,13 @@
 #include <memcnn/memory.h>
 #include <memcnn/wrapper.h>
 #include <memcnn/models/resnet.h>
+#include <memcnn/models/vit.h>
 #include <memcnn/train/config.h>
 #include <memcnn/train/results_lock.h>
+#include <memcnn/train/segmentation.h>
 #include <memcnn/train/trainer.h>
+
+#include "train_segmentation.h"
 
 #include <CLI/CLI.hpp>
 #include <torch/torch.h>
@@ -32,13 +36,19 @@ using namespace memcnn;
 
 namespace {
 
-void on_signal(int) { train::Trainer::request_stop(); }
+void on_signal(int) {
+  train::Trainer::request_stop();
+  train::SegmentationTrainer::request_stop();
+}
 
-// The ResNet a RevNet is compared with in MemCNN's tables, and the other way round.
+// The ResNet a RevNet is compared with in MemCNN's tables, and the other way round; a ViT's RevViT
+// and the other way round.
 std::string counterpart(const std::string& model) {
   static const std::map<std::string, std::string> pairs = {
       {"revnet38", "resnet32"}, {"revnet110", "resnet110"}, {"revnet164", "resnet164"},
-      {"resnet32", "revnet38"}, {"resnet110", "revnet110"}, {"resnet164", "revnet164"}};
+      {"resnet32", "revnet38"}, {"resnet110", "revnet110"}, {"resnet164", "revnet164"},
+      {"vit_tiny", "revvit_tiny"}, {"revvit_tiny", "vit_tiny"}, {"vit_small", "revvit_small"},
+      {"revvit_small", "vit_small"}};
   const auto found = pairs.find(model);
   return found == pairs.end() ? "" : found->second;
 }
@@ -113,6 +123,7 @@ int run(const Arguments& args) {
   auto test_set = data::load_dataset(config.dataset, args.data_dir, /*train=*/false);
   config.in_channels = train_set.images.size(1);
   config.num_classes = train_set.num_classes;
+  config.image_size = train_set.images.size(2);
 
   train::TrainerOptions options;
   options.results_dir = results.string();
@@ -170,8 +181,15 @@ int run(const Arguments& args) {
     auto other_config = config;
     other_config.model = other;
     other_config.model_options = train::Json::object();
+    if (models::is_transformer(other)) {
+      // The same shape, dropout and stochastic depth; not RevViT's own options.
+      for (const char* key : {"patch_size", "dim", "depth", "heads", "mlp_dim", "pooling", "dropout",
+                              "attention_dropout", "drop_path", "layer_norm_eps"}) {
+        if (config.model_options.contains(key)) other_config.model_options[key] = config.model_options[key];
+      }
+    }
     torch::manual_seed(0);
-    auto other_model = train::build_model(other_config);
+    auto other_model = train::build_classifier(other_config);
     other_model->to(device);
     const auto batch = trainer.training_batch(0);
     const auto bytes = train::measure_activation_bytes(other_model, batch.images.to(device), batch.labels.to(device),
@@ -187,15 +205,17 @@ int run(const Arguments& args) {
 
 int main(int argc, char** argv) {
   enable_cpu_memory_tracking();  // the trainer reports each step's activation memory
-  CLI::App app{"Train MemCNN's ResNet/RevNet experiments (memcnn, C++)"};
+  CLI::App app{"Train MemCNN's ResNet/RevNet experiments and ViT/RevViT (memcnn, C++)"};
   Arguments args;
-  const auto model_names = models::model_names();
+  auto model_names = models::model_names();
+  for (const auto& name : models::transformer_names()) model_names.push_back(name);
+  model_names.push_back("iunet3d");  // segmentation (train_segmentation.h)
   std::string model_list;
   for (const auto& name : model_names) model_list += (model_list.empty() ? "" : ", ") + name;
   app.add_option("MODEL", args.model, model_list)->required()->check(CLI::IsMember(model_names));
-  app.add_option("DATASET", args.dataset, "cifar10, cifar100, fashion-mnist")
+  app.add_option("DATASET", args.dataset, "cifar10, cifar100, fashion-mnist; brain-extraction (for iunet3d)")
       ->required()
-      ->check(CLI::IsMember({"cifar10", "cifar100", "fashion-mnist"}));
+      ->check(CLI::IsMember({"cifar10", "cifar100", "fashion-mnist", "brain-extraction"}));
   app.add_flag("--fresh", args.fresh, "remove earlier results (checkpoints, metrics) of this experiment");
   app.add_flag("--no-cuda", args.no_cuda, "train on the CPU even when CUDA is available");
   app.add_option("--data-dir", args.data_dir,
@@ -229,7 +249,18 @@ int main(int argc, char** argv) {
   app.add_option("--dist-backend", args.dist_backend, "data-parallel: auto (NCCL on CUDA, else Gloo), gloo or nccl")
       ->check(CLI::IsMember({"auto", "gloo", "nccl"}));
   CLI11_PARSE(app, argc, argv);
-  if (args.data_dir.empty() && args.dataset != "fashion-mnist") args.data_dir = "datasets";
+  const bool segmentation = train::is_segmentation_model(args.model);
+  if (segmentation != (args.dataset == "brain-extraction")) {
+    std::cerr << "memcnn-train: " << args.model << " cannot train on " << args.dataset
+              << ": the segmentation model iunet3d goes with the dataset brain-extraction, the classifiers with "
+                 "cifar10, cifar100 and fashion-mnist" << std::endl;
+    return 2;
+  }
+  if (segmentation && args.nproc > 1) {
+    std::cerr << "memcnn-train: --nproc is not supported for iunet3d (one volume, one process)" << std::endl;
+    return 2;
+  }
+  if (args.data_dir.empty() && args.dataset != "fashion-mnist" && !segmentation) args.data_dir = "datasets";
   try {
     // --nproc N: this process launches N ranks of itself and waits (the ranks see WORLD_SIZE).
     if (args.nproc > 1 && std::getenv("WORLD_SIZE") == nullptr) {
@@ -241,6 +272,12 @@ int main(int argc, char** argv) {
     }
     // A rank (of --nproc's launcher, of torchrun): stop when the launcher is gone.
     if (std::getenv("WORLD_SIZE") != nullptr) distributed::stop_when_parent_exits(&train::Trainer::request_stop);
+    if (segmentation) {
+      SegmentationRun run_options{args.model, args.dataset, args.data_dir, args.results_dir, args.experiments_file,
+                                  args.fresh, args.evaluate, args.no_cuda, args.max_iterations, args.batch_size,
+                                  args.threads};
+      return run_segmentation(run_options);
+    }
     return run(args);
   } catch (const distributed::CollectiveError& e) {
     // Leave at once: tearing down a process group whose peer is gone may wait for it again.

@@ -8,6 +8,9 @@
 //      without it (ordinary, exact and re-anchored couplings), and exact against ordinary.
 // Writes docs/benchmarks.md (or --output) and prints the tables.
 
+#include "bench_iunet.h"
+#include "bench_transformers.h"
+
 #include <memcnn/memcnn.h>
 #include <memcnn/models/resnet.h>
 
@@ -208,6 +211,9 @@ struct BenchArgs {
   std::vector<int64_t> depths{4, 8, 16, 32, 64};
   std::string command;  // as typed, for the report
 };
+
+bench::IUNetBenchOptions iunet_options;  // of the iunet section (--iunet-*)
+bench::TransformerBenchOptions transformer_options;  // of the transformers section (--transformer-*)
 
 int run(BenchArgs args) {
   auto& [batch, sweep_batch, repetitions, threads, anchor_every, accuracy_batch, accuracy_seeds, sections, output, quick,
@@ -456,6 +462,18 @@ int run(BenchArgs args) {
                  rows);
   }
 
+  if (wanted("iunet")) {
+    iunet_options.device = device;
+    iunet_options.quick = quick;
+    report.markdown << bench::iunet_section(iunet_options);
+  }
+
+  if (wanted("transformers")) {
+    transformer_options.device = device;
+    transformer_options.quick = quick;
+    report.markdown << bench::transformers_section(transformer_options);
+  }
+
   if (!output.empty()) {
     std::ofstream out(output);
     out << report.markdown.str();
@@ -481,8 +499,23 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--fraction-bits", fraction_bits, "fraction bits of the exact models' fixed-point grid");
   app.add_option("--accuracy-seeds", args.accuracy_seeds, "seeds of the gradient accuracy section");
-  app.add_option("--sections", args.sections, "which sections to run: strategies, sweep, models, accuracy")
-      ->check(CLI::IsMember({"strategies", "sweep", "models", "accuracy"}));
+  app.add_option("--sections", args.sections,
+                 "which sections to run: strategies, sweep, models, accuracy (the default), transformers and iunet")
+      ->check(CLI::IsMember({"strategies", "sweep", "models", "accuracy", "transformers", "iunet"}));
+  app.add_option("--iunet-layers", iunet_options.layers, "layers per level of the iunet section");
+  app.add_option("--iunet-size", iunet_options.size, "side of the iunet section's input cube")->check(CLI::PositiveNumber);
+  app.add_option("--iunet-repetitions", iunet_options.repetitions, "timed steps per way in the iunet section (median)")
+      ->check(CLI::PositiveNumber);
+  app.add_flag("!--no-iunet-whole-volume", iunet_options.whole_volume,
+               "skip the iunet section's training step on a whole 181x217x181 volume");
+  app.add_option("--transformer-batch", transformer_options.batch, "batch size of the transformers section")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--transformer-dim", transformer_options.dim, "token width of the transformers section (heads: width / 64)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--transformer-depths", transformer_options.depths, "depths of the transformers section");
+  app.add_option("--transformer-repetitions", transformer_options.repetitions,
+                 "timed steps per model in the transformers section (median)")
+      ->check(CLI::PositiveNumber);
   app.add_flag("--quick", args.quick, "tiny sizes: checks that the program works, figures mean nothing");
   app.add_flag("--cuda", args.cuda, "run on the first CUDA device");
   CLI11_PARSE(app, argc, argv);

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# Builds the Python package memcnn (the extension memcnn._C over the C++ core) and installs it for
-# Debian's python3 (which has python3-torch):
-#   python/install.sh               into the user's site-packages (python3 -m site --user-site)
-#   python/install.sh --venv DIR    into a virtual environment DIR (created with
-#                                   --system-site-packages, so it sees Debian's torch)
-# Then: python3 -c "import memcnn". Honours BUILD_DIR (default ./build), JOBS and PYTHON.
+# Installs the Python package memcnn with pip (python/pyproject.toml: memcnn._C is compiled by CMake
+# against the torch that the installing interpreter imports), after the Debian packages it needs:
+#   python/install.sh               for the current user (pip install --user; Debian marks its python3
+#                                   "externally managed", so this passes --break-system-packages: only
+#                                   memcnn is installed, its dependencies torch and numpy are Debian's)
+#   python/install.sh --venv DIR    into a virtual environment DIR (created with --system-site-packages,
+#                                   so it sees Debian's torch)
+# The same by hand: README.md, "Python: import memcnn". Honours PYTHON (default /usr/bin/python3) and
+# JOBS (parallel compile jobs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=""
@@ -18,25 +21,15 @@ esac
 python=${PYTHON:-/usr/bin/python3}
 "$python" -c "import torch" 2>/dev/null || {
   echo "[install] $python cannot import torch; install Debian's python3-torch or set PYTHON" >&2; exit 1; }
-
-build_dir=${BUILD_DIR:-$root/build}
-cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-Release} -DMEMCNN_BUILD_PYTHON=ON \
-      -DPython3_EXECUTABLE="$python" >/dev/null
-cmake --build "$build_dir" --target memcnn_python -j "${JOBS:-$(nproc)}"
+export MEMCNN_JOBS=${JOBS:-${MEMCNN_JOBS:-$(nproc)}}
 
 if [ -n "$venv" ]; then
   if [ ! -x "$venv/bin/python" ]; then
-    "$python" -m venv --help >/dev/null 2>&1 || {
-      echo "[install] $python has no venv module: apt-get install python3-venv (or install without --venv)" >&2; exit 1; }
     "$python" -m venv --system-site-packages "$venv"
   fi
   python="$venv/bin/python"
-  site=$("$python" -c "import sysconfig; print(sysconfig.get_paths()['platlib'])")
+  "$python" -m pip install --no-build-isolation "$root/python"
 else
-  site=$("$python" -c "import site; print(site.getusersitepackages())")
+  "$python" -m pip install --user --break-system-packages --no-build-isolation "$root/python"
 fi
-mkdir -p "$site"
-rm -rf "$site/memcnn"
-cp -r "$build_dir/python/site/memcnn" "$site/memcnn"
-find "$site/memcnn" -name __pycache__ -prune -exec rm -rf {} +
 (cd / && "$python" -c "import memcnn, sys; print('[install] memcnn', memcnn.__version__, 'for', sys.executable, 'in', memcnn.__path__[0])")

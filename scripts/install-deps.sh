@@ -21,6 +21,10 @@ PACKAGES=(
   pybind11-dev            # python: the extension module
   python3-pytest          # python: the package's tests
   python3-venv            # python: python/install.sh --venv DIR
+  python3-pip python3-setuptools python3-wheel  # python: pip install ./python (offline, no build isolation)
+  python3-torchvision     # python: MemCNN's test suite imports it (test_amp.py)
+  libnifti2-dev           # data: NIfTI volumes through nifticlib (find_package(NIFTI))
+  mricron-data            # data: real MRI volumes (/usr/share/mricron/templates) for the 3-D iUNet job
 )
 
 missing=()

@@ -1,6 +1,7 @@
 #include "memcnn/layers.h"
 
 #include "memcnn/autocast.h"
+#include "module_tensors.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
@@ -55,26 +56,8 @@ void check_channel_count(int64_t channels, const char* who) {
   TORCH_CHECK_VALUE(channels >= 1, who, ": channels must be at least 1, got ", channels);
 }
 
-// LibTorch registers a name once; reset() on a built layer (after its options changed) gives the
-// registered tensor the new value instead, so the tensor is the one optimizers and the module's
-// members hold. Its gradient, of the old shape maybe, is dropped. In reset() of a fresh layer, or
-// of a copy that Cloneable::clone has emptied, the tensor is registered.
-torch::Tensor define_parameter(torch::nn::Module& layer, const std::string& name, const torch::Tensor& value) {
-  auto registered = layer.named_parameters(/*recurse=*/false);
-  auto* existing = registered.find(name);
-  if (existing == nullptr) return layer.register_parameter(name, value);
-  existing->set_data(value);
-  existing->mutable_grad() = torch::Tensor();
-  return *existing;
-}
-
-torch::Tensor define_buffer(torch::nn::Module& layer, const std::string& name, const torch::Tensor& value) {
-  auto registered = layer.named_buffers(/*recurse=*/false);
-  auto* existing = registered.find(name);
-  if (existing == nullptr) return layer.register_buffer(name, value);
-  existing->set_data(value);
-  return *existing;
-}
+using detail::define_buffer;
+using detail::define_parameter;
 
 }  // namespace
 

@@ -114,6 +114,22 @@ inline double relative_error(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>() / (scale > 0 ? scale : 1.0);
 }
 
+// max |a - b|
+inline double max_abs_diff(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+// The call raises a c10::Error whose message contains `text`.
+template <typename Call>
+void expect_error_contains(Call&& call, const std::string& text) {
+  try {
+    call();
+    ADD_FAILURE() << "expected an error containing \"" << text << "\"";
+  } catch (const c10::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+  }
+}
+
 // In a test body: skips the test where LibTorch sees no CUDA device.
 #define MEMCNN_SKIP_WITHOUT_CUDA() \
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device"

@@ -14,6 +14,10 @@
 #include <cstring>
 #include <type_traits>
 
+namespace at {
+class Tensor;
+}  // namespace at
+
 namespace memcnn {
 namespace compat {
 namespace detail {
@@ -81,6 +85,15 @@ struct AutocastState {
   static AutocastState current();
   void apply() const;
 };
+
+// Multi-head attention weights applied to values: softmax(q k^T / sqrt(d)) v over the last two
+// dimensions of q, k, v ([..., tokens, d], d = q.size(-1)), with dropout of probability
+// `dropout_p` on the attention weights (pass 0 outside training). LibTorch 2.x computes it with
+// at::scaled_dot_product_attention (its fused kernels where the device has them); 1.13, which has
+// none, with the explicit formula. Either draws its dropout from the default generator of the
+// tensors' device, which memory-saving wrappers replay (preserve_rng_state).
+at::Tensor scaled_dot_product_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                        double dropout_p);
 
 }  // namespace compat
 }  // namespace memcnn

@@ -2,6 +2,8 @@
 // memcnn: memory-efficient invertible neural networks on LibTorch.
 
 #include "memcnn/autocast.h"
+#include "memcnn/channel_mixing.h"
+#include "memcnn/channel_split.h"
 #include "memcnn/checkpoint.h"
 #include "memcnn/coupling.h"
 #include "memcnn/drift.h"
@@ -12,5 +14,7 @@
 #include "memcnn/layers.h"
 #include "memcnn/log.h"
 #include "memcnn/memory.h"
+#include "memcnn/orthogonal.h"
+#include "memcnn/resampling.h"
 #include "memcnn/rng.h"
 #include "memcnn/wrapper.h"

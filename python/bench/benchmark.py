@@ -8,11 +8,14 @@ at a time in five ways:
   recompute      memcnn.InvertibleModuleWrapper(fused_backward=False): MemCNN's inverse-then-recompute
   fused          memcnn.InvertibleModuleWrapper (default): the fused coupling backward
   C++ fused      the same network built in C++ (memcnn::models), stepped from Python
+  resnet.py      the same network as MemCNN's users build it: memcnn.models.resnet.ResNet with
+                 RevBasicBlock, as `python -m memcnn.train revnet110 cifar10` does (fused backward)
 
 Step time is the median over rounds (each round runs every variant once, in turn), as a ratio to
 plain; peak bytes are the allocator's (memcnn's counting CPU allocator, or CUDA's) during a step
 above what was live before it (parameters and gradients), in MiB (2^20 bytes). The overhead of
-calling Python F and G from C++ is fused vs C++ fused.
+calling Python F and G from C++ is fused vs C++ fused; the cost of MemCNN's model code is resnet.py
+vs C++ fused.
 
   python3 python/bench/benchmark.py [--batch 128] [--rounds 5] [--threads N] [--cuda] [--output docs/python-benchmarks.md]
 """
@@ -147,6 +150,21 @@ class PythonVariant:
         return sum(p.numel() for p in self.parameters)
 
 
+class ResNetModuleVariant(PythonVariant):
+    """RevNet-110 from memcnn.models.resnet as the experiments file's revnet110 builds it, except
+    batch_norm_fix=True: BatchNorm eps 1e-3 and momentum 0.99, the C++ network's settings (with the
+    experiments' eps 1e-5 a step took 9% longer here, from more denormal values; with denormals flushed
+    the two were within 3%)."""
+
+    def __init__(self, device):
+        from memcnn.models.resnet import ResNet, RevBasicBlock
+        torch.manual_seed(0)
+        self.model = ResNet(RevBasicBlock, [9, 9, 9], num_classes=10, channels_per_layer=[32, 32, 64, 128],
+                            strides=[1, 1, 2, 2], init_max_pool=False, init_kernel_size=3,
+                            batch_norm_fix=True).to(device)
+        self.parameters = list(self.model.parameters())
+
+
 class CppVariant:
     def __init__(self, device):
         torch.manual_seed(0)
@@ -188,24 +206,34 @@ def main():
     parser.add_argument("--cuda", action="store_true")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads (default: all cores)")
     parser.add_argument("--variants", default=None,
-                        help="comma-separated subset of: plain,checkpoint,recompute,fused,cpp (default: all)")
+                        help="comma-separated subset of: plain,checkpoint,recompute,fused,cpp,resnet (default: all)")
+    parser.add_argument("--flush-denormal", action="store_true",
+                        help="flush denormal floats to zero (x86 FTZ/DAZ, set before any thread starts, so every "
+                             "intra-op thread inherits it): arithmetic on denormals is many times slower and their "
+                             "number depends on the weights, which differ between the Python and C++ networks")
     parser.add_argument("--note", default=None, help="a line about the conditions, written under the table")
     parser.add_argument("--output", default=None, help="write the Markdown table here too")
     args = parser.parse_args()
+    if args.flush_denormal and not torch.set_flush_denormal(True):
+        parser.error("--flush-denormal: this CPU cannot flush denormals")
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.cuda else "cpu")  # importing memcnn switched CPU tracking on
 
-    names = ["plain", "checkpoint", "recompute", "fused"] + (["C++ fused"] if device.type == "cpu" else [])
+    names = ["plain", "checkpoint", "recompute", "fused"] + (["C++ fused"] if device.type == "cpu" else []) + \
+        ["resnet.py"]
     if args.variants:
-        wanted = [v.strip().replace("cpp", "C++ fused") for v in args.variants.split(",")]
+        aliases = {"cpp": "C++ fused", "resnet": "resnet.py"}
+        wanted = [aliases.get(v.strip(), v.strip()) for v in args.variants.split(",")]
         unknown = [v for v in wanted if v not in names]
         if unknown:
-            parser.error("unknown variant(s) {}; choose from plain,checkpoint,recompute,fused,cpp".format(unknown))
+            parser.error("unknown variant(s) {}; choose from plain,checkpoint,recompute,fused,cpp,resnet".format(unknown))
         names = [n for n in names if n in wanted]
     baseline = names[0]
-    runners = {n: PythonVariant(n, device) for n in names if n != "C++ fused"}
+    runners = {n: PythonVariant(n, device) for n in names if n not in ("C++ fused", "resnet.py")}
     if "C++ fused" in names:
         runners["C++ fused"] = CppVariant(device)
+    if "resnet.py" in names:
+        runners["resnet.py"] = ResNetModuleVariant(device)
     counts = {n: r.count() for n, r in runners.items()}
     assert len(set(counts.values())) == 1, counts
 
@@ -232,9 +260,9 @@ def main():
                                                                 max(peaks[n]) / MIB))
     table = "\n".join(lines)
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = ("RevNet-110 ({} parameters), batch {} of 3x32x32, {} on {} ({} threads), torch {}, {} rounds, {}."
+    header = ("RevNet-110 ({} parameters), batch {} of 3x32x32, {} on {} ({} threads), torch {}, {} rounds, {}{}."
               .format(counts[baseline], args.batch, device.type.upper(), platform.machine(), torch.get_num_threads(),
-                      torch.__version__, args.rounds, when))
+                      torch.__version__, args.rounds, when, ", denormals flushed" if args.flush_denormal else ""))
     print(header)
     print(table)
     overhead = None
@@ -242,6 +270,11 @@ def main():
         overhead = median["fused"] / median["C++ fused"] - 1
         print("Python F and G called from C++ vs the same network built in C++: {:+.1f}% step time".format(
             100 * overhead))
+    resnet_ratio = None
+    if "C++ fused" in names and "resnet.py" in names:
+        resnet_ratio = median["resnet.py"] / median["C++ fused"]
+        print("memcnn.models.resnet's RevNet-110 vs the same network built in C++: {:.3f}x step time, "
+              "{:.1f} vs {:.1f} MiB".format(resnet_ratio, max(peaks["resnet.py"]) / MIB, max(peaks["C++ fused"]) / MIB))
     if args.output:
         with open(args.output, "w") as out:
             out.write("# Python package benchmark\n\n")
@@ -259,6 +292,10 @@ def main():
             if overhead is not None:
                 out.write("- Calling Python F and G from C++ costs {:+.1f}% step time against the network built in "
                           "C++ (fused vs C++ fused).\n".format(100 * overhead))
+            if resnet_ratio is not None:
+                out.write("- resnet.py is RevNet-110 built by `memcnn.models.resnet` (MemCNN's model code, as "
+                          "`python -m memcnn.train revnet110 cifar10` builds it): {:.3f}x the step time of the network "
+                          "built in C++.\n".format(resnet_ratio))
     return 0
 
 

@@ -30,6 +30,10 @@ from memcnn.extras import (InvertibleSequential, checkpoint, enable_cpu_memory_t
 from memcnn import layers  # noqa: E402,F401
 from memcnn.layers import (InvertibleDownsampling, InvertibleUpsampling, ChannelPermutation,  # noqa: E402
                            InvertibleConv1x1, ActNorm)
+from memcnn.layers import (OrthogonalDownsampling, OrthogonalUpsampling, OrthogonalChannelMixing,  # noqa: E402
+                           ChannelSplit, ChannelConcat, orthogonality_error)
+from memcnn.iunet import IUNet, iunet_coupling_block, iunet_coupling_blocks  # noqa: E402
+from memcnn.models.vit import ViT, RevViT  # noqa: E402
 
 
 def _install_storage_of_freed_inputs():
@@ -79,4 +83,15 @@ __all__ = [
     'ChannelPermutation',
     'InvertibleConv1x1',
     'ActNorm',
+    'OrthogonalDownsampling',
+    'OrthogonalUpsampling',
+    'OrthogonalChannelMixing',
+    'ChannelSplit',
+    'ChannelConcat',
+    'orthogonality_error',
+    'IUNet',
+    'iunet_coupling_block',
+    'iunet_coupling_blocks',
+    'ViT',
+    'RevViT',
 ]

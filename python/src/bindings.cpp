@@ -242,6 +242,8 @@ std::vector<std::pair<std::string, torch::Tensor*>> layer_members(torch::nn::Mod
   if (auto* p = dynamic_cast<memcnn::ChannelPermutationImpl*>(&m)) {
     return {{"permutation", &p->permutation}, {"inverse_permutation", &p->inverse_permutation}};
   }
+  if (auto* r = dynamic_cast<memcnn::detail::OrthogonalResamplingBase*>(&m)) return {{"free", &r->free}};
+  if (auto* c = dynamic_cast<memcnn::OrthogonalChannelMixingImpl*>(&m)) return {{"free", &c->free}};
   return {};
 }
 
@@ -313,6 +315,11 @@ struct CppModel {
 };
 
 }  // namespace
+
+// bind_resampling.cpp: the orthogonal resampling, channel mixing and channel split layers.
+void bind_resampling(py::module_& m);
+// bind_vit.cpp: the vision transformers of memcnn::models (ViT, RevViT).
+void bind_vit(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "memcnn's C++ core (LibTorch) behind the Python package";
@@ -404,6 +411,8 @@ PYBIND11_MODULE(_C, m) {
         py::arg("seed") = 0, py::arg("reverse") = false, py::arg("lu") = false, py::arg("eps") = 1e-6);
   m.def("layer_tensors", &layer_tensors, py::arg("layer"));
   m.def("bind_layer", &bind_layer, py::arg("layer"), py::arg("tensors"), py::arg("training"));
+  bind_resampling(m);
+  bind_vit(m);
 
   py::class_<CppModel>(m, "CppModel", "A memcnn::models network built in C++ (benchmark comparison)")
       .def(py::init<const std::string&, bool>(), py::arg("name"), py::arg("fused_backward") = true)

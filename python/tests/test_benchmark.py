@@ -13,10 +13,13 @@ def test_benchmark_smoke(tmp_path):
     result = subprocess.run([sys.executable, script, "--batch", "2", "--rounds", "1", "--threads", "1",
                              "--output", str(output)], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    rows = dict(re.findall(r"^\| (plain|checkpoint|recompute|fused|C\+\+ fused) \|.*\| ([0-9.]+) \|$",
+    rows = dict(re.findall(r"^\| (plain|checkpoint|recompute|fused|C\+\+ fused|resnet\.py) \|.*\| ([0-9.]+) \|$",
                            result.stdout, flags=re.M))
-    assert set(rows) == {"plain", "checkpoint", "recompute", "fused", "C++ fused"}, result.stdout
+    assert set(rows) == {"plain", "checkpoint", "recompute", "fused", "C++ fused", "resnet.py"}, result.stdout
     assert float(rows["fused"]) < float(rows["plain"])
     assert "1854890 parameters" in result.stdout
     assert "Python F and G called from C++" in result.stdout
+    # memcnn.models.resnet's RevNet-110 (MemCNN's model code) holds the C++-built network's activations
+    assert float(rows["resnet.py"]) == float(rows["C++ fused"]) < float(rows["plain"])
+    assert "memcnn.models.resnet's RevNet-110 vs the same network built in C++" in result.stdout
     assert "| fused |" in output.read_text()

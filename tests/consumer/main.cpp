@@ -1,6 +1,7 @@
 // Uses the core and each installed component once, so a missing header, library or dependency
 // of any of them fails to configure, compile, link or run.
 #include <memcnn/data/loader.h>
+#include <memcnn/data/nifti.h>
 #include <memcnn/distributed/process_group.h>
 #include <memcnn/memcnn.h>
 #include <memcnn/models/resnet.h>
@@ -8,7 +9,11 @@
 
 #include <torch/torch.h>
 
+#include <filesystem>
 #include <iostream>
+#include <string>
+
+#include <unistd.h>
 
 int main() {
   memcnn::AdditiveCoupling coupling(torch::nn::Linear(2, 2));
@@ -24,6 +29,13 @@ int main() {
   memcnn::data::BatchLoader loader(images, memcnn::data::mean_image(images),
                                    memcnn::data::LoaderOptions().batch_size(4).workers(0));
   if (loader.batch(1).images.size(0) != 4) return 3;
+  // data's NIfTI volumes, through nifticlib
+  const std::string volume =
+      (std::filesystem::temp_directory_path() / ("memcnn-consumer-" + std::to_string(::getpid()) + ".nii.gz")).string();
+  memcnn::data::write_nifti(volume, torch::ones({2, 3, 4}, torch::kUInt8), {1.0, 1.0, 1.0});
+  const bool volume_read = memcnn::data::read_nifti(volume).data.sum().item<int64_t>() == 24;
+  std::filesystem::remove(volume);
+  if (!volume_read) return 6;
 
   const auto config = memcnn::train::TrainConfig::from_json(  // train
       memcnn::train::experiment_for(memcnn::train::default_experiments(), "revnet38", "cifar10"));

@@ -1,5 +1,6 @@
 #include "memcnn/train/config.h"
 
+#include <cmath>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -106,11 +107,24 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   c.batch_size = field(j, "batch_size", c.batch_size);
   c.max_iterations = field(j, "max_iterations", c.max_iterations);
   const Json optimizer = j.contains("optimizer") ? j.at("optimizer") : Json::object();
+  require(optimizer.is_object(), "'optimizer' must be an object");
+  c.optimizer = field(optimizer, "name", c.optimizer);
   c.lr = field(optimizer, "lr", c.lr);
   c.momentum = field(optimizer, "momentum", c.momentum);
   c.weight_decay = field(optimizer, "weight_decay", c.weight_decay);
+  const auto betas = field(optimizer, "betas", std::vector<double>{c.beta1, c.beta2});
+  require(betas.size() == 2, "optimizer.betas must be a list of two numbers [beta1, beta2]");
+  c.beta1 = betas[0];
+  c.beta2 = betas[1];
+  c.eps = field(optimizer, "eps", c.eps);
+  c.lr_schedule = field(j, "lr_schedule", c.lr_schedule);
   c.lr_milestones = field(j, "lr_milestones", c.lr_milestones);
   c.lr_gamma = field(j, "lr_gamma", c.lr_gamma);
+  c.warmup_iterations = field(j, "warmup_iterations", c.warmup_iterations);
+  c.min_lr = field(j, "min_lr", c.min_lr);
+  c.label_smoothing = field(j, "label_smoothing", c.label_smoothing);
+  c.gradient_clipping = field(j, "gradient_clipping", c.gradient_clipping);
+  c.image_size = field(j, "image_size", c.image_size);
   c.checkpoint_every = field(j, "checkpoint_every", c.checkpoint_every);
   c.validate_every = field(j, "validate_every", c.validate_every);
   c.validation_batches = field(j, "validation_batches", c.validation_batches);
@@ -125,6 +139,19 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   require(c.max_iterations > 0, "max_iterations must be positive");
   require(c.lr > 0, "optimizer.lr must be positive");
   require(c.momentum >= 0 && c.weight_decay >= 0, "optimizer.momentum and weight_decay must not be negative");
+  require(c.optimizer == "sgd" || c.optimizer == "adamw",
+          "optimizer.name must be \"sgd\" or \"adamw\", not \"" + c.optimizer + "\"");
+  require(c.beta1 >= 0 && c.beta1 < 1 && c.beta2 >= 0 && c.beta2 < 1, "optimizer.betas must lie in [0, 1)");
+  require(c.eps > 0, "optimizer.eps must be positive");
+  require(c.lr_schedule == "multistep" || c.lr_schedule == "cosine",
+          "lr_schedule must be \"multistep\" or \"cosine\", not \"" + c.lr_schedule + "\"");
+  require(c.warmup_iterations >= 0 && c.warmup_iterations < c.max_iterations,
+          "warmup_iterations must be at least 0 and below max_iterations (" + std::to_string(c.max_iterations) +
+              "), got " + std::to_string(c.warmup_iterations));
+  require(c.min_lr >= 0 && c.min_lr <= c.lr, "min_lr must lie between 0 and optimizer.lr");
+  require(c.label_smoothing >= 0 && c.label_smoothing < 1, "label_smoothing must lie in [0, 1)");
+  require(c.gradient_clipping >= 0, "gradient_clipping must not be negative (0: off)");
+  require(c.image_size >= 0, "image_size must not be negative (0: from the data)");
   require(c.checkpoint_every > 0 && c.validate_every > 0 && c.log_every > 0,
           "checkpoint_every, validate_every and log_every must be positive");
   require(c.validation_batches >= 0, "validation_batches must not be negative");
@@ -139,14 +166,25 @@ TrainConfig TrainConfig::from_json(const Json& j) {
 Json TrainConfig::to_json() const {
   return Json{{"model", model}, {"dataset", dataset}, {"num_classes", num_classes}, {"in_channels", in_channels},
               {"batch_size", batch_size}, {"max_iterations", max_iterations},
-              {"optimizer", {{"lr", lr}, {"momentum", momentum}, {"weight_decay", weight_decay}}},
-              {"lr_milestones", lr_milestones}, {"lr_gamma", lr_gamma}, {"checkpoint_every", checkpoint_every},
+              {"optimizer", {{"name", optimizer}, {"lr", lr}, {"momentum", momentum}, {"weight_decay", weight_decay},
+                             {"betas", {beta1, beta2}}, {"eps", eps}}},
+              {"lr_schedule", lr_schedule}, {"lr_milestones", lr_milestones}, {"lr_gamma", lr_gamma},
+              {"warmup_iterations", warmup_iterations}, {"min_lr", min_lr}, {"label_smoothing", label_smoothing},
+              {"gradient_clipping", gradient_clipping}, {"image_size", image_size}, {"checkpoint_every", checkpoint_every},
               {"validate_every", validate_every}, {"validation_batches", validation_batches},
               {"log_every", log_every}, {"seed", seed}, {"loader_workers", loader_workers},
               {"autocast", autocast}, {"model_options", model_options}};
 }
 
 double TrainConfig::lr_at(int64_t iteration) const {
+  if (iteration < warmup_iterations) {
+    return lr * static_cast<double>(iteration + 1) / static_cast<double>(warmup_iterations);
+  }
+  if (lr_schedule == "cosine") {
+    const double span = static_cast<double>(max_iterations - warmup_iterations);
+    const double progress = std::min(1.0, static_cast<double>(iteration - warmup_iterations) / span);
+    return min_lr + (lr - min_lr) * 0.5 * (1 + std::cos(M_PI * progress));
+  }
   double rate = lr;
   for (const auto milestone : lr_milestones) {
     if (iteration >= milestone) rate *= lr_gamma;

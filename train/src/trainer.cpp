@@ -7,9 +7,11 @@
 #include <memcnn/distributed/data_parallel.h>
 #include <memcnn/autocast.h>
 #include <memcnn/memory.h>
+#include <memcnn/models/vit.h>
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -44,8 +46,100 @@ models::BlockKind block_from(const std::string& name) {
   throw std::invalid_argument("model_options.block must be \"basic\" or \"bottleneck\", got \"" + name + "\"");
 }
 
-void set_learning_rate(torch::optim::SGD& optimizer, double lr) {
-  for (auto& group : optimizer.param_groups()) static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+void set_learning_rate(torch::optim::Optimizer& optimizer, double lr) {
+  for (auto& group : optimizer.param_groups()) group.options().set_lr(lr);
+}
+
+// SGD over every parameter (MemCNN's), or AdamW with weight decay on the parameters the model
+// does not exempt (ClassifierImpl::decays) and none on the others.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const TrainConfig& c, models::Classifier& model) {
+  if (c.optimizer != "adamw") {
+    return std::make_unique<torch::optim::SGD>(
+        model->parameters(), torch::optim::SGDOptions(c.lr).momentum(c.momentum).weight_decay(c.weight_decay));
+  }
+  const auto options =
+      torch::optim::AdamWOptions(c.lr).betas(std::make_tuple(c.beta1, c.beta2)).eps(c.eps).weight_decay(c.weight_decay);
+  std::vector<torch::Tensor> decayed, spared;
+  for (const auto& p : model->named_parameters()) (model->decays(p.key(), p.value()) ? decayed : spared).push_back(p.value());
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decayed, std::make_unique<torch::optim::AdamWOptions>(options));
+  groups.emplace_back(spared, std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(options).weight_decay(0)));
+  return std::make_unique<torch::optim::AdamW>(std::move(groups), options);
+}
+
+std::string choices(const std::vector<std::string>& keys) {
+  std::string text;
+  for (const auto& k : keys) text += (text.empty() ? "" : ", ") + k;
+  return text;
+}
+
+// A transformer's overrides, each checked against the options the model has.
+models::Classifier build_transformer(const TrainConfig& config) {
+  if (config.image_size <= 0) {
+    throw std::invalid_argument("transformer " + config.model + ": image_size is not known; set it in the experiment "
+                                "(the trainer and memcnn-train take it from the data)");
+  }
+  auto shape = models::transformer_options(config.model, config.num_classes, config.in_channels, config.image_size);
+  const bool reversible = models::is_reversible_transformer(config.model);
+  models::RevViTOptions rev;
+  std::vector<std::string> known = {"patch_size", "dim", "depth", "heads", "mlp_dim", "pooling", "dropout",
+                                    "attention_dropout", "drop_path", "layer_norm_eps"};
+  if (reversible) {
+    for (const char* k : {"merge", "exact", "fraction_bits", "single_node", "fused_backward"}) known.emplace_back(k);
+  }
+  const Json& o = config.model_options;
+  for (auto it = o.begin(); it != o.end(); ++it) {
+    if (std::find(known.begin(), known.end(), it.key()) == known.end()) {
+      throw std::invalid_argument("model_options." + it.key() + " is not an option of " + config.model +
+                                  (it.key() == "exact" ? " (exact couplings exist in RevViT: revvit_*)" : "") +
+                                  "; its options: " + choices(known));
+    }
+  }
+  try {
+    if (o.contains("patch_size")) shape.patch_size(o.at("patch_size").get<int64_t>());
+    if (o.contains("dim")) shape.dim(o.at("dim").get<int64_t>());
+    if (o.contains("depth")) shape.depth(o.at("depth").get<int64_t>());
+    if (o.contains("heads")) shape.heads(o.at("heads").get<int64_t>());
+    if (o.contains("mlp_dim")) shape.mlp_dim(o.at("mlp_dim").get<int64_t>());
+    if (o.contains("pooling")) {
+      const auto pooling = o.at("pooling").get<std::string>();
+      if (pooling != "class_token" && pooling != "mean") {
+        throw std::invalid_argument("model_options.pooling must be \"class_token\" or \"mean\", got \"" + pooling + "\"");
+      }
+      shape.pooling(pooling == "mean" ? models::TokenPooling::mean : models::TokenPooling::class_token);
+    }
+    if (o.contains("dropout")) shape.dropout(o.at("dropout").get<double>());
+    if (o.contains("attention_dropout")) shape.attention_dropout(o.at("attention_dropout").get<double>());
+    if (o.contains("drop_path")) shape.drop_path(o.at("drop_path").get<double>());
+    if (o.contains("layer_norm_eps")) shape.layer_norm_eps(o.at("layer_norm_eps").get<double>());
+    if (!reversible) return models::Classifier(models::ViT(shape));
+    rev.transformer(shape);
+    if (o.contains("merge")) {
+      const auto merge = o.at("merge").get<std::string>();
+      if (merge != "concatenate" && merge != "mean") {
+        throw std::invalid_argument("model_options.merge must be \"concatenate\" or \"mean\", got \"" + merge + "\"");
+      }
+      rev.merge(merge == "mean" ? models::StreamMerge::mean : models::StreamMerge::concatenate);
+    }
+    if (o.contains("exact")) rev.exact(o.at("exact").get<bool>());
+    if (o.contains("fraction_bits")) rev.fraction_bits(o.at("fraction_bits").get<int64_t>());
+    if (o.contains("single_node")) rev.single_node(o.at("single_node").get<bool>());
+    if (o.contains("fused_backward")) rev.wrapper().fused_backward(o.at("fused_backward").get<bool>());
+  } catch (const Json::exception& e) {
+    throw std::invalid_argument(std::string("model_options: wrong type: ") + e.what());
+  }
+  return models::Classifier(models::RevViT(rev));
+}
+
+// The seed of the default generators for one training step: dropout and stochastic depth draw
+// from them, so a resumed run draws what an uninterrupted one drew, whatever ran before (the
+// ResNets draw nothing there). splitmix64 of seed, iteration and rank.
+uint64_t step_seed(uint64_t seed, int64_t iteration, int64_t rank) {
+  uint64_t z = seed ^ (static_cast<uint64_t>(iteration) * 0x9E3779B97F4A7C15ULL) ^
+               (static_cast<uint64_t>(rank) * 0xD1B54A32D192ED03ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
 }
 
 // Zeroes gradients in place: their memory stays allocated, so a step's peak counts activations.
@@ -63,6 +157,10 @@ torch::Tensor tf_style_cross_entropy(const torch::Tensor& logits, const torch::T
 }
 
 models::ResNet build_model(const TrainConfig& config) {
+  if (models::is_transformer(config.model)) {
+    throw std::invalid_argument("build_model builds ResNets and RevNets; " + config.model +
+                                " is a transformer: use build_classifier");
+  }
   auto options = models::model_options(config.model, config.num_classes, config.in_channels);
   const Json& o = config.model_options;
   try {
@@ -83,6 +181,18 @@ models::ResNet build_model(const TrainConfig& config) {
   return models::ResNet(options);
 }
 
+models::Classifier build_classifier(const TrainConfig& config) {
+  if (models::is_transformer(config.model)) return build_transformer(config);
+  return models::Classifier(build_model(config));
+}
+
+torch::Tensor smoothed_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels, double smoothing) {
+  if (smoothing == 0) return tf_style_cross_entropy(logits, labels);
+  const int64_t classes = logits.size(1);
+  const auto target = torch::one_hot(labels, classes).to(logits.dtype()) * (1 - smoothing) + smoothing / classes;
+  return -(target * torch::log_softmax(logits, 1)).sum(1).mean();
+}
+
 namespace {
 
 // Forward passes (and the loss) under TrainConfig::autocast; backward runs outside, as usual.
@@ -96,17 +206,17 @@ class ForwardPrecision {
   std::optional<Autocast> guard_;
 };
 
-torch::Tensor training_loss(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels,
-                            const std::string& autocast, torch::Tensor* logits = nullptr) {
+torch::Tensor training_loss(models::Classifier& model, const torch::Tensor& images, const torch::Tensor& labels,
+                            const std::string& autocast, torch::Tensor* logits = nullptr, double label_smoothing = 0) {
   ForwardPrecision precision(autocast, images.device());
   auto out = model->forward(images).to(torch::kFloat32);  // the loss in float32 whatever the logits
   if (logits != nullptr) *logits = out;
-  return tf_style_cross_entropy(out, labels);
+  return smoothed_cross_entropy(out, labels, label_smoothing);
 }
 
 }  // namespace
 
-int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels,
+int64_t measure_activation_bytes(models::Classifier& model, const torch::Tensor& images, const torch::Tensor& labels,
                                  const std::string& autocast) {
   model->train();
   training_loss(model, images, labels, autocast).backward();  // allocates the gradients
@@ -121,8 +231,8 @@ struct Trainer::State {
   TrainerOptions options;
   std::ostream silent{nullptr};  // the output of ranks other than 0
   std::ostream& out;
-  models::ResNet model{nullptr};
-  std::unique_ptr<torch::optim::SGD> optimizer;
+  models::Classifier model{nullptr};
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
   std::unique_ptr<data::BatchLoader> train_loader, test_loader;
   std::unique_ptr<distributed::DataParallel> parallel;  // attached once the weights are restored
   Checkpointer checkpointer;
@@ -135,12 +245,11 @@ struct Trainer::State {
     // Every step measures its activation memory: without CPU tracking, fail here rather than
     // after the data is loaded.
     (void)memory_stats(options.device);
+    if (config.image_size == 0 && train_set.images.dim() == 4) config.image_size = train_set.images.size(2);
     torch::manual_seed(config.seed);
-    model = build_model(config);
+    model = build_classifier(config);
     model->to(options.device);
-    optimizer = std::make_unique<torch::optim::SGD>(
-        model->parameters(),
-        torch::optim::SGDOptions(config.lr).momentum(config.momentum).weight_decay(config.weight_decay));
+    optimizer = make_optimizer(config, model);
     const auto mean = data::mean_image(train_set);
     const int workers = static_cast<int>(config.loader_workers);
     train_loader = std::make_unique<data::BatchLoader>(
@@ -180,7 +289,7 @@ Trainer::Trainer(TrainConfig config, data::Dataset train_set, data::Dataset test
 
 Trainer::~Trainer() = default;
 
-models::ResNet& Trainer::model() { return state_->model; }
+models::Classifier& Trainer::model() { return state_->model; }
 
 data::Batch Trainer::training_batch(int64_t iteration) { return state_->train_loader->batch(iteration); }
 
@@ -257,11 +366,14 @@ TrainSummary Trainer::run() {
     set_learning_rate(*s.optimizer, lr);
     zero_gradients(*s.model);
 
+    torch::manual_seed(step_seed(c.seed, iteration, s.rank()));
     MemoryProbe probe(s.options.device);
     torch::Tensor logits;
-    const auto loss = training_loss(s.model, images, labels, c.autocast, &logits);
+    const auto loss = training_loss(s.model, images, labels, c.autocast, &logits, c.label_smoothing);
     loss.backward();
     summary.activation_bytes = probe.peak_above_start();
+    // After backward, whose end waits for the ranks' averaged gradients: every rank clips alike.
+    if (c.gradient_clipping > 0) torch::nn::utils::clip_grad_norm_(s.model->parameters(), c.gradient_clipping);
     // The batch's loss and accuracy over all ranks, and whether any rank was asked to stop: every
     // rank takes the same decisions at the same iteration.
     const double local_seen = static_cast<double>(labels.size(0));

@@ -6,3 +6,4 @@
 #include <memcnn/data/download.h>
 #include <memcnn/data/fashion_mnist.h>
 #include <memcnn/data/loader.h>
+#include <memcnn/data/nifti.h>

@@ -6,6 +6,7 @@
 // memory-saving wrapper; the blocks that change shape stay plain residual blocks.
 
 #include <memcnn/fixed_point.h>
+#include <memcnn/models/classifier.h>
 #include <memcnn/wrapper.h>
 
 #include <torch/arg.h>
@@ -120,11 +121,11 @@ class StemImpl : public torch::nn::Cloneable<StemImpl> {
 };
 TORCH_MODULE(Stem);
 
-class ResNetImpl : public torch::nn::Cloneable<ResNetImpl> {
+class ResNetImpl : public torch::nn::Cloneable<ResNetImpl>, public ClassifierImpl {
  public:
   explicit ResNetImpl(ResNetOptions options = {});
   void reset() override;
-  torch::Tensor forward(torch::Tensor x);
+  torch::Tensor forward(torch::Tensor x) override;
   ResNetOptions options;
 
   // Every memory-saving wrapper of the model (empty for a ResNet).

@@ -31,11 +31,29 @@ struct TrainConfig {
   int64_t in_channels = 3;
   int64_t batch_size = 100;
   int64_t max_iterations = 80000;
+  // "sgd" (momentum; weight decay on every parameter: MemCNN's) or "adamw" (betas, eps; decoupled
+  // weight decay on the parameters the model does not exempt: ClassifierImpl::decays). In JSON:
+  // "optimizer": {"name": ..., "lr", "momentum", "weight_decay", "betas": [b1, b2], "eps"}; the
+  // fields of the other optimizer are ignored (an experiment may inherit them from its bases).
+  std::string optimizer = "sgd";
   double lr = 0.1;
   double momentum = 0.9;
   double weight_decay = 2e-4;
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  // "multistep": lr * lr_gamma^(milestones passed); "cosine": from lr down to min_lr at
+  // max_iterations along half a cosine period. Either after a linear warm-up: iteration i <
+  // warmup_iterations trains at lr * (i + 1) / warmup_iterations.
+  std::string lr_schedule = "multistep";
   std::vector<int64_t> lr_milestones{40000, 60000};
   double lr_gamma = 0.1;
+  int64_t warmup_iterations = 0;
+  double min_lr = 0;
+  // Cross-entropy against (1 - s) on the label and s / classes on every class; 0: plain.
+  double label_smoothing = 0;
+  // Largest global L2 norm of the gradients before each update (rescaled above it); 0: off.
+  double gradient_clipping = 0;
+  // Height and width of the images, for models sized by them (transformers); 0: from the data.
+  int64_t image_size = 0;
   int64_t checkpoint_every = 1000;
   int64_t validate_every = 1000;
   int64_t validation_batches = 0;  // 0: the whole test set
@@ -50,7 +68,7 @@ struct TrainConfig {
   // Validates every field; std::invalid_argument says which one and why.
   static TrainConfig from_json(const Json& experiment);
   Json to_json() const;
-  // The learning rate at an iteration: lr * gamma^(milestones passed).
+  // The learning rate at an iteration (lr_schedule, after the warm-up).
   double lr_at(int64_t iteration) const;
 };
 

@@ -1,13 +1,16 @@
 #pragma once
-// The training loop of the RevNet experiments: SGD with momentum and weight decay, a
-// multi-step learning-rate schedule by iteration, MemCNN's TensorFlow-style cross-entropy,
-// periodic validation, metrics, atomic checkpoints and resumption, Ctrl-C handling.
+// The training loop of the classification experiments: the RevNets' recipe (SGD with momentum and
+// weight decay, a multi-step learning-rate schedule by iteration, MemCNN's TensorFlow-style
+// cross-entropy) and the transformers' (AdamW, linear warm-up then cosine decay, label smoothing,
+// gradient clipping), periodic validation, metrics, atomic checkpoints and resumption, Ctrl-C
+// handling.
 
 #include "memcnn/train/config.h"
 
 #include <memcnn/data/dataset.h>
 #include <memcnn/distributed/process_group.h>
 #include <memcnn/data/loader.h>
+#include <memcnn/models/classifier.h>
 #include <memcnn/models/resnet.h>
 
 #include <torch/types.h>
@@ -21,17 +24,34 @@ namespace train {
 
 // -sum(one_hot(labels) * log_softmax(logits)) averaged over the batch, as MemCNN computes it.
 torch::Tensor tf_style_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels);
+// The same against smoothed targets: (1 - smoothing) on the label plus smoothing / classes on
+// every class. smoothing 0 is tf_style_cross_entropy itself.
+torch::Tensor smoothed_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels, double smoothing);
 
-// The configured model: the named architecture with the overrides of config.model_options
-// (layers, channels_per_layer, strides, init_kernel_size, block, reversible, fused_backward,
-// checkpoint_transitions).
+// The configured ResNet or RevNet: the named architecture with the overrides of
+// config.model_options (layers, channels_per_layer, strides, init_kernel_size, block, reversible,
+// fused_backward, checkpoint_transitions, exact, fraction_bits, anchor_every). A transformer's name
+// is an error (build_classifier builds any model).
 models::ResNet build_model(const TrainConfig& config);
+
+// The configured model of any family: build_model's for the ResNets; for the transformers
+// (models::transformer_names()) the named shape for config.image_size with the overrides of
+// config.model_options: patch_size, dim, depth, heads, mlp_dim, pooling ("class_token" or
+// "mean"), dropout, attention_dropout, drop_path, layer_norm_eps, and for RevViT merge
+// ("concatenate" or "mean"), exact, fraction_bits, single_node, fused_backward. An option the
+// model does not have is an error that names the ones it has.
+models::Classifier build_classifier(const TrainConfig& config);
 
 // Peak bytes allocated above the start by one forward and backward of the model on a batch
 // (its activation memory), on the device of the batch; `autocast` as TrainConfig::autocast.
 // On CPU it needs memcnn::enable_cpu_memory_tracking() (memory.h) to have been called.
-int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels,
+int64_t measure_activation_bytes(models::Classifier& model, const torch::Tensor& images, const torch::Tensor& labels,
                                  const std::string& autocast = "");
+inline int64_t measure_activation_bytes(models::ResNet& model, const torch::Tensor& images, const torch::Tensor& labels,
+                                        const std::string& autocast = "") {
+  models::Classifier classifier(model);
+  return measure_activation_bytes(classifier, images, labels, autocast);
+}
 
 struct TrainerOptions {
   std::string results_dir;  // this experiment's folder: checkpoints, metrics.csv, metrics.svg
@@ -70,7 +90,7 @@ class Trainer {
   double evaluate(int64_t max_batches = 0);
   // Loads the newest checkpoint; its iteration, or -1 without one.
   int64_t restore();
-  models::ResNet& model();
+  models::Classifier& model();
   // The (augmented) training batch of an iteration (this rank's shard of it).
   data::Batch training_batch(int64_t iteration);
 

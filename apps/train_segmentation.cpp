@@ -1,0 +1,101 @@
+#include "train_segmentation.h"
+
+#include <memcnn/memory.h>
+#include <memcnn/train/config.h>
+#include <memcnn/train/results_lock.h>
+#include <memcnn/train/segmentation.h>
+
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <optional>
+#include <thread>
+
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+using namespace memcnn;
+
+namespace {
+
+// Peak bytes of one training step of the model with memory saving on or off (same weights).
+int64_t step_bytes(models::IUNetSegmentation& model, bool saving, const torch::Tensor& images, const torch::Tensor& masks) {
+  model->iunet->set_memory_saving(saving);
+  auto step = [&] {
+    auto logits = model->forward(images);
+    torch::binary_cross_entropy_with_logits(logits, masks).backward();
+  };
+  step();  // the gradients exist before the measured step, as in training
+  MemoryProbe probe(images.device());
+  step();
+  const auto bytes = probe.peak_above_start();
+  model->iunet->set_memory_saving(true);
+  return bytes;
+}
+
+}  // namespace
+
+int run_segmentation(const SegmentationRun& run) {
+  const bool cuda = !run.no_cuda && torch::cuda::is_available();
+  const torch::Device device = cuda ? torch::Device(torch::kCUDA, 0) : torch::Device(torch::kCPU);
+  const auto experiments =
+      run.experiments_file.empty() ? train::default_experiments() : train::load_experiments(run.experiments_file);
+  auto config = train::SegmentationConfig::from_json(train::experiment_for(experiments, run.model, run.dataset));
+  if (run.max_iterations > 0) config.max_iterations = run.max_iterations;
+  if (run.batch_size > 0) config.batch_size = run.batch_size;
+  const int64_t threads = run.threads > 0 ? run.threads : std::max(1u, std::thread::hardware_concurrency());
+  torch::set_num_threads(static_cast<int>(threads));
+
+  const fs::path results = fs::path(run.results_dir) / (run.model + "_" + run.dataset);
+  std::optional<train::ResultsLock> lock;
+  if (!run.evaluate) {
+    lock.emplace(results.string());
+    if (const auto previous = lock->taken_over_from()) {
+      std::cout << "[memcnn-train] took over " << lock->path() << " from process " << *previous
+                << ", which ended without releasing it" << std::endl;
+    }
+  }
+  if (run.fresh && fs::exists(results)) {
+    fs::remove_all(results);
+    std::cout << "[memcnn-train] --fresh: removed " << results.string() << std::endl;
+  }
+  fs::create_directories(results);
+
+  train::SegmentationTrainerOptions options;
+  options.results_dir = results.string();
+  options.data_dir = run.data_dir.empty() ? kDefaultVolumeFolder : run.data_dir;
+  options.device = device;
+  options.live_line = ::isatty(STDOUT_FILENO) != 0;
+  train::SegmentationTrainer trainer(config, options);
+
+  if (run.evaluate) {
+    const int64_t iteration = trainer.restore();
+    if (iteration < 0) {
+      std::cerr << "memcnn-train: no checkpoint in " << results.string() << " to evaluate; train first" << std::endl;
+      return 1;
+    }
+    const double dice = trainer.evaluate(/*write_prediction=*/true);
+    std::cout << "[memcnn-train] " << run.model << " on " << run.dataset << ", checkpoint at iteration " << iteration
+              << ": held-out Dice " << std::fixed << std::setprecision(4) << dice << "; predicted mask written to "
+              << (results / "prediction.nii.gz").string() << std::endl;
+    return 0;
+  }
+
+  const auto summary = trainer.run();
+  if (summary.interrupted) return 130;
+  std::cout << std::fixed << std::setprecision(2) << "\n[memcnn-train] done: " << run.model << " on " << run.dataset
+            << ", iterations " << summary.start_iteration << " -> " << summary.final_iteration << " in "
+            << summary.seconds / 60 << " min; held-out Dice " << std::setprecision(4) << summary.held_out_dice << "\n";
+  const auto [images, masks] = trainer.training_batch(0);
+  const auto saving = step_bytes(trainer.model(), true, images.to(device), masks.to(device));
+  const auto conventional = step_bytes(trainer.model(), false, images.to(device), masks.to(device));
+  std::cout << "[memcnn-train] activation memory per training step (batch " << config.batch_size << " of "
+            << c10::IntArrayRef(config.patch) << "): " << format_mib(saving, 2) << " with memory saving, "
+            << format_mib(conventional, 2) << " without (measured in this run, same batch)\n";
+  std::cout << "[memcnn-train] predicted mask: " << summary.prediction_path << " (the input's grid and orientation)\n"
+            << "[memcnn-train] metrics: " << (results / "metrics.csv").string() << ", plot: "
+            << (results / "metrics.svg").string() << " (accuracy columns: Dice)" << std::endl;
+  return 0;
+}

@@ -1,0 +1,218 @@
+// memcnn-bench --sections transformers: ViT against RevViT (memory saving per block, in one
+// autograd node, with exact couplings, and without memory saving) at several depths, at one
+// width, batch and token count. Each depth's models step side by side (one step of each in turn,
+// repeated), so their time ratios share the machine's state.
+
+#include "bench_transformers.h"
+
+#include <memcnn/memory.h>
+#include <memcnn/models/resnet.h>
+#include <memcnn/models/vit.h>
+#include <memcnn/wrapper.h>
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <iomanip>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <sstream>
+
+namespace memcnn {
+namespace bench {
+namespace {
+
+using models::Classifier;
+
+struct Variant {
+  std::string name;
+  std::function<Classifier(const models::ViTOptions&)> build;
+};
+
+std::vector<Variant> variants() {
+  auto revvit = [](bool saving, bool single_node, bool exact) {
+    return [=](const models::ViTOptions& shape) {
+      models::RevViTOptions options(shape);
+      options.single_node(single_node).exact(exact).wrapper().disable(!saving);
+      return Classifier(models::RevViT(options));
+    };
+  };
+  return {{"ViT", [](const models::ViTOptions& shape) { return Classifier(models::ViT(shape)); }},
+          {"RevViT", revvit(true, false, false)},
+          {"RevViT, one node", revvit(true, true, false)},
+          {"RevViT, exact", revvit(true, false, true)},
+          {"RevViT, no memory saving", revvit(false, false, false)}};
+}
+
+struct Result {
+  int64_t parameters = 0;
+  int64_t activation_bytes = 0;
+  double median_seconds = 0;
+};
+
+void wait_for(const c10::Device& device) {
+  if (device.is_cuda()) torch::cuda::synchronize(device.index());
+}
+
+// One SGD step: gradients zeroed in place (they stay allocated, so the peak counts activations).
+void step(Classifier& model, torch::optim::SGD& optimizer, const torch::Tensor& images, const torch::Tensor& labels) {
+  for (auto& p : model->parameters()) {
+    if (p.grad().defined()) p.mutable_grad().zero_();
+  }
+  torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
+  optimizer.step();
+}
+
+std::vector<Result> measure_depth(const models::ViTOptions& shape, const std::vector<Variant>& list,
+                                  const torch::Tensor& images, const torch::Tensor& labels, int64_t repetitions) {
+  const auto device = images.device();
+  std::vector<Classifier> models;
+  std::vector<std::unique_ptr<torch::optim::SGD>> optimizers;
+  std::vector<Result> results(list.size());
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    torch::manual_seed(0);
+    models.push_back(list[i].build(shape));
+    models.back()->to(device);
+    models.back()->train();
+    optimizers.push_back(std::make_unique<torch::optim::SGD>(models.back()->parameters(),
+                                                             torch::optim::SGDOptions(1e-3).momentum(0.9)));
+    results[i].parameters = models::count_parameters(*models.back());
+    step(models.back(), *optimizers.back(), images, labels);  // warm-up: gradients and momentum allocated
+  }
+  std::vector<std::vector<double>> times(list.size());
+  for (int64_t r = 0; r < repetitions; ++r) {
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      wait_for(device);
+      MemoryProbe probe(device);
+      const auto start = std::chrono::steady_clock::now();
+      step(models[i], *optimizers[i], images, labels);
+      wait_for(device);
+      times[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      results[i].activation_bytes = std::max(results[i].activation_bytes, probe.peak_above_start());
+    }
+  }
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    std::sort(times[i].begin(), times[i].end());
+    results[i].median_seconds = times[i][times[i].size() / 2];
+  }
+  return results;
+}
+
+std::string fixed(double value, int digits) {
+  std::ostringstream s;
+  s << std::fixed << std::setprecision(digits) << value;
+  return s.str();
+}
+
+// Prints a table (columns padded) and appends it to `markdown`.
+void table(std::ostringstream& markdown, const std::vector<std::string>& header,
+           const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> widths(header.size());
+  for (std::size_t i = 0; i < header.size(); ++i) widths[i] = header[i].size();
+  for (const auto& row : rows) {
+    for (std::size_t i = 0; i < row.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  auto line = [&](const std::vector<std::string>& cells) {
+    markdown << "|";
+    std::cout << " ";
+    for (std::size_t i = 0; i < cells.size(); ++i) {
+      markdown << " " << cells[i] << " |";
+      std::cout << " " << std::setw(static_cast<int>(widths[i])) << cells[i] << " ";
+    }
+    markdown << "\n";
+    std::cout << "\n";
+  };
+  line(header);
+  markdown << "|";
+  for (std::size_t i = 0; i < header.size(); ++i) markdown << "---|";
+  markdown << "\n";
+  for (const auto& row : rows) line(row);
+  markdown << "\n";
+}
+
+}  // namespace
+
+std::string transformers_section(const TransformerBenchOptions& options) {
+  const int64_t batch = options.quick ? 2 : options.batch;
+  const int64_t dim = options.quick ? 32 : options.dim;
+  const int64_t image = options.quick ? 8 : 32;
+  const auto depths = options.quick ? std::vector<int64_t>{2, 4} : options.depths;
+  const int64_t repetitions = options.quick ? 1 : options.repetitions;
+  const int64_t heads = std::max<int64_t>(1, dim / 64);
+  const auto base = models::ViTOptions()
+                        .image_size(image)
+                        .patch_size(4)
+                        .in_channels(3)
+                        .num_classes(10)
+                        .dim(dim)
+                        .heads(heads)
+                        .mlp_dim(4 * dim)
+                        .pooling(models::TokenPooling::mean)
+                        .drop_path(0.1);
+  const int64_t tokens = (image / 4) * (image / 4);
+  torch::manual_seed(0);
+  const auto images = torch::randn({batch, 3, image, image}).to(options.device);
+  const auto labels = torch::randint(10, {batch}, torch::kLong).to(options.device);
+  std::cout << "Transformers: ViT vs RevViT, width " << dim << ", " << heads << " heads, MLP " << 4 * dim << ", batch "
+            << batch << ", " << tokens << " tokens\n";
+
+  const auto list = variants();
+  std::map<int64_t, std::vector<Result>> by_depth;
+  std::vector<std::vector<std::string>> rows;
+  for (const auto depth : depths) {
+    auto shape = base;
+    shape.depth(depth);
+    const auto results = measure_depth(shape, list, images, labels, repetitions);
+    by_depth[depth] = results;
+    const auto& vit = results[0];
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      const auto& r = results[i];
+      rows.push_back({std::to_string(depth), list[i].name, std::to_string(r.parameters), fixed(to_mib(r.activation_bytes), 1),
+                      i == 0 ? "" : fixed(static_cast<double>(vit.activation_bytes) / r.activation_bytes, 2),
+                      fixed(r.median_seconds, 3), i == 0 ? "" : fixed(r.median_seconds / vit.median_seconds, 2)});
+    }
+  }
+  std::ostringstream markdown;
+  markdown << "## Transformers: ViT against RevViT, width " << dim << " (" << heads << " heads, MLP " << 4 * dim
+           << "), batch " << batch << ", " << tokens << " tokens (" << image << "x" << image
+           << " images, patch 4, mean pooling), stochastic depth 0.1\n\n";
+  table(markdown, {"depth", "model", "parameters", "activation MiB", "ViT memory / this", "step s (median)", "time vs ViT"},
+        rows);
+  markdown << "One SGD step (forward, cross entropy, backward, update) per model, the models of a depth in turn, "
+           << repetitions << " times; median time. \"RevViT\": one memory-saving wrapper per block (the default); "
+              "\"one node\": all blocks in one InvertibleSequential under one wrapper (which holds every block's "
+              "parameter gradients until its backward ends, so its memory grows with the parameters); \"exact\": fixed-point couplings "
+              "(gradients equal those without memory saving bit for bit); \"no memory saving\": the same RevViT with "
+              "its wrappers disabled. RevViT merges its streams by concatenation (its head sees 2 x width).\n\n";
+
+  // The figures, where the depths were measured.
+  auto ratio_row = [&](const std::string& what, const std::string& target, std::optional<double> value) {
+    return std::vector<std::string>{what, value ? fixed(*value, 2) : "not measured", target};
+  };
+  auto has = [&](int64_t d) { return by_depth.count(d) > 0; };
+  std::vector<std::vector<std::string>> figures;
+  figures.push_back(ratio_row(
+      "RevViT activation memory, depth 48 / depth 12", "<= 1.1",
+      has(48) && has(12) ? std::optional<double>(static_cast<double>(by_depth[48][1].activation_bytes) /
+                                                 by_depth[12][1].activation_bytes)
+                         : std::nullopt));
+  figures.push_back(ratio_row(
+      "ViT / RevViT activation memory, depth 24", ">= 15.5",
+      has(24) ? std::optional<double>(static_cast<double>(by_depth[24][0].activation_bytes) /
+                                      by_depth[24][1].activation_bytes)
+              : std::nullopt));
+  figures.push_back(ratio_row(
+      "RevViT / ViT step time, depth 12", "<= 1.4",
+      has(12) ? std::optional<double>(by_depth[12][1].median_seconds / by_depth[12][0].median_seconds) : std::nullopt));
+  std::cout << "Transformer figures\n";
+  markdown << "### Figures\n\n";
+  table(markdown, {"figure", "measured", "target"}, figures);
+  return markdown.str();
+}
+
+}  // namespace bench
+}  // namespace memcnn

@@ -1,0 +1,27 @@
+#pragma once
+// memcnn-bench's "transformers" section: ViT against RevViT at several depths, at a fixed width,
+// batch and token count: activation memory and step time side by side.
+
+#include <c10/core/Device.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace memcnn {
+namespace bench {
+
+struct TransformerBenchOptions {
+  c10::Device device = c10::Device(c10::kCPU);
+  int64_t batch = 32;
+  int64_t dim = 192;  // heads: dim / 64
+  std::vector<int64_t> depths{4, 8, 12, 24, 48};
+  int64_t repetitions = 3;  // timed steps per model (median), side by side
+  bool quick = false;       // tiny sizes: the program works; the figures mean nothing
+};
+
+// Measures, prints the tables and returns them as markdown.
+std::string transformers_section(const TransformerBenchOptions& options);
+
+}  // namespace bench
+}  // namespace memcnn

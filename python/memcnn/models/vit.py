@@ -1,0 +1,133 @@
+"""Vision transformers from memcnn's C++ models (memcnn::models, vit.h): ViT and RevViT, the
+reversible two-stream ViT of Mangalam et al., "Reversible Vision Transformers" (CVPR 2022).
+
+RevViT duplicates the embedded tokens into two streams; each block is an additive coupling with
+F = attention(LayerNorm) and G = MLP(LayerNorm) inside memcnn's memory-saving wrapper (fused
+backward, random numbers replayed), so its activation memory does not grow with depth and its
+gradients equal those of the same computation without memory saving (bit for bit with
+exact=True). The models compute in C++; the modules here are ordinary torch.nn.Modules that own
+the parameters (named as in C++, so state_dict keys match memcnn-train's checkpoints' names), which
+the C++ model is pointed at before every call: .to(), load_state_dict, optimizers and copies work
+as usual.
+
+    model = memcnn.RevViT(num_classes=10, in_channels=1, image_size=28, dim=96, depth=6, heads=3)
+    model = memcnn.models.vit.create('revvit_tiny', num_classes=10, in_channels=1, image_size=28)
+"""
+
+import torch.nn as nn
+
+from memcnn import _C
+from memcnn._bridge import check_tensors
+
+__all__ = ['ViT', 'RevViT', 'create', 'names', 'vit_tiny', 'revvit_tiny', 'vit_small', 'revvit_small']
+
+
+class _Part(nn.Module):
+    """Holds the parameters of one part of the C++ model, under its C++ name."""
+
+    def forward(self, *args):
+        raise RuntimeError("a part of a memcnn transformer's parameters; call the whole model")
+
+
+class _Transformer(nn.Module):
+    _reversible = False
+
+    def __init__(self, **options):
+        super().__init__()
+        self._options = options
+        model = _C.transformer(self._reversible, options)
+        for name, tensor in _C.transformer_parameters(model):
+            *path, leaf = name.split('.')
+            module = self
+            for part in path:
+                if part not in module._modules:
+                    module.add_module(part, _Part())
+                module = module._modules[part]
+            module.register_parameter(leaf, nn.Parameter(tensor.detach().clone()))
+        self.__dict__['_cpp_model'] = model
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop('_cpp_model', None)
+        return state
+
+    def _model(self):
+        model = self.__dict__.get('_cpp_model')
+        if model is None:
+            model = _C.transformer(self._reversible, self._options)
+            self.__dict__['_cpp_model'] = model
+        _C.bind_transformer(model, dict(self.named_parameters()), self.training)
+        return model
+
+    def forward(self, images):
+        """Class logits [N, num_classes] for images [N, in_channels, image_size, image_size]."""
+        check_tensors((images,), type(self).__name__ + '.forward')
+        return _C.transformer_forward(self._model(), images)
+
+    def extra_repr(self):
+        return ', '.join('{}={!r}'.format(k, v) for k, v in self._options.items())
+
+
+class ViT(_Transformer):
+    """ViT with pre-norm blocks: patch embedding (a patch_size x patch_size convolution of stride
+    patch_size), a class token or mean pooling ('class_token' or 'mean'), learned position
+    embeddings, blocks x += attention(LayerNorm(x)), x += MLP(LayerNorm(x)) with GELU, dropout and
+    stochastic depth (drop_path: the last block's rate, rising linearly from 0), a final LayerNorm
+    and a linear head."""
+
+    def __init__(self, num_classes=10, in_channels=3, image_size=32, patch_size=4, dim=192, depth=12, heads=3,
+                 mlp_dim=768, pooling='class_token', dropout=0.0, attention_dropout=0.0, drop_path=0.0,
+                 layer_norm_eps=1e-6):
+        super().__init__(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                         patch_size=patch_size, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, pooling=pooling,
+                         dropout=dropout, attention_dropout=attention_dropout, drop_path=drop_path,
+                         layer_norm_eps=layer_norm_eps)
+
+
+class RevViT(_Transformer):
+    """RevViT: ViT's parts as a reversible two-stream stack (y1 = x1 + F(x2), y2 = x2 + G(y1)) in
+    memcnn's memory-saving wrapper. merge: how the streams join before the final LayerNorm
+    ('concatenate': 2 x dim features, or 'mean'); exact: fixed-point couplings whose gradients with
+    memory saving equal those without bit for bit (fraction_bits of the grid); single_node: all blocks
+    in one autograd node; memory_saving=False: the same network with a plain autograd graph."""
+    _reversible = True
+
+    def __init__(self, num_classes=10, in_channels=3, image_size=32, patch_size=4, dim=192, depth=12, heads=3,
+                 mlp_dim=768, pooling='class_token', dropout=0.0, attention_dropout=0.0, drop_path=0.0,
+                 layer_norm_eps=1e-6, merge='concatenate', exact=False, fraction_bits=16, single_node=False,
+                 memory_saving=True, fused_backward=True):
+        super().__init__(num_classes=num_classes, in_channels=in_channels, image_size=image_size,
+                         patch_size=patch_size, dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, pooling=pooling,
+                         dropout=dropout, attention_dropout=attention_dropout, drop_path=drop_path,
+                         layer_norm_eps=layer_norm_eps, merge=merge, exact=exact, fraction_bits=fraction_bits,
+                         single_node=single_node, memory_saving=memory_saving, fused_backward=fused_backward)
+
+
+def names():
+    """The named configurations: vit_tiny, revvit_tiny, vit_small, revvit_small."""
+    return list(_C.transformer_names())
+
+
+def create(name, num_classes=10, in_channels=3, image_size=32, **overrides):
+    """A named configuration (the shapes memcnn-train trains) for images of the given size, with
+    `overrides` of its options (dim=..., drop_path=..., and RevViT's)."""
+    options = dict(_C.transformer_shape(name, num_classes, in_channels, image_size))
+    options.update(overrides)
+    return (RevViT if _C.is_reversible_transformer(name) else ViT)(**options)
+
+
+def vit_tiny(num_classes=10, in_channels=3, image_size=32, **overrides):
+    return create('vit_tiny', num_classes, in_channels, image_size, **overrides)
+
+
+def revvit_tiny(num_classes=10, in_channels=3, image_size=32, **overrides):
+    return create('revvit_tiny', num_classes, in_channels, image_size, **overrides)
+
+
+def vit_small(num_classes=10, in_channels=3, image_size=32, **overrides):
+    return create('vit_small', num_classes, in_channels, image_size, **overrides)
+
+
+def revvit_small(num_classes=10, in_channels=3, image_size=32, **overrides):
+    return create('revvit_small', num_classes, in_channels, image_size, **overrides)
+

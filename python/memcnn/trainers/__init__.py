@@ -1,0 +1,1 @@
+"""memcnn.trainers (MemCNN's): classification.train and classification.validate."""

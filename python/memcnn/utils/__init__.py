@@ -1,0 +1,2 @@
+"""memcnn.utils (MemCNN's): loss (CrossEntropyLossTF), stats (AverageMeter, accuracy), log (setup,
+SummaryWriter)."""

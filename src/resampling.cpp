@@ -1,0 +1,139 @@
+#include "memcnn/resampling.h"
+
+#include "memcnn/autocast.h"
+#include "module_tensors.h"
+
+#include <torch/torch.h>
+
+#include <numeric>
+
+namespace memcnn {
+namespace detail {
+namespace {
+
+std::vector<int64_t> zeros_of(std::size_t n) { return std::vector<int64_t>(n, 0); }
+std::vector<int64_t> ones_of(std::size_t n) { return std::vector<int64_t>(n, 1); }
+
+}  // namespace
+
+int64_t OrthogonalResamplingBase::block_elements() const {
+  const auto& stride = options.stride();
+  return std::accumulate(stride.begin(), stride.end(), int64_t{1}, std::multiplies<>());
+}
+
+void OrthogonalResamplingBase::define_tensors(torch::nn::Module& self, const char* who) {
+  const auto& stride = options.stride();
+  TORCH_CHECK_VALUE(options.channels() >= 1, who, ": channels must be at least 1, got ", options.channels());
+  TORCH_CHECK_VALUE(stride.size() >= 1 && stride.size() <= 3, who,
+                    ": the stride needs one entry per spatial dimension (1 to 3), got ", c10::IntArrayRef(stride));
+  for (const auto s : stride) {
+    TORCH_CHECK_VALUE(s >= 1, who, ": every stride must be at least 1, got ", c10::IntArrayRef(stride));
+  }
+  const auto built = self.named_parameters(/*recurse=*/false);
+  TORCH_CHECK_VALUE(built.is_empty() || built.contains("free") == options.learnable(), who,
+                    ": the learnable option cannot change once the layer is built (its parameters differ); "
+                    "construct a new layer with learnable(",
+                    options.learnable() ? "true" : "false", ")");
+  const int64_t b = block_elements();
+  base_ = options.init() == ResamplingInit::haar ? haar_matrix(stride) : torch::eye(b, torch::kFloat64);
+  if (options.learnable()) free = define_parameter(self, "free", torch::zeros({options.channels(), b, b}));
+}
+
+torch::Tensor OrthogonalResamplingBase::orthogonal_float64() const {
+  if (!options.learnable()) return base_.expand({options.channels(), block_elements(), block_elements()});
+  if (base_.device() != free.device()) base_ = base_.to(free.device());
+  return orthogonal_matrices(free, base_, options.method());
+}
+
+torch::Tensor OrthogonalResamplingBase::matrices() const {
+  const auto q = orthogonal_float64();
+  return options.learnable() ? q.to(free.scalar_type()) : q;
+}
+
+torch::Tensor OrthogonalResamplingBase::kernel_for(const torch::Tensor& input, const std::vector<int64_t>& shape) const {
+  const auto dtype = options.learnable() ? free.scalar_type() : input.scalar_type();
+  return orthogonal_float64().to(input.device(), dtype).reshape(shape);
+}
+
+torch::Tensor OrthogonalResamplingBase::log_det(const torch::Tensor& x) {
+  TORCH_CHECK(x.defined() && x.dim() >= 1, "OrthogonalResampling::log_det: expects a batch of tensors");
+  return torch::zeros({x.size(0)}, x.options());
+}
+
+// The grouped kernel [C*B, 1, stride...]: row c*B + j of it is row j of channel c's matrix, laid
+// over the block in row-major order.
+torch::Tensor OrthogonalResamplingBase::downsample(const torch::Tensor& x, const char* who) const {
+  const auto& stride = options.stride();
+  const auto dims = static_cast<int64_t>(stride.size());
+  TORCH_CHECK(x.defined() && x.dim() == dims + 2, who, ": expects [N, C", dims == 1 ? ", L" : dims == 2 ? ", H, W" : ", D, H, W",
+              "] (the stride has ", dims, " entries), got a tensor of shape ",
+              x.defined() ? x.sizes() : c10::IntArrayRef{});
+  TORCH_CHECK(x.size(1) == options.channels(), who, ": expects ", options.channels(), " channels, got shape ", x.sizes());
+  for (int64_t d = 0; d < dims; ++d) {
+    TORCH_CHECK(x.size(d + 2) % stride[d] == 0, who, ": the spatial size ", x.sizes().slice(2),
+                " must be divisible by the stride ", c10::IntArrayRef(stride), "; pad the input (IUNet pads for you)");
+  }
+  AutocastDisabled full_precision;
+  std::vector<int64_t> kernel_shape{options.channels() * block_elements(), 1};
+  kernel_shape.insert(kernel_shape.end(), stride.begin(), stride.end());
+  const auto kernel = kernel_for(x, kernel_shape);
+  return torch::convolution(x.to(kernel.scalar_type()), kernel, {}, stride, zeros_of(dims), ones_of(dims),
+                            /*transposed=*/false, zeros_of(dims), options.channels());
+}
+
+torch::Tensor OrthogonalResamplingBase::upsample(const torch::Tensor& y, const char* who) const {
+  const auto& stride = options.stride();
+  const auto dims = static_cast<int64_t>(stride.size());
+  const int64_t coarse_channels = options.channels() * block_elements();
+  TORCH_CHECK(y.defined() && y.dim() == dims + 2, who, ": expects [N, C*", block_elements(), ", spatial...] with ", dims,
+              " spatial dimensions, got a tensor of shape ", y.defined() ? y.sizes() : c10::IntArrayRef{});
+  TORCH_CHECK(y.size(1) == coarse_channels, who, ": expects ", coarse_channels, " channels (", options.channels(),
+              " x the block of ", block_elements(), " elements), got shape ", y.sizes());
+  AutocastDisabled full_precision;
+  std::vector<int64_t> kernel_shape{coarse_channels, 1};
+  kernel_shape.insert(kernel_shape.end(), stride.begin(), stride.end());
+  const auto kernel = kernel_for(y, kernel_shape);
+  // The transposed convolution applies each block's matrix transposed: the inverse, as it is orthogonal.
+  return torch::convolution(y.to(kernel.scalar_type()), kernel, {}, stride, zeros_of(dims), ones_of(dims),
+                            /*transposed=*/true, zeros_of(dims), options.channels());
+}
+
+void OrthogonalResamplingBase::print(std::ostream& stream, const char* name) const {
+  stream << "memcnn::" << name << "(channels=" << options.channels() << ", stride=" << c10::IntArrayRef(options.stride())
+         << ", method=" << options.method() << ", init=" << (options.init() == ResamplingInit::haar ? "haar" : "squeeze")
+         << ", learnable=" << (options.learnable() ? "true" : "false") << ")";
+}
+
+}  // namespace detail
+
+OrthogonalDownsamplingImpl::OrthogonalDownsamplingImpl(OrthogonalResamplingOptions options_)
+    : OrthogonalResamplingBase(std::move(options_)) {
+  reset();
+}
+
+void OrthogonalDownsamplingImpl::reset() { define_tensors(*this, "OrthogonalDownsampling"); }
+
+torch::Tensor OrthogonalDownsamplingImpl::forward(const torch::Tensor& x) { return downsample(x, "OrthogonalDownsampling"); }
+
+torch::Tensor OrthogonalDownsamplingImpl::inverse(const torch::Tensor& y) {
+  return upsample(y, "OrthogonalDownsampling::inverse");
+}
+
+void OrthogonalDownsamplingImpl::pretty_print(std::ostream& stream) const { print(stream, "OrthogonalDownsampling"); }
+
+OrthogonalUpsamplingImpl::OrthogonalUpsamplingImpl(OrthogonalResamplingOptions options_)
+    : OrthogonalResamplingBase(std::move(options_)) {
+  reset();
+}
+
+void OrthogonalUpsamplingImpl::reset() { define_tensors(*this, "OrthogonalUpsampling"); }
+
+torch::Tensor OrthogonalUpsamplingImpl::forward(const torch::Tensor& x) { return upsample(x, "OrthogonalUpsampling"); }
+
+torch::Tensor OrthogonalUpsamplingImpl::inverse(const torch::Tensor& y) {
+  return downsample(y, "OrthogonalUpsampling::inverse");
+}
+
+void OrthogonalUpsamplingImpl::pretty_print(std::ostream& stream) const { print(stream, "OrthogonalUpsampling"); }
+
+}  // namespace memcnn

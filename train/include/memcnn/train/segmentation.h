@@ -1,0 +1,101 @@
+#pragma once
+// Volume segmentation with an iUNet (models/iunet.h): the brain-extraction job of memcnn-train
+// (`memcnn-train iunet3d brain-extraction`). One NIfTI volume and its mask; the network trains
+// on random patches (with augmentation) drawn from the volume outside the held-out slabs, and is
+// evaluated by Dice on those slabs, which no training patch ever touched. It writes the
+// predicted mask of the whole volume as NIfTI on the input's grid and orientation. Checkpoints,
+// resume, metrics (Dice in the accuracy columns) and the plot are the classification trainer's.
+
+#include "memcnn/train/config.h"
+
+#include <memcnn/models/iunet.h>
+
+#include <torch/types.h>
+
+#include <array>
+#include <cstdint>
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace memcnn {
+namespace train {
+
+struct SegmentationConfig {
+  std::string model;    // "iunet3d"
+  std::string dataset;  // "brain-extraction"
+  std::string image = "ch2.nii.gz";    // relative to the data folder
+  std::string mask = "ch2bet.nii.gz";  // the label is mask > mask_threshold
+  double mask_threshold = 0;
+  int64_t axis = 2;  // the axis the held-out slabs cut (2: axial, z)
+  std::vector<std::array<int64_t, 2>> held_out{{64, 80}, {112, 128}};  // [begin, end) along axis
+  std::vector<int64_t> patch{72, 72, 24};
+  int64_t batch_size = 2;
+  int64_t max_iterations = 600;
+  double lr = 2e-3;
+  double weight_decay = 0;
+  int64_t warmup_iterations = 50;  // linear warm-up, then cosine decay to 0
+  int64_t checkpoint_every = 100;
+  int64_t validate_every = 300;
+  int64_t log_every = 10;
+  uint64_t seed = 0;
+  bool augment = true;  // flips along x, intensity scale and shift
+  Json model_options = Json::object();  // channels, layers, norm, memory_saving, ...
+
+  // Validates every field; std::invalid_argument says which one and why.
+  static SegmentationConfig from_json(const Json& experiment);
+  double lr_at(int64_t iteration) const;
+};
+
+// Whether MODEL/DATASET name a segmentation experiment (the iUNet models).
+bool is_segmentation_model(const std::string& model);
+
+models::IUNetSegmentation build_segmentation_model(const SegmentationConfig& config);
+
+// 2|A n B| / (|A| + |B|) of two boolean masks; 1 when both are empty.
+double dice_score(const torch::Tensor& prediction, const torch::Tensor& target);
+
+struct SegmentationTrainerOptions {
+  std::string results_dir;
+  std::string data_dir;  // where config.image and config.mask are
+  torch::Device device = torch::kCPU;
+  bool live_line = false;
+  std::ostream* out = nullptr;
+};
+
+struct SegmentationSummary {
+  int64_t parameters = 0;
+  int64_t start_iteration = 0, final_iteration = 0;
+  bool interrupted = false;
+  double seconds = 0;
+  double held_out_dice = -1;     // at the end; -1 when interrupted
+  int64_t activation_bytes = 0;  // of the last training step
+  std::string prediction_path;
+};
+
+class SegmentationTrainer {
+ public:
+  SegmentationTrainer(SegmentationConfig config, SegmentationTrainerOptions options);
+  ~SegmentationTrainer();
+  SegmentationSummary run();
+  // Dice on the held-out slabs of the whole-volume prediction; writes prediction.nii.gz.
+  double evaluate(bool write_prediction);
+  int64_t restore();  // the checkpoint's iteration, or -1
+  models::IUNetSegmentation& model();
+  // The (augmented) patches and masks of an iteration: [B, 1, patch...] each; a pure function
+  // of the seed and the iteration, so a resumed run trains on what the uninterrupted one would.
+  std::pair<torch::Tensor, torch::Tensor> training_batch(int64_t iteration) const;
+  // Indices along the held-out axis that training patches may cover.
+  std::vector<int64_t> training_slices() const;
+
+  static void request_stop();
+  static void clear_stop_request();
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace train
+}  // namespace memcnn

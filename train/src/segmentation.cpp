@@ -1,0 +1,384 @@
+#include "memcnn/train/segmentation.h"
+
+#include "memcnn/train/checkpoint.h"
+#include "memcnn/train/metrics.h"
+
+#include <memcnn/data/nifti.h>
+#include <memcnn/memory.h>
+
+#include <torch/torch.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <sstream>
+#include <stdexcept>
+
+namespace memcnn {
+namespace train {
+namespace {
+
+std::atomic<bool> stop_requested{false};
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+std::string format_duration(double seconds) {
+  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
+  std::ostringstream text;
+  text << s / 3600 << ':' << std::setw(2) << std::setfill('0') << (s / 60) % 60 << ':' << std::setw(2) << s % 60;
+  return text.str();
+}
+
+template <typename T>
+T field(const Json& json, const char* name, const T& fallback) {
+  if (!json.contains(name)) return fallback;
+  try {
+    return json.at(name).get<T>();
+  } catch (const Json::exception& e) {
+    throw std::invalid_argument(std::string("segmentation experiment: field \"") + name + "\" has the wrong type: " +
+                                e.what());
+  }
+}
+
+void require(bool condition, const std::string& message) {
+  if (!condition) throw std::invalid_argument("segmentation experiment: " + message);
+}
+
+// Soft Dice on probabilities plus binary cross-entropy: the cross-entropy gives every voxel a
+// gradient from the start, Dice balances the mask against the (larger) background.
+torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor& target) {
+  const auto bce = torch::binary_cross_entropy_with_logits(logits, target);
+  const auto p = torch::sigmoid(logits);
+  const auto soft_dice = (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1);
+  return bce + (1 - soft_dice);
+}
+
+void zero_gradients(torch::nn::Module& model) {
+  for (auto& p : model.parameters()) {
+    if (p.grad().defined()) p.grad().zero_();
+  }
+}
+
+}  // namespace
+
+bool is_segmentation_model(const std::string& model) { return model.rfind("iunet", 0) == 0; }
+
+SegmentationConfig SegmentationConfig::from_json(const Json& e) {
+  SegmentationConfig c;
+  c.model = field<std::string>(e, "model", "");
+  c.dataset = field<std::string>(e, "dataset", "");
+  require(!c.model.empty() && !c.dataset.empty(), "needs \"model\" and \"dataset\"");
+  c.image = field(e, "image", c.image);
+  c.mask = field(e, "mask", c.mask);
+  c.mask_threshold = field(e, "mask_threshold", c.mask_threshold);
+  c.axis = field(e, "axis", c.axis);
+  require(c.axis >= 0 && c.axis <= 2, "axis must be 0, 1 or 2");
+  if (e.contains("held_out")) c.held_out = field<std::vector<std::array<int64_t, 2>>>(e, "held_out", {});
+  require(!c.held_out.empty(), "held_out needs at least one [begin, end) slab to evaluate on");
+  for (const auto& slab : c.held_out) require(0 <= slab[0] && slab[0] < slab[1], "every held_out slab needs 0 <= begin < end");
+  c.patch = field(e, "patch", c.patch);
+  require(c.patch.size() == 3, "patch needs 3 sizes");
+  for (const auto p : c.patch) require(p >= 1, "patch sizes must be positive");
+  c.batch_size = field(e, "batch_size", c.batch_size);
+  c.max_iterations = field(e, "max_iterations", c.max_iterations);
+  c.lr = field(e, "lr", c.lr);
+  c.weight_decay = field(e, "weight_decay", c.weight_decay);
+  c.warmup_iterations = field(e, "warmup_iterations", c.warmup_iterations);
+  c.checkpoint_every = field(e, "checkpoint_every", c.checkpoint_every);
+  c.validate_every = field(e, "validate_every", c.validate_every);
+  c.log_every = field(e, "log_every", c.log_every);
+  c.seed = field(e, "seed", c.seed);
+  c.augment = field(e, "augment", c.augment);
+  c.model_options = field(e, "model_options", c.model_options);
+  require(c.batch_size >= 1 && c.max_iterations >= 1 && c.lr > 0, "batch_size, max_iterations and lr must be positive");
+  require(c.checkpoint_every >= 1 && c.validate_every >= 1 && c.log_every >= 1,
+          "checkpoint_every, validate_every and log_every must be positive");
+  require(c.warmup_iterations >= 0, "warmup_iterations must be 0 or more");
+  return c;
+}
+
+double SegmentationConfig::lr_at(int64_t iteration) const {
+  if (iteration < warmup_iterations) return lr * static_cast<double>(iteration + 1) / static_cast<double>(warmup_iterations);
+  const double progress = static_cast<double>(iteration - warmup_iterations) /
+                          static_cast<double>(std::max<int64_t>(1, max_iterations - warmup_iterations));
+  return lr * 0.5 * (1 + std::cos(M_PI * std::min(1.0, progress)));
+}
+
+models::IUNetSegmentation build_segmentation_model(const SegmentationConfig& config) {
+  const Json& o = config.model_options;
+  const auto channels = field<std::vector<int64_t>>(o, "channels", {8, 32, 128});
+  // No blocks at full resolution: the stem, the split and the resampling carry it, and the
+  // blocks run where voxels are 8 and 64 times fewer (3-D convolutions of few channels are slow
+  // on CPUs).
+  const auto layers = field<std::vector<int64_t>>(o, "layers", {0, 2, 2});
+  models::IUNetOptions options(channels, layers, 3);
+  const auto norm = field<std::string>(o, "norm", "batch");
+  require(norm == "batch" || norm == "group", "model_options.norm must be \"batch\" or \"group\"");
+  options.block(models::iunet_coupling_blocks(norm == "batch" ? models::IUNetNorm::batch : models::IUNetNorm::group));
+  const auto method = field<std::string>(o, "method", "cayley");
+  require(method == "cayley" || method == "exp", "model_options.method must be \"cayley\" or \"exp\"");
+  options.method(method == "cayley" ? OrthogonalMethod::cayley : OrthogonalMethod::exp);
+  const auto init = field<std::string>(o, "init", "haar");
+  require(init == "haar" || init == "squeeze", "model_options.init must be \"haar\" or \"squeeze\"");
+  options.init(init == "haar" ? ResamplingInit::haar : ResamplingInit::squeeze);
+  options.learnable_resampling(field(o, "learnable_resampling", true));
+  options.channel_mixing_every(field<int64_t>(o, "channel_mixing_every", 1));
+  options.memory_saving(field(o, "memory_saving", true));
+  try {
+    return models::IUNetSegmentation(models::IUNetSegmentationOptions(1, 1, options));
+  } catch (const c10::Error& e) {
+    throw std::invalid_argument(std::string("model_options: ") + e.what_without_backtrace());
+  }
+}
+
+double dice_score(const torch::Tensor& prediction, const torch::Tensor& target) {
+  TORCH_CHECK_VALUE(prediction.sizes() == target.sizes(), "dice_score: shapes differ: ", prediction.sizes(), " and ",
+                    target.sizes());
+  const auto p = prediction.to(torch::kBool), t = target.to(torch::kBool);
+  const double both = static_cast<double>((p & t).sum().item<int64_t>());
+  const double total = static_cast<double>(p.sum().item<int64_t>() + t.sum().item<int64_t>());
+  return total == 0 ? 1.0 : 2 * both / total;
+}
+
+struct SegmentationTrainer::State {
+  SegmentationConfig config;
+  SegmentationTrainerOptions options;
+  std::ostream& out;
+  data::NiftiVolume image_volume;
+  torch::Tensor image, mask;  // [X, Y, Z]: normalised intensities, and 0/1 float
+  std::vector<int64_t> patch_starts_on_axis;  // starts whose patch avoids every held-out slab
+  models::IUNetSegmentation model{nullptr};
+  std::unique_ptr<torch::optim::AdamW> optimizer;
+  Checkpointer checkpointer;
+  MetricsLog metrics;
+
+  State(SegmentationConfig c, SegmentationTrainerOptions o)
+      : config(std::move(c)), options(std::move(o)), out(options.out ? *options.out : std::cout),
+        checkpointer(options.results_dir), metrics(options.results_dir) {
+    (void)memory_stats(options.device);  // fail now without CPU tracking, not after loading
+    const auto folder = std::filesystem::path(options.data_dir);
+    image_volume = data::read_nifti((folder / config.image).string());
+    const auto mask_volume = data::read_nifti((folder / config.mask).string());
+    TORCH_CHECK_VALUE(image_volume.data.dim() == 3 && mask_volume.data.sizes() == image_volume.data.sizes(),
+                      "segmentation: ", image_volume.path, " and ", mask_volume.path,
+                      " must be 3-D volumes on the same grid, got ", image_volume.data.sizes(), " and ",
+                      mask_volume.data.sizes());
+    const auto raw = image_volume.data.to(torch::kFloat32).contiguous();
+    image = ((raw - raw.mean()) / raw.std()).contiguous();
+    mask = mask_volume.data.to(torch::kFloat64).gt(config.mask_threshold).to(torch::kFloat32).contiguous();
+    const int64_t extent = image.size(config.axis), p = config.patch[config.axis];
+    for (int64_t d = 0; d < 3; ++d) {
+      TORCH_CHECK_VALUE(config.patch[d] <= image.size(d), "segmentation: the patch ", c10::IntArrayRef(config.patch),
+                        " is larger than the volume ", image.sizes());
+    }
+    for (const auto& slab : config.held_out) {
+      TORCH_CHECK_VALUE(slab[1] <= extent, "segmentation: held-out slab [", slab[0], ", ", slab[1],
+                        ") lies outside the volume's ", extent, " slices along axis ", config.axis);
+    }
+    for (int64_t start = 0; start + p <= extent; ++start) {
+      bool clear = true;
+      for (const auto& slab : config.held_out) clear = clear && (start + p <= slab[0] || start >= slab[1]);
+      if (clear) patch_starts_on_axis.push_back(start);
+    }
+    TORCH_CHECK_VALUE(!patch_starts_on_axis.empty(), "segmentation: no patch of ", p, " slices fits between the held-out "
+                      "slabs along axis ", config.axis, "; use a smaller patch or fewer held-out slices");
+    torch::manual_seed(config.seed);
+    model = build_segmentation_model(config);
+    model->to(options.device);
+    optimizer = std::make_unique<torch::optim::AdamW>(
+        model->parameters(), torch::optim::AdamWOptions(config.lr).weight_decay(config.weight_decay));
+  }
+
+  std::string title() const { return config.model + " on " + config.dataset; }
+
+  void set_lr(double lr) {
+    for (auto& group : optimizer->param_groups()) static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  }
+};
+
+SegmentationTrainer::SegmentationTrainer(SegmentationConfig config, SegmentationTrainerOptions options)
+    : state_(std::make_unique<State>(std::move(config), std::move(options))) {}
+
+SegmentationTrainer::~SegmentationTrainer() = default;
+
+models::IUNetSegmentation& SegmentationTrainer::model() { return state_->model; }
+
+void SegmentationTrainer::request_stop() { stop_requested.store(true); }
+void SegmentationTrainer::clear_stop_request() { stop_requested.store(false); }
+
+std::vector<int64_t> SegmentationTrainer::training_slices() const {
+  const auto& s = *state_;
+  std::vector<bool> covered(static_cast<std::size_t>(s.image.size(s.config.axis)), false);
+  for (const auto start : s.patch_starts_on_axis) {
+    for (int64_t i = start; i < start + s.config.patch[s.config.axis]; ++i) covered[static_cast<std::size_t>(i)] = true;
+  }
+  std::vector<int64_t> slices;
+  for (std::size_t i = 0; i < covered.size(); ++i) {
+    if (covered[i]) slices.push_back(static_cast<int64_t>(i));
+  }
+  return slices;
+}
+
+std::pair<torch::Tensor, torch::Tensor> SegmentationTrainer::training_batch(int64_t iteration) const {
+  const auto& s = *state_;
+  const auto& c = s.config;
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(c.seed * 1000003 + static_cast<uint64_t>(iteration));
+  auto uniform = [&](int64_t n) {  // 0 .. n-1
+    return torch::randint(n, {1}, generator, torch::kLong).item<int64_t>();
+  };
+  std::vector<torch::Tensor> images, masks;
+  for (int64_t b = 0; b < c.batch_size; ++b) {
+    torch::Tensor image = s.image, mask = s.mask;
+    for (int64_t d = 0; d < 3; ++d) {
+      const int64_t start = d == c.axis ? s.patch_starts_on_axis[static_cast<std::size_t>(
+                                              uniform(static_cast<int64_t>(s.patch_starts_on_axis.size())))]
+                                        : uniform(s.image.size(d) - c.patch[d] + 1);
+      image = image.narrow(d, start, c.patch[d]);
+      mask = mask.narrow(d, start, c.patch[d]);
+    }
+    if (c.augment) {
+      const auto draws = torch::rand({3}, generator, torch::kFloat64);
+      if (draws[0].item<double>() < 0.5) {  // left-right: the brain is nearly symmetric
+        image = image.flip({0});
+        mask = mask.flip({0});
+      }
+      image = image * (0.9 + 0.2 * draws[1].item<double>()) + (draws[2].item<double>() - 0.5) * 0.2;
+    }
+    images.push_back(image.contiguous().unsqueeze(0));
+    masks.push_back(mask.contiguous().unsqueeze(0));
+  }
+  return {torch::stack(images), torch::stack(masks)};
+}
+
+int64_t SegmentationTrainer::restore() {
+  auto& s = *state_;
+  const auto iteration = s.checkpointer.load(*s.model, *s.optimizer);
+  s.model->to(s.options.device);
+  return iteration ? *iteration : -1;
+}
+
+double SegmentationTrainer::evaluate(bool write_prediction) {
+  auto& s = *state_;
+  torch::NoGradGuard no_grad;
+  s.model->eval();
+  const auto input = s.image.unsqueeze(0).unsqueeze(0).to(s.options.device);
+  const auto predicted = s.model->forward(input).squeeze(0).squeeze(0).gt(0).cpu();
+  s.model->train();
+  std::vector<torch::Tensor> predicted_slabs, true_slabs;
+  for (const auto& slab : s.config.held_out) {
+    predicted_slabs.push_back(predicted.narrow(s.config.axis, slab[0], slab[1] - slab[0]).flatten());
+    true_slabs.push_back(s.mask.narrow(s.config.axis, slab[0], slab[1] - slab[0]).flatten());
+  }
+  const double dice = dice_score(torch::cat(predicted_slabs), torch::cat(true_slabs));
+  if (write_prediction) {
+    const auto path = (std::filesystem::path(s.options.results_dir) / "prediction.nii.gz").string();
+    data::write_nifti(path, predicted.to(torch::kUInt8), s.image_volume);
+  }
+  return dice;
+}
+
+SegmentationSummary SegmentationTrainer::run() {
+  auto& s = *state_;
+  const auto& c = s.config;
+  SegmentationSummary summary;
+  for (const auto& p : s.model->parameters()) summary.parameters += p.numel();
+  s.out << "[memcnn-train] " << s.title() << ": " << summary.parameters << " parameters, device " << s.options.device
+        << ", volume " << s.image.sizes() << " from " << s.image_volume.path << ", patches "
+        << c10::IntArrayRef(c.patch) << " x " << c.batch_size << ", " << c.max_iterations << " iterations, "
+        << training_slices().size() << " of " << s.image.size(c.axis) << " slices along axis " << c.axis
+        << " for training, the rest held out" << std::endl;
+  const int64_t restored = restore();
+  summary.start_iteration = std::max<int64_t>(0, restored);
+  if (restored >= 0) {
+    s.out << "[memcnn-train] resuming from the checkpoint at iteration " << restored << std::endl;
+    s.metrics.truncate_after(restored);
+  }
+  s.model->train();
+  const auto start = Clock::now();
+  auto window_start = Clock::now();
+  double window_loss = 0, window_dice = 0;
+  int64_t window_steps = 0;
+  int64_t iteration = summary.start_iteration;
+  while (iteration < c.max_iterations) {
+    auto [images, masks] = training_batch(iteration);
+    images = images.to(s.options.device);
+    masks = masks.to(s.options.device);
+    const double lr = c.lr_at(iteration);
+    s.set_lr(lr);
+    zero_gradients(*s.model);
+    MemoryProbe probe(s.options.device);
+    torch::Tensor logits;
+    {
+      logits = s.model->forward(images);
+      segmentation_loss(logits, masks).backward();
+    }
+    summary.activation_bytes = probe.peak_above_start();
+    const double loss = segmentation_loss(logits.detach(), masks).item<double>();
+    if (!std::isfinite(loss)) {
+      std::ostringstream message;
+      message << "the loss became " << loss << " at iteration " << iteration << " (learning rate " << lr
+              << "); training stopped. Lower lr in the experiments file; the last checkpoint in "
+              << s.options.results_dir << " is kept";
+      throw std::runtime_error(message.str());
+    }
+    s.optimizer->step();
+    ++iteration;
+    window_loss += loss;
+    window_dice += dice_score(logits.detach().gt(0), masks.gt(0.5));
+    ++window_steps;
+    const bool stop = stop_requested.load();
+    const bool validate = iteration % c.validate_every == 0 && iteration < c.max_iterations;
+    if (iteration % c.log_every == 0 || validate || iteration == c.max_iterations) {
+      MetricsRow row;
+      row.iteration = iteration;
+      row.loss = window_loss / window_steps;
+      row.train_accuracy = window_dice / window_steps;
+      row.lr = lr;
+      const double window_seconds = std::max(1e-9, seconds_since(window_start));
+      row.iterations_per_second = window_steps / window_seconds;
+      row.activation_bytes = summary.activation_bytes;
+      if (validate) row.test_accuracy = evaluate(false);
+      s.metrics.append(row);
+      const double eta = (c.max_iterations - iteration) / std::max(1e-9, row.iterations_per_second);
+      std::ostringstream line;
+      line << "[" << s.title() << "] it " << iteration << "/" << c.max_iterations << "  loss " << std::fixed
+           << std::setprecision(4) << row.loss << "  dice " << std::setprecision(3) << row.train_accuracy << "  "
+           << std::setprecision(2) << row.iterations_per_second << " it/s  ETA " << format_duration(eta)
+           << "  activations " << format_mib(summary.activation_bytes);
+      if (row.test_accuracy) line << "  held-out dice " << std::setprecision(4) << *row.test_accuracy;
+      if (s.options.live_line && !row.test_accuracy) {
+        s.out << "\r" << line.str() << "   " << std::flush;
+      } else {
+        s.out << (s.options.live_line ? "\r" : "") << line.str() << std::endl;
+      }
+      window_start = Clock::now();
+      window_loss = window_dice = 0;
+      window_steps = 0;
+    }
+    if (validate) s.metrics.plot(s.title() + " (accuracy: Dice)");
+    if (iteration % c.checkpoint_every == 0 || iteration == c.max_iterations || stop) {
+      s.checkpointer.save(*s.model, *s.optimizer, iteration);
+    }
+    if (stop) {
+      summary.interrupted = true;
+      s.out << "\n[memcnn-train] interrupted at iteration " << iteration << "; checkpoint saved in "
+            << s.options.results_dir << ", run the same command again to continue" << std::endl;
+      break;
+    }
+  }
+  summary.final_iteration = iteration;
+  summary.seconds = seconds_since(start);
+  if (!summary.interrupted) {
+    summary.held_out_dice = evaluate(true);
+    summary.prediction_path = (std::filesystem::path(s.options.results_dir) / "prediction.nii.gz").string();
+    s.metrics.plot(s.title() + " (accuracy: Dice)");
+  }
+  return summary;
+}
+
+}  // namespace train
+}  // namespace memcnn
