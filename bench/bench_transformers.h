@@ -13,8 +13,8 @@ namespace bench {
 
 struct TransformerBenchOptions {
   c10::Device device = c10::Device(c10::kCPU);
-  int64_t batch = 32;
-  int64_t dim = 192;  // heads: dim / 64
+  int64_t batch = 16;
+  int64_t dim = 128;  // heads: dim / 64
   std::vector<int64_t> depths{4, 8, 12, 24, 48};
   int64_t repetitions = 3;  // timed steps per model (median), side by side
   bool quick = false;       // tiny sizes: the program works; the figures mean nothing

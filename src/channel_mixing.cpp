@@ -41,10 +41,12 @@ torch::Tensor OrthogonalChannelMixingImpl::mix(const torch::Tensor& x, bool tran
   AutocastDisabled full_precision;
   std::vector<int64_t> kernel_shape{options.channels(), options.channels()};
   kernel_shape.insert(kernel_shape.end(), dims, 1);
-  const auto kernel = matrix().to(x.device()).reshape(kernel_shape);
+  // The inverse of an orthogonal Q is Q^T, applied as an ordinary convolution: LibTorch 1.13's
+  // transposed 3-D convolution takes a slow path on CPUs (slow_conv_transpose3d).
+  const auto q = matrix().to(x.device());
+  const auto kernel = (transposed ? q.t() : q).contiguous().reshape(kernel_shape);
   const std::vector<int64_t> ones(dims, 1), zeros(dims, 0);
-  // Transposed, the convolution applies Q^T: the inverse of an orthogonal Q.
-  return torch::convolution(x.to(kernel.scalar_type()), kernel, {}, ones, zeros, ones, transposed, zeros, 1);
+  return torch::convolution(x.to(kernel.scalar_type()), kernel, {}, ones, zeros, ones, false, zeros, 1);
 }
 
 torch::Tensor OrthogonalChannelMixingImpl::forward(const torch::Tensor& x) {

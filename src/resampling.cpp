@@ -90,12 +90,28 @@ torch::Tensor OrthogonalResamplingBase::upsample(const torch::Tensor& y, const c
   TORCH_CHECK(y.size(1) == coarse_channels, who, ": expects ", coarse_channels, " channels (", options.channels(),
               " x the block of ", block_elements(), " elements), got shape ", y.sizes());
   AutocastDisabled full_precision;
-  std::vector<int64_t> kernel_shape{coarse_channels, 1};
-  kernel_shape.insert(kernel_shape.end(), stride.begin(), stride.end());
-  const auto kernel = kernel_for(y, kernel_shape);
-  // The transposed convolution applies each block's matrix transposed: the inverse, as it is orthogonal.
-  return torch::convolution(y.to(kernel.scalar_type()), kernel, {}, stride, zeros_of(dims), ones_of(dims),
-                            /*transposed=*/true, zeros_of(dims), options.channels());
+  // Each block's matrix transposed (the inverse, as it is orthogonal) as a grouped 1x1
+  // convolution, then the block elements laid back out in space. LibTorch 1.13's transposed 3-D
+  // convolution, which does both at once, takes a slow path on CPUs (slow_conv_transpose3d).
+  const int64_t b = block_elements();
+  const int64_t dtype_channels = options.channels();
+  std::vector<int64_t> kernel_shape{coarse_channels, b};
+  kernel_shape.insert(kernel_shape.end(), stride.size(), 1);
+  const auto kernel = kernel_for(y, {dtype_channels, b, b}).transpose(1, 2).contiguous().reshape(kernel_shape);
+  const auto ones = ones_of(stride.size()), zeros = zeros_of(stride.size());
+  const auto mixed =
+      torch::convolution(y.to(kernel.scalar_type()), kernel, {}, ones, zeros, ones, false, zeros, dtype_channels);
+  // [N, C*B, spatial...] -> [N, C, s..., spatial...] -> interleave each stride with its dimension.
+  std::vector<int64_t> split_shape{mixed.size(0), dtype_channels};
+  split_shape.insert(split_shape.end(), stride.begin(), stride.end());
+  for (int64_t d = 0; d < dims; ++d) split_shape.push_back(mixed.size(d + 2));
+  std::vector<int64_t> order{0, 1}, out_shape{mixed.size(0), dtype_channels};
+  for (int64_t d = 0; d < dims; ++d) {
+    order.push_back(2 + dims + d);  // the coarse position
+    order.push_back(2 + d);         // the element within the block
+    out_shape.push_back(mixed.size(d + 2) * stride[d]);
+  }
+  return mixed.reshape(split_shape).permute(order).reshape(out_shape);
 }
 
 void OrthogonalResamplingBase::print(std::ostream& stream, const char* name) const {
