@@ -10,6 +10,7 @@
 
 #include "bench_iunet.h"
 #include "bench_transformers.h"
+#include "report.h"
 
 #include <memcnn/memcnn.h>
 #include <memcnn/models/resnet.h>
@@ -34,6 +35,10 @@
 #include <sys/utsname.h>
 
 using namespace memcnn;
+using bench::fixed;
+using bench::median;
+using bench::stamp_sections;
+using bench::wait_for;
 
 namespace {
 
@@ -41,11 +46,6 @@ struct Measurement {
   double median_seconds = 0;
   int64_t activation_bytes = 0;  // peak during a step above the bytes live at its start
 };
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
 
 // One training step: forward, backward, SGD step. Gradients are zeroed in place so they stay
 // allocated and the step's peak counts activations and temporaries only.
@@ -71,11 +71,6 @@ Workload make_workload(std::string name, std::shared_ptr<torch::nn::Module> modu
   Workload w{std::move(name), module, std::move(forward), nullptr};
   w.optimizer = std::make_unique<torch::optim::SGD>(module->parameters(), torch::optim::SGDOptions(0.01).momentum(0.9));
   return w;
-}
-
-// Waits for the device's queued work, so a host clock measures it (CUDA runs asynchronously).
-void wait_for(const torch::Device& device) {
-  if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
 
 // Measures workloads side by side: each repetition runs every workload once, in turn.
@@ -104,12 +99,6 @@ std::vector<Measurement> measure(std::vector<Workload>& workloads, const torch::
 std::string mb(int64_t bytes) {
   std::ostringstream s;
   s << std::fixed << std::setprecision(1) << to_mib(bytes);
-  return s.str();
-}
-
-std::string fixed(double value, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << value;
   return s.str();
 }
 
@@ -163,29 +152,28 @@ std::vector<torch::Tensor> gradients(models::ResNet& model, const torch::Tensor&
 struct Report {
   std::ostringstream markdown;
   void table(const std::vector<std::string>& header, const std::vector<std::vector<std::string>>& rows) {
-    // Each printed column as wide as its widest cell, two spaces apart.
-    std::vector<std::size_t> widths(header.size(), 0);
-    for (std::size_t i = 0; i < header.size(); ++i) widths[i] = header[i].size();
-    for (const auto& r : rows)
-      for (std::size_t i = 0; i < r.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], r[i].size());
-    auto line = [&](const std::vector<std::string>& cells) {
-      markdown << "|";
-      for (const auto& c : cells) markdown << " " << c << " |";
-      markdown << "\n";
-      std::cout << " ";
-      for (std::size_t i = 0; i < cells.size(); ++i) {
-        std::cout << " " << std::setw(static_cast<int>(i < widths.size() ? widths[i] : 0)) << cells[i] << " ";
-      }
-      std::cout << "\n";
-    };
-    line(header);
-    markdown << "|" << std::string(0, ' ');
-    for (std::size_t i = 0; i < header.size(); ++i) markdown << "---|";
-    markdown << "\n";
-    for (const auto& r : rows) line(r);
-    markdown << "\n";
+    bench::table(markdown, header, rows);
   }
 };
+
+// Which BLAS LibTorch's matrix products run on: Debian's default is netlib's reference BLAS, an
+// order of magnitude slower than OpenBLAS for the transformers' products.
+std::string blas_library() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    const auto path = line.find('/');
+    if (path == std::string::npos) continue;
+    const std::string file = line.substr(path);
+    if (file.find("libopenblas") != std::string::npos || file.find("libblas.so") != std::string::npos ||
+        file.find("libmkl") != std::string::npos) {
+      const auto slash = file.rfind('/');
+      const auto folder = file.substr(file.rfind('/', slash - 1) + 1, slash - file.rfind('/', slash - 1) - 1);
+      return folder == "blas" ? "netlib's reference BLAS (" + file + ")" : folder + " (" + file + ")";
+    }
+  }
+  return "the BLAS linked into LibTorch";
+}
 
 std::string machine_description() {
   std::ifstream cpuinfo("/proc/cpuinfo");
@@ -199,7 +187,8 @@ std::string machine_description() {
   utsname u{};
   uname(&u);
   return model + ", " + std::to_string(std::thread::hardware_concurrency()) + " cores, " + u.sysname + " " +
-         u.release + ", LibTorch " + TORCH_VERSION + ", " + std::to_string(torch::get_num_threads()) + " threads";
+         u.release + ", LibTorch " + TORCH_VERSION + ", " + std::to_string(torch::get_num_threads()) +
+         " threads, BLAS: " + blas_library();
 }
 
 struct BenchArgs {
@@ -214,6 +203,23 @@ struct BenchArgs {
 
 bench::IUNetBenchOptions iunet_options;  // of the iunet section (--iunet-*)
 bench::TransformerBenchOptions transformer_options;  // of the transformers section (--transformer-*)
+
+// Replaces the sections this run measured and keeps the others; atomically (a rename), so an
+// interrupted run leaves the earlier file whole.
+void write_report(const std::string& path, const std::string& fresh) {
+  std::ifstream in(path);
+  std::ostringstream existing;
+  if (in) existing << in.rdbuf();
+  const auto temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary);
+    out << bench::merge_reports(existing.str(), fresh);
+    TORCH_CHECK(out.good(), "memcnn-bench: could not write ", temporary);
+  }
+  TORCH_CHECK(std::rename(temporary.c_str(), path.c_str()) == 0, "memcnn-bench: could not rename ", temporary, " to ",
+              path);
+  std::cout << "wrote " << path << "\n";
+}
 
 int run(BenchArgs args) {
   auto& [batch, sweep_batch, repetitions, threads, anchor_every, accuracy_batch, accuracy_seeds, sections, output, quick,
@@ -246,11 +252,14 @@ int run(BenchArgs args) {
   const auto now = std::time(nullptr);
   char date[32];
   std::strftime(date, sizeof(date), "%Y-%m-%d", std::gmtime(&now));
-  report.markdown << "# Benchmarks\n\nMeasured " << date << " on " << machine_description() << ", device " << device
-                  << ".\nCommand: `" << command << "`. glibc's mmap/trim thresholds are raised to 1 GiB (a caching allocator's behaviour).\n"
-                  << "Bytes are counted by memcnn's CPU allocator wrapper (CUDA: the caching allocator's statistics); "
-                  << "activation bytes are the peak during one training step above the bytes live at its start "
-                  << "(parameters, gradients, optimizer state, the batch).\n\n";
+  const std::string provenance = std::string("Measured ") + date + " on " + machine_description() + ", device " +
+                                 device.str() + ". Command: `" + command + "`.\n";
+  report.markdown << "# Benchmarks\n\nEach section says when, on which machine and by which command it was measured; "
+                     "`memcnn-bench --sections ...` rewrites only the sections it runs. glibc's mmap/trim thresholds "
+                     "are raised to 1 GiB (a caching allocator's behaviour). Bytes are counted by memcnn's CPU "
+                     "allocator wrapper (CUDA: the caching allocator's statistics); activation bytes are the peak "
+                     "during one training step above the bytes live at its start (parameters, gradients, optimizer "
+                     "state, the batch). MiB: 2^20 bytes.\n\n";
 
   // 1. Plain vs recompute vs fused on RevNet-110.
   // The bfloat16 row's time depends on what the CPU offers oneDNN: say so before measuring it.
@@ -474,11 +483,7 @@ int run(BenchArgs args) {
     report.markdown << bench::transformers_section(transformer_options);
   }
 
-  if (!output.empty()) {
-    std::ofstream out(output);
-    out << report.markdown.str();
-    std::cout << "wrote " << output << "\n";
-  }
+  if (!output.empty()) write_report(output, stamp_sections(report.markdown.str(), provenance));
   return 0;
 }
 

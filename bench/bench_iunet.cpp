@@ -3,6 +3,7 @@
 // other, so their ratio shares the machine's state.
 
 #include "bench_iunet.h"
+#include "report.h"
 
 #include <memcnn/memory.h>
 #include <memcnn/models/iunet.h>
@@ -20,10 +21,6 @@ namespace bench {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-void wait_for(const c10::Device& device) {
-  if (device.is_cuda()) torch::cuda::synchronize(device.index());
-}
 
 template <typename Model>
 void zero_gradients(Model& model) {
@@ -49,32 +46,6 @@ int64_t step_bytes(Model& model, const torch::Tensor& input, Loss&& loss) {
   MemoryProbe probe(input.device());
   loss(model->forward(input)).backward();
   return probe.peak_above_start();
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
-
-std::string fixed(double value, int digits) {
-  std::ostringstream text;
-  text << std::fixed << std::setprecision(digits) << value;
-  return text.str();
-}
-
-void table(std::ostringstream& markdown, const std::vector<std::string>& header,
-           const std::vector<std::vector<std::string>>& rows) {
-  auto line = [&](const std::vector<std::string>& cells) {
-    markdown << "|";
-    for (const auto& c : cells) markdown << " " << c << " |";
-    markdown << "\n";
-  };
-  line(header);
-  markdown << "|";
-  for (std::size_t i = 0; i < header.size(); ++i) markdown << "---|";
-  markdown << "\n";
-  for (const auto& row : rows) line(row);
-  markdown << "\n";
 }
 
 }  // namespace
@@ -166,7 +137,6 @@ std::string iunet_section(const IUNetBenchOptions& o) {
     std::cout << "[memcnn-bench] iunet whole volume: conventional " << format_mib(bytes[0]) << ", memory saving "
               << format_mib(bytes[1]) << std::endl;
   }
-  std::cout << markdown.str() << std::flush;
   return markdown.str();
 }
 

@@ -17,7 +17,7 @@ struct IUNetBenchOptions {
   c10::Device device = c10::Device(c10::kCPU);
   std::vector<int64_t> layers{1, 2, 5, 10, 20, 30};  // layers per level (every level)
   int64_t size = 32;         // the input volume: [2, 8, size, size, size]
-  int64_t repetitions = 2;   // timed steps per network and way (median), alternating
+  int64_t repetitions = 5;   // timed steps per network and way (median), alternating
   bool whole_volume = true;  // the 181x217x181 training step
   bool quick = false;        // tiny sizes: the program works; the figures mean nothing
 };

@@ -4,6 +4,7 @@
 // repeated), so their time ratios share the machine's state.
 
 #include "bench_transformers.h"
+#include "report.h"
 
 #include <memcnn/memory.h>
 #include <memcnn/models/resnet.h>
@@ -54,10 +55,6 @@ struct Result {
   double median_seconds = 0;
 };
 
-void wait_for(const c10::Device& device) {
-  if (device.is_cuda()) torch::cuda::synchronize(device.index());
-}
-
 // One SGD step: gradients zeroed in place (they stay allocated, so the peak counts activations).
 void step(Classifier& model, torch::optim::SGD& optimizer, const torch::Tensor& images, const torch::Tensor& labels) {
   for (auto& p : model->parameters()) {
@@ -95,43 +92,8 @@ std::vector<Result> measure_depth(const models::ViTOptions& shape, const std::ve
       results[i].activation_bytes = std::max(results[i].activation_bytes, probe.peak_above_start());
     }
   }
-  for (std::size_t i = 0; i < list.size(); ++i) {
-    std::sort(times[i].begin(), times[i].end());
-    results[i].median_seconds = times[i][times[i].size() / 2];
-  }
+  for (std::size_t i = 0; i < list.size(); ++i) results[i].median_seconds = median(times[i]);
   return results;
-}
-
-std::string fixed(double value, int digits) {
-  std::ostringstream s;
-  s << std::fixed << std::setprecision(digits) << value;
-  return s.str();
-}
-
-// Prints a table (columns padded) and appends it to `markdown`.
-void table(std::ostringstream& markdown, const std::vector<std::string>& header,
-           const std::vector<std::vector<std::string>>& rows) {
-  std::vector<std::size_t> widths(header.size());
-  for (std::size_t i = 0; i < header.size(); ++i) widths[i] = header[i].size();
-  for (const auto& row : rows) {
-    for (std::size_t i = 0; i < row.size() && i < widths.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  auto line = [&](const std::vector<std::string>& cells) {
-    markdown << "|";
-    std::cout << " ";
-    for (std::size_t i = 0; i < cells.size(); ++i) {
-      markdown << " " << cells[i] << " |";
-      std::cout << " " << std::setw(static_cast<int>(widths[i])) << cells[i] << " ";
-    }
-    markdown << "\n";
-    std::cout << "\n";
-  };
-  line(header);
-  markdown << "|";
-  for (std::size_t i = 0; i < header.size(); ++i) markdown << "---|";
-  markdown << "\n";
-  for (const auto& row : rows) line(row);
-  markdown << "\n";
 }
 
 }  // namespace

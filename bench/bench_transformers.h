@@ -16,7 +16,7 @@ struct TransformerBenchOptions {
   int64_t batch = 16;
   int64_t dim = 128;  // heads: dim / 64
   std::vector<int64_t> depths{4, 8, 12, 24, 48};
-  int64_t repetitions = 3;  // timed steps per model (median), side by side
+  int64_t repetitions = 5;  // timed steps per model (median), side by side
   bool quick = false;       // tiny sizes: the program works; the figures mean nothing
 };
 

@@ -125,6 +125,7 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   c.label_smoothing = field(j, "label_smoothing", c.label_smoothing);
   c.gradient_clipping = field(j, "gradient_clipping", c.gradient_clipping);
   c.image_size = field(j, "image_size", c.image_size);
+  c.augment = field(j, "augment", c.augment);
   c.checkpoint_every = field(j, "checkpoint_every", c.checkpoint_every);
   c.validate_every = field(j, "validate_every", c.validate_every);
   c.validation_batches = field(j, "validation_batches", c.validation_batches);
@@ -170,7 +171,8 @@ Json TrainConfig::to_json() const {
                              {"betas", {beta1, beta2}}, {"eps", eps}}},
               {"lr_schedule", lr_schedule}, {"lr_milestones", lr_milestones}, {"lr_gamma", lr_gamma},
               {"warmup_iterations", warmup_iterations}, {"min_lr", min_lr}, {"label_smoothing", label_smoothing},
-              {"gradient_clipping", gradient_clipping}, {"image_size", image_size}, {"checkpoint_every", checkpoint_every},
+              {"gradient_clipping", gradient_clipping}, {"image_size", image_size}, {"augment", augment},
+              {"checkpoint_every", checkpoint_every},
               {"validate_every", validate_every}, {"validation_batches", validation_batches},
               {"log_every", log_every}, {"seed", seed}, {"loader_workers", loader_workers},
               {"autocast", autocast}, {"model_options", model_options}};

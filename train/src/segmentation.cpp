@@ -2,6 +2,7 @@
 
 #include "memcnn/train/checkpoint.h"
 #include "memcnn/train/metrics.h"
+#include "memcnn/train/progress.h"
 
 #include <memcnn/data/nifti.h>
 #include <memcnn/memory.h>
@@ -22,17 +23,6 @@ namespace train {
 namespace {
 
 std::atomic<bool> stop_requested{false};
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
-
-std::string format_duration(double seconds) {
-  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
-  std::ostringstream text;
-  text << s / 3600 << ':' << std::setw(2) << std::setfill('0') << (s / 60) % 60 << ':' << std::setw(2) << s % 60;
-  return text.str();
-}
-
 template <typename T>
 T field(const Json& json, const char* name, const T& fallback) {
   if (!json.contains(name)) return fallback;
@@ -343,18 +333,14 @@ SegmentationSummary SegmentationTrainer::run() {
       row.activation_bytes = summary.activation_bytes;
       if (validate) row.test_accuracy = evaluate(false);
       s.metrics.append(row);
-      const double eta = (c.max_iterations - iteration) / std::max(1e-9, row.iterations_per_second);
+      const double eta = eta_seconds(iteration, c.max_iterations, row.iterations_per_second);
       std::ostringstream line;
       line << "[" << s.title() << "] it " << iteration << "/" << c.max_iterations << "  loss " << std::fixed
            << std::setprecision(4) << row.loss << "  dice " << std::setprecision(3) << row.train_accuracy << "  "
            << std::setprecision(2) << row.iterations_per_second << " it/s  ETA " << format_duration(eta)
            << "  activations " << format_mib(summary.activation_bytes);
       if (row.test_accuracy) line << "  held-out dice " << std::setprecision(4) << *row.test_accuracy;
-      if (s.options.live_line && !row.test_accuracy) {
-        s.out << "\r" << line.str() << "   " << std::flush;
-      } else {
-        s.out << (s.options.live_line ? "\r" : "") << line.str() << std::endl;
-      }
+      print_progress(s.out, line.str(), s.options.live_line, row.test_accuracy.has_value());
       window_start = Clock::now();
       window_loss = window_dice = 0;
       window_steps = 0;

@@ -2,6 +2,7 @@
 
 #include "memcnn/train/checkpoint.h"
 #include "memcnn/train/metrics.h"
+#include "memcnn/train/progress.h"
 
 #include <memcnn/data/loader.h>
 #include <memcnn/distributed/data_parallel.h>
@@ -26,19 +27,6 @@ namespace train {
 namespace {
 
 std::atomic<bool> stop_requested{false};
-
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-std::string format_duration(double seconds) {
-  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
-  std::ostringstream text;
-  text << s / 3600 << ':' << std::setw(2) << std::setfill('0') << (s / 60) % 60 << ':' << std::setw(2) << s % 60;
-  return text.str();
-}
 
 models::BlockKind block_from(const std::string& name) {
   if (name == "basic") return models::BlockKind::basic;
@@ -254,7 +242,8 @@ struct Trainer::State {
     const int workers = static_cast<int>(config.loader_workers);
     train_loader = std::make_unique<data::BatchLoader>(
         std::move(train_set), mean,
-        data::LoaderOptions().batch_size(config.batch_size).seed(config.seed).workers(workers).shard(rank()).shards(world()));
+        data::LoaderOptions().batch_size(config.batch_size).seed(config.seed).workers(workers).shard(rank()).shards(world())
+            .augment(config.augment));
     test_loader = std::make_unique<data::BatchLoader>(
         std::move(test_set), mean,
         data::LoaderOptions().batch_size(config.batch_size).augment(false).shuffle(false).drop_last(false).workers(workers)
@@ -411,7 +400,7 @@ TrainSummary Trainer::run() {
       row.activation_bytes = summary.activation_bytes;
       if (validate) row.test_accuracy = evaluate(c.validation_batches);
       if (s.writes_files()) s.metrics.append(row);
-      const double eta = (c.max_iterations - iteration) / std::max(1e-9, row.iterations_per_second);
+      const double eta = eta_seconds(iteration, c.max_iterations, row.iterations_per_second);
       std::ostringstream line;
       line << "[" << s.title() << "] it " << iteration << "/" << c.max_iterations << "  loss " << std::fixed
            << std::setprecision(4) << row.loss << "  acc " << std::setprecision(1) << 100 * row.train_accuracy
@@ -427,11 +416,7 @@ TrainSummary Trainer::run() {
              << std::setprecision(0) << 100 * comm.wait_seconds / window_seconds << "%";
       }
       if (row.test_accuracy) line << "  test acc " << std::setprecision(2) << 100 * *row.test_accuracy << "%";
-      if (s.options.live_line && !row.test_accuracy) {
-        s.out << "\r" << line.str() << "   " << std::flush;
-      } else {
-        s.out << (s.options.live_line ? "\r" : "") << line.str() << std::endl;
-      }
+      print_progress(s.out, line.str(), s.options.live_line, row.test_accuracy.has_value());
       window_start = Clock::now();
       window_loss = window_wait = 0;
       window_correct = window_seen = window_steps = 0;

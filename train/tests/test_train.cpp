@@ -8,6 +8,8 @@
 #include <memcnn/train/results_lock.h>
 #include <memcnn/train/trainer.h>
 
+#include "helpers.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -25,28 +27,8 @@ using train::Json;
 
 namespace {
 
-fs::path scratch_dir(const std::string& name) {
-  const fs::path dir = fs::path(testing::TempDir()) / ("memcnn_train_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
-
-// The class is the bright channel of a 3x8x8 image (3: none), which survives crops and flips.
-data::Dataset quadrant_dataset(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  data::Dataset d;
-  d.labels = torch::randint(4, {n}, torch::kLong);
-  auto images = torch::randint(0, 100, {n, 3, 8, 8}, torch::kLong);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t q = d.labels[i].item<int64_t>();
-    if (q < 3) images[i][q].add_(150);
-  }
-  d.images = images.to(torch::kUInt8);
-  d.num_classes = 4;
-  d.name = "quadrants";
-  return d;
-}
+using train_test::bright_channel_dataset;
+using train_test::scratch_dir;
 
 train::TrainConfig tiny_config(int64_t iterations) {
   auto c = train::TrainConfig::from_json(Json{{"model", "revnet38"}, {"dataset", "quadrants"}});
@@ -72,7 +54,7 @@ train::TrainSummary train_tiny(const fs::path& dir, int64_t iterations, std::ost
   options.out = &log;
   auto config = tiny_config(iterations);
   config.autocast = autocast;
-  train::Trainer trainer(config, quadrant_dataset(128, 1), quadrant_dataset(48, 2), options);
+  train::Trainer trainer(config, bright_channel_dataset(128, 1), bright_channel_dataset(48, 2), options);
   return trainer.run();
 }
 
@@ -82,7 +64,7 @@ std::vector<torch::Tensor> weights_in(const fs::path& dir) {
   options.results_dir = dir.string();
   std::ostringstream log;
   options.out = &log;
-  train::Trainer trainer(tiny_config(1), quadrant_dataset(128, 1), quadrant_dataset(48, 2), options);
+  train::Trainer trainer(tiny_config(1), bright_channel_dataset(128, 1), bright_channel_dataset(48, 2), options);
   EXPECT_GE(trainer.restore(), 0);
   std::vector<torch::Tensor> weights;
   for (const auto& p : trainer.model()->parameters()) weights.push_back(p.detach().clone());
@@ -353,13 +335,35 @@ TEST(Trainer, NanLossStopsWithAClearMessage) {
   options.results_dir = dir.string();
   std::ostringstream log;
   options.out = &log;
-  train::Trainer trainer(config, quadrant_dataset(64, 1), quadrant_dataset(16, 2), options);
+  train::Trainer trainer(config, bright_channel_dataset(64, 1), bright_channel_dataset(16, 2), options);
   try {
     trainer.run();
     FAIL() << "expected the run to stop";
   } catch (const std::runtime_error& e) {
     EXPECT_NE(std::string(e.what()).find("the loss became"), std::string::npos) << e.what();
   }
+}
+
+TEST(Trainer, AugmentationCanBeSwitchedOff) {
+  auto config = tiny_config(4);
+  EXPECT_TRUE(config.augment);  // crops and flips unless an experiment says otherwise
+  config.augment = false;
+  EXPECT_FALSE(train::TrainConfig::from_json(config.to_json()).augment);
+  memcnn::enable_cpu_memory_tracking();  // the trainer measures each step's activation memory
+  auto batch_of = [&](bool augment) {
+    auto c = config;
+    c.augment = augment;
+    train::TrainerOptions options;
+    options.results_dir = scratch_dir(augment ? "augmented" : "plain").string();
+    std::ostringstream log;
+    options.out = &log;
+    train::Trainer trainer(c, bright_channel_dataset(64, 1), bright_channel_dataset(16, 2), options);
+    return trainer.training_batch(0);
+  };
+  const auto plain = batch_of(false), augmented = batch_of(true);
+  EXPECT_TRUE(torch::equal(plain.labels, augmented.labels));  // the same samples, in the same order
+  EXPECT_FALSE(torch::equal(plain.images, augmented.images));
+  EXPECT_TRUE(torch::equal(batch_of(false).images, plain.images));
 }
 
 }  // namespace

@@ -8,6 +8,8 @@
 #include <memcnn/train/config.h>
 #include <memcnn/train/trainer.h>
 
+#include "helpers.h"
+
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -23,13 +25,8 @@ using train::Json;
 
 namespace {
 
-fs::path scratch_dir(const std::string& name) {
-  const fs::path dir =
-      fs::path(testing::TempDir()) / ("memcnn_recipe_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  fs::create_directories(dir);
-  return dir;
-}
+using train_test::bright_channel_dataset;
+using train_test::scratch_dir;
 
 void expect_invalid(Json json, const std::string& words) {
   try {
@@ -183,22 +180,6 @@ TEST(Recipe, ModelOptionsReachTheTransformers) {
   // The ResNets through the same entry point.
   auto resnet = train::build_classifier(train::TrainConfig::from_json(Json{{"model", "revnet38"}, {"dataset", "cifar10"}}));
   EXPECT_NE(dynamic_cast<models::ResNetImpl*>(resnet.get()), nullptr);
-}
-
-// The class is the bright channel of a 3x8x8 image (3: none), which survives crops and flips.
-data::Dataset bright_channel_dataset(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  data::Dataset d;
-  d.labels = torch::randint(4, {n}, torch::kLong);
-  auto images = torch::randint(0, 100, {n, 3, 8, 8}, torch::kLong);
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t q = d.labels[i].item<int64_t>();
-    if (q < 3) images[i][q].add_(150);
-  }
-  d.images = images.to(torch::kUInt8);
-  d.num_classes = 4;
-  d.name = "quadrants";
-  return d;
 }
 
 train::TrainConfig tiny_recipe(int64_t iterations, const std::string& model = "revvit_tiny") {

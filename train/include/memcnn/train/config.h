@@ -54,6 +54,8 @@ struct TrainConfig {
   double gradient_clipping = 0;
   // Height and width of the images, for models sized by them (transformers); 0: from the data.
   int64_t image_size = 0;
+  // Training batches padded by 2, randomly cropped and flipped (data::LoaderOptions::augment).
+  bool augment = true;
   int64_t checkpoint_every = 1000;
   int64_t validate_every = 1000;
   int64_t validation_batches = 0;  // 0: the whole test set

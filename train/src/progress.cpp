@@ -1,0 +1,32 @@
+#include <memcnn/train/progress.h>
+
+#include <algorithm>
+#include <iomanip>
+#include <sstream>
+
+namespace memcnn {
+namespace train {
+
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+std::string format_duration(double seconds) {
+  const auto s = static_cast<int64_t>(std::max(0.0, seconds));
+  std::ostringstream text;
+  text << s / 3600 << ':' << std::setw(2) << std::setfill('0') << (s / 60) % 60 << ':' << std::setw(2) << s % 60;
+  return text.str();
+}
+
+double eta_seconds(int64_t iteration, int64_t max_iterations, double iterations_per_second) {
+  return static_cast<double>(std::max<int64_t>(0, max_iterations - iteration)) / std::max(1e-9, iterations_per_second);
+}
+
+void print_progress(std::ostream& out, const std::string& line, bool live, bool keep) {
+  if (live && !keep) {
+    out << "\r" << line << "   " << std::flush;  // the spaces cover the end of a longer previous line
+  } else {
+    out << (live ? "\r" : "") << line << std::endl;
+  }
+}
+
+}  // namespace train
+}  // namespace memcnn
