@@ -263,10 +263,20 @@ void CouplingBase::backward_half_step(const HalfStep& step, Halves& state, Halve
     source_leaves.push_back((rebuilds_exactly() ? t.contiguous() : t).detach().requires_grad_());
   }
   const auto h = call(*step.module, step.module_name, source_leaves, state[target]);
-  std::vector<torch::Tensor> h_leaves;
-  for (const auto& t : h) h_leaves.push_back(t.detach().requires_grad_());
   std::vector<torch::Tensor> rebuilt, grad_h;
-  {
+  if (rule_passes_gradient_through()) {
+    torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> h_values;
+    for (const auto& t : h) h_values.push_back(t.detach());
+    rebuilt = apply(step, state[target], h_values, /*invert=*/true);
+    zero_where(rebuilt, masks[target]);
+    for (std::size_t i = 0; i < h.size(); ++i) {
+      const auto& grad = grads[target][i];
+      grad_h.push_back((step.uncoupling ? -grad : grad).to(h[i].scalar_type()));
+    }
+  } else {
+    std::vector<torch::Tensor> h_leaves;
+    for (const auto& t : h) h_leaves.push_back(t.detach().requires_grad_());
     // The term (h itself, or a rounded copy of it) and the rule's graph are gone before the
     // module's backward runs, which is where the memory peaks.
     const auto term = terms(h_leaves, state[target]);
