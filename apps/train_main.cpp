@@ -10,6 +10,7 @@
 #include <memcnn/models/resnet.h>
 #include <memcnn/models/vit.h>
 #include <memcnn/train/config.h>
+#include <memcnn/train/progress.h>
 #include <memcnn/train/results_lock.h>
 #include <memcnn/train/segmentation.h>
 #include <memcnn/train/trainer.h>
@@ -36,10 +37,7 @@ using namespace memcnn;
 
 namespace {
 
-void on_signal(int) {
-  train::Trainer::request_stop();
-  train::SegmentationTrainer::request_stop();
-}
+void on_signal(int) { train::request_stop(); }  // whichever trainer runs
 
 // The ResNet a RevNet is compared with in MemCNN's tables, and the other way round; a ViT's RevViT
 // and the other way round.

@@ -88,5 +88,12 @@ std::optional<int64_t> Checkpointer::load(torch::nn::Module& model, torch::optim
   return std::nullopt;
 }
 
+int64_t Checkpointer::restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                              const torch::Device& device) const {
+  const auto iteration = load(model, optimizer);
+  model.to(device);
+  return iteration ? *iteration : -1;
+}
+
 }  // namespace train
 }  // namespace memcnn

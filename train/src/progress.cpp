@@ -1,6 +1,7 @@
 #include <memcnn/train/progress.h>
 
 #include <algorithm>
+#include <atomic>
 #include <iomanip>
 #include <sstream>
 
@@ -27,6 +28,17 @@ void print_progress(std::ostream& out, const std::string& line, bool live, bool 
     out << (live ? "\r" : "") << line << std::endl;
   }
 }
+
+namespace {
+std::atomic<bool> stop_flag{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "request_stop() is called from signal handlers");
+}  // namespace
+
+void request_stop() { stop_flag.store(true); }
+
+void clear_stop_request() { stop_flag.store(false); }
+
+bool stop_requested() { return stop_flag.load(); }
 
 }  // namespace train
 }  // namespace memcnn

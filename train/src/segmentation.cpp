@@ -22,7 +22,6 @@ namespace memcnn {
 namespace train {
 namespace {
 
-std::atomic<bool> stop_requested{false};
 template <typename T>
 T field(const Json& json, const char* name, const T& fallback) {
   if (!json.contains(name)) return fallback;
@@ -197,8 +196,8 @@ SegmentationTrainer::~SegmentationTrainer() = default;
 
 models::IUNetSegmentation& SegmentationTrainer::model() { return state_->model; }
 
-void SegmentationTrainer::request_stop() { stop_requested.store(true); }
-void SegmentationTrainer::clear_stop_request() { stop_requested.store(false); }
+void SegmentationTrainer::request_stop() { train::request_stop(); }
+void SegmentationTrainer::clear_stop_request() { train::clear_stop_request(); }
 
 std::vector<int64_t> SegmentationTrainer::training_slices() const {
   const auto& s = *state_;
@@ -246,9 +245,7 @@ std::pair<torch::Tensor, torch::Tensor> SegmentationTrainer::training_batch(int6
 
 int64_t SegmentationTrainer::restore() {
   auto& s = *state_;
-  const auto iteration = s.checkpointer.load(*s.model, *s.optimizer);
-  s.model->to(s.options.device);
-  return iteration ? *iteration : -1;
+  return s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
 }
 
 double SegmentationTrainer::evaluate(bool write_prediction) {
@@ -320,7 +317,7 @@ SegmentationSummary SegmentationTrainer::run() {
     window_loss += loss;
     window_dice += dice_score(logits.detach().gt(0), masks.gt(0.5));
     ++window_steps;
-    const bool stop = stop_requested.load();
+    const bool stop = stop_requested();
     const bool validate = iteration % c.validate_every == 0 && iteration < c.max_iterations;
     if (iteration % c.log_every == 0 || validate || iteration == c.max_iterations) {
       MetricsRow row;

@@ -26,8 +26,6 @@ namespace memcnn {
 namespace train {
 namespace {
 
-std::atomic<bool> stop_requested{false};
-
 models::BlockKind block_from(const std::string& name) {
   if (name == "basic") return models::BlockKind::basic;
   if (name == "bottleneck") return models::BlockKind::bottleneck;
@@ -282,15 +280,13 @@ models::Classifier& Trainer::model() { return state_->model; }
 
 data::Batch Trainer::training_batch(int64_t iteration) { return state_->train_loader->batch(iteration); }
 
-void Trainer::request_stop() { stop_requested.store(true); }
+void Trainer::request_stop() { train::request_stop(); }
 
-void Trainer::clear_stop_request() { stop_requested.store(false); }
+void Trainer::clear_stop_request() { train::clear_stop_request(); }
 
 int64_t Trainer::restore() {
   auto& s = *state_;
-  const auto iteration = s.checkpointer.load(*s.model, *s.optimizer);
-  s.model->to(s.options.device);
-  return iteration ? *iteration : -1;
+  return s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
 }
 
 double Trainer::evaluate(int64_t max_batches) {
@@ -368,7 +364,7 @@ TrainSummary Trainer::run() {
     const double local_seen = static_cast<double>(labels.size(0));
     auto step_values = torch::tensor({loss.item<double>() * local_seen,
                                       static_cast<double>(logits.argmax(1).eq(labels).sum().item<int64_t>()), local_seen,
-                                      stop_requested.load() ? 1.0 : 0.0},
+                                      stop_requested() ? 1.0 : 0.0},
                                      torch::kFloat64);
     s.sum_over_ranks(step_values);
     const double loss_value = step_values[0].item<double>() / step_values[2].item<double>();

@@ -24,6 +24,8 @@ class Checkpointer {
   // Loads the newest good checkpoint into model and optimizer; its iteration, or nothing when
   // there is none. Corrupt files are reported on stderr and skipped.
   std::optional<int64_t> load(torch::nn::Module& model, torch::optim::Optimizer& optimizer) const;
+  // load(), then the model onto `device`; the iteration, or -1 without a checkpoint.
+  int64_t restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer, const torch::Device& device) const;
   std::string latest_path() const;
   std::string previous_path() const;
 

@@ -1,5 +1,6 @@
-// The trainers' progress line: one line rewritten in place on a terminal ("live"), one line per
-// report in a log file, and a line of its own for every validation.
+// What every trainer's loop shares: the progress line (one line rewritten in place on a terminal,
+// "live"; one line per report in a log file; a line of its own for every validation) and the
+// request to checkpoint and stop (one flag, whichever trainer runs).
 #pragma once
 
 #include <chrono>
@@ -22,6 +23,11 @@ double eta_seconds(int64_t iteration, int64_t max_iterations, double iterations_
 // Writes `line`: over the previous one when `live` (a terminal) and the line need not stay,
 // else as a line of its own.
 void print_progress(std::ostream& out, const std::string& line, bool live, bool keep);
+
+// Asks the running trainer to checkpoint and stop after its current step (async-signal-safe).
+void request_stop();
+void clear_stop_request();
+bool stop_requested();
 
 }  // namespace train
 }  // namespace memcnn
