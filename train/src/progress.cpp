@@ -29,6 +29,11 @@ void print_progress(std::ostream& out, const std::string& line, bool live, bool 
   }
 }
 
+void print_interrupted(std::ostream& out, int64_t iteration, const std::string& results_dir) {
+  out << "\n[memcnn-train] interrupted at iteration " << iteration << "; checkpoint saved in " << results_dir
+      << ", run the same command again to continue" << std::endl;
+}
+
 namespace {
 std::atomic<bool> stop_flag{false};
 static_assert(std::atomic<bool>::is_always_lock_free, "request_stop() is called from signal handlers");

@@ -348,8 +348,7 @@ SegmentationSummary SegmentationTrainer::run() {
     }
     if (stop) {
       summary.interrupted = true;
-      s.out << "\n[memcnn-train] interrupted at iteration " << iteration << "; checkpoint saved in "
-            << s.options.results_dir << ", run the same command again to continue" << std::endl;
+      print_interrupted(s.out, iteration, s.options.results_dir);
       break;
     }
   }

@@ -421,8 +421,7 @@ TrainSummary Trainer::run() {
     if (iteration % c.checkpoint_every == 0 || iteration == c.max_iterations || stop) s.save_checkpoint(iteration);
     if (stop) {
       summary.interrupted = true;
-      s.out << "\n[memcnn-train] interrupted at iteration " << iteration << "; checkpoint saved in "
-            << s.options.results_dir << ", run the same command again to continue" << std::endl;
+      print_interrupted(s.out, iteration, s.options.results_dir);
       break;
     }
   }

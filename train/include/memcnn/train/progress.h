@@ -24,6 +24,9 @@ double eta_seconds(int64_t iteration, int64_t max_iterations, double iterations_
 // else as a line of its own.
 void print_progress(std::ostream& out, const std::string& line, bool live, bool keep);
 
+// The line a trainer stopped by request ends with: where its checkpoint is and how to continue.
+void print_interrupted(std::ostream& out, int64_t iteration, const std::string& results_dir);
+
 // Asks the running trainer to checkpoint and stop after its current step (async-signal-safe).
 void request_stop();
 void clear_stop_request();
