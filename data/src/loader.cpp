@@ -18,8 +18,6 @@
 namespace memcnn::data {
 namespace {
 
-constexpr int64_t kPad = 2;  // crop offsets run over [0, 2 * kPad]
-
 // splitmix64's finaliser: a bijective mixer, so distinct counters give unrelated outputs.
 uint64_t mix(uint64_t z) {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
@@ -43,15 +41,20 @@ uint64_t below(uint64_t bits, uint64_t n) {
 }
 
 struct Augmentation {
-  int64_t dy = kPad, dx = kPad;  // window offset inside the padded image; kPad = no shift
+  int64_t dy = 0, dx = 0;  // shift of the crop window, each in [-padding, padding]
   bool flip = false;
 };
 
-Augmentation augmentation_for(uint64_t seed, int64_t epoch, int64_t position) {
+// Always draws the same bits for a sample, so a padding of 0 (flips only) flips exactly the
+// samples that a padded run flips.
+Augmentation augmentation_for(uint64_t seed, int64_t epoch, int64_t position, int64_t padding) {
   const uint64_t bits = random_bits(seed, Stream::augmentation, epoch, position);
+  const auto offset = [padding](uint64_t sixteen_bits) {
+    return static_cast<int64_t>((sixteen_bits * static_cast<uint64_t>(2 * padding + 1)) >> 16) - padding;
+  };
   Augmentation a;
-  a.dy = static_cast<int64_t>(((bits & 0xFFFFULL) * (2 * kPad + 1)) >> 16);
-  a.dx = static_cast<int64_t>((((bits >> 16) & 0xFFFFULL) * (2 * kPad + 1)) >> 16);
+  a.dy = offset(bits & 0xFFFFULL);
+  a.dx = offset((bits >> 16) & 0xFFFFULL);
   a.flip = ((bits >> 32) & 1ULL) != 0;
   return a;
 }
@@ -142,6 +145,11 @@ void validate(const Dataset& data, const at::Tensor& mean, const LoaderOptions& 
                                 " equal shards; choose a batch size that is a multiple of the number of ranks");
   if (options.workers() < 0 || options.prefetch() < 0)
     throw std::invalid_argument("BatchLoader: workers and prefetch must not be negative");
+  const int64_t smaller_side = std::min(data.images.size(2), data.images.size(3));
+  if (options.crop_padding() < 0 || options.crop_padding() >= smaller_side)
+    throw std::invalid_argument("BatchLoader: crop_padding " + std::to_string(options.crop_padding()) +
+                                " must be in [0, " + std::to_string(smaller_side) +
+                                "), the images' smaller side; 0 flips without cropping");
 }
 
 }  // namespace
@@ -201,14 +209,14 @@ void BatchLoader::Impl::write_sample(const uint8_t* in, const Augmentation& a, f
       const int64_t row_offset = (c * height + y) * width;
       const float* m = mean_data + row_offset;
       float* o = out + row_offset;
-      const int64_t sy = y + a.dy - kPad;
+      const int64_t sy = y + a.dy;
       if (sy < 0 || sy >= height) {
         for (int64_t x = 0; x < width; ++x) o[x] = unit[0] - m[x];
         continue;
       }
       const uint8_t* row = in + (c * height + sy) * width;
       for (int64_t x = 0; x < width; ++x) {
-        const int64_t sx = (a.flip ? width - 1 - x : x) + a.dx - kPad;
+        const int64_t sx = (a.flip ? width - 1 - x : x) + a.dx;
         const uint8_t v = (sx >= 0 && sx < width) ? row[sx] : 0;
         o[x] = unit[v] - m[x];
       }
@@ -236,7 +244,8 @@ Batch BatchLoader::Impl::prepare(int64_t iteration) {
   for (int64_t k = 0; k < count; ++k) {
     const int64_t position = first + k;
     const int64_t index = order ? (*order)[position] : position;
-    const Augmentation a = options.augment() ? augmentation_for(options.seed(), epoch, position) : Augmentation{};
+    const Augmentation a = options.augment() ? augmentation_for(options.seed(), epoch, position, options.crop_padding())
+                                           : Augmentation{};
     write_sample(images_in + index * sample_size, a, images_out + k * sample_size);
     labels_out[k] = labels_in[index];
   }

@@ -191,6 +191,57 @@ TEST(BatchLoader, CropAndFlipOfHandMadeImage) {
   EXPECT_TRUE(seen.count({2, 2, false}));
 }
 
+// The flip (and crop offsets, in reference_crops' terms) of every sample in the first batches
+// of 40 copies of the hand-made image.
+std::vector<std::tuple<int, int, bool>> augmentations_drawn(int64_t crop_padding) {
+  Dataset data;
+  const at::Tensor image = at::arange(1, 21, at::kByte).reshape({1, 4, 5});
+  data.images = image.unsqueeze(0).expand({40, 1, 4, 5}).contiguous();
+  data.labels = at::zeros({40}, at::kLong);
+  data.num_classes = 1;
+  BatchLoader loader(data, at::zeros({1, 4, 5}, at::kFloat), LoaderOptions().batch_size(40).seed(5).crop_padding(crop_padding));
+  const auto crops = reference_crops(image.to(at::kFloat).div(255));
+  std::vector<std::tuple<int, int, bool>> drawn;
+  for (int64_t i = 0; i < 5; ++i) {
+    const Batch batch = loader.batch(i);
+    for (int64_t k = 0; k < 40; ++k) {
+      const auto match = std::find_if(crops.begin(), crops.end(),
+                                      [&](const auto& crop) { return at::equal(batch.images[k], std::get<3>(crop)); });
+      if (match == crops.end()) {
+        ADD_FAILURE() << "sample " << k << " of batch " << i << " is no padded crop:\n" << batch.images[k];
+        return drawn;
+      }
+      drawn.emplace_back(std::get<0>(*match), std::get<1>(*match), std::get<2>(*match));
+    }
+  }
+  return drawn;
+}
+
+TEST(BatchLoader, CropPaddingBoundsTheShiftAndZeroFlipsOnly) {
+  const auto padded_by_2 = augmentations_drawn(2), padded_by_1 = augmentations_drawn(1),
+             flips_only = augmentations_drawn(0);
+  ASSERT_EQ(flips_only.size(), 200u);
+  ASSERT_EQ(padded_by_1.size(), 200u);
+  ASSERT_EQ(padded_by_2.size(), 200u);
+  std::set<std::tuple<int, int, bool>> seen_1;
+  int flipped = 0;
+  for (size_t k = 0; k < flips_only.size(); ++k) {
+    const auto [dy, dx, flip] = flips_only[k];
+    EXPECT_EQ(dy, 2);  // reference_crops' offset 2 is no shift
+    EXPECT_EQ(dx, 2);
+    // The padding changes the shifts only: the same samples are flipped whatever it is.
+    EXPECT_EQ(flip, std::get<2>(padded_by_2[k])) << "sample " << k;
+    EXPECT_EQ(flip, std::get<2>(padded_by_1[k])) << "sample " << k;
+    flipped += flip ? 1 : 0;
+    const auto [dy_1, dx_1, flip_1] = padded_by_1[k];
+    EXPECT_TRUE(dy_1 >= 1 && dy_1 <= 3 && dx_1 >= 1 && dx_1 <= 3) << "a shift beyond 1 at sample " << k;
+    seen_1.insert(padded_by_1[k]);
+  }
+  EXPECT_GT(flipped, 60);  // about half of 200
+  EXPECT_LT(flipped, 140);
+  EXPECT_EQ(seen_1.size(), 18u) << "padding 1 should reach all 3 x 3 shifts, with and without a flip";
+}
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
@@ -271,6 +322,14 @@ TEST(BatchLoader, RejectsBadOptions) {
   EXPECT_NO_THROW(BatchLoader(data, mean, LoaderOptions().batch_size(11).drop_last(false)));
   EXPECT_THROW(BatchLoader(data, mean, LoaderOptions().workers(-1).batch_size(2)), std::invalid_argument);
   EXPECT_THROW(BatchLoader(data, at::zeros({3, 4, 4}), LoaderOptions().batch_size(2)), std::invalid_argument);
+  EXPECT_THROW(BatchLoader(data, mean, LoaderOptions().batch_size(2).crop_padding(-1)), std::invalid_argument);
+  EXPECT_THROW(BatchLoader(data, mean, LoaderOptions().batch_size(2).crop_padding(8)), std::invalid_argument);
+  EXPECT_NO_THROW(BatchLoader(data, mean, LoaderOptions().batch_size(2).crop_padding(7)));
+  try {
+    BatchLoader(data, mean, LoaderOptions().batch_size(2).crop_padding(8));
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("crop_padding 8 must be in [0, 8)"), std::string::npos) << error.what();
+  }
   try {
     BatchLoader(data, mean, LoaderOptions().batch_size(11));
   } catch (const std::invalid_argument& error) {

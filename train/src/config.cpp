@@ -126,6 +126,7 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   c.gradient_clipping = field(j, "gradient_clipping", c.gradient_clipping);
   c.image_size = field(j, "image_size", c.image_size);
   c.augment = field(j, "augment", c.augment);
+  c.crop_padding = field(j, "crop_padding", c.crop_padding);
   c.checkpoint_every = field(j, "checkpoint_every", c.checkpoint_every);
   c.validate_every = field(j, "validate_every", c.validate_every);
   c.validation_batches = field(j, "validation_batches", c.validation_batches);
@@ -153,6 +154,7 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   require(c.label_smoothing >= 0 && c.label_smoothing < 1, "label_smoothing must lie in [0, 1)");
   require(c.gradient_clipping >= 0, "gradient_clipping must not be negative (0: off)");
   require(c.image_size >= 0, "image_size must not be negative (0: from the data)");
+  require(c.crop_padding >= 0, "crop_padding must not be negative (0 flips without cropping)");
   require(c.checkpoint_every > 0 && c.validate_every > 0 && c.log_every > 0,
           "checkpoint_every, validate_every and log_every must be positive");
   require(c.validation_batches >= 0, "validation_batches must not be negative");
@@ -172,6 +174,7 @@ Json TrainConfig::to_json() const {
               {"lr_schedule", lr_schedule}, {"lr_milestones", lr_milestones}, {"lr_gamma", lr_gamma},
               {"warmup_iterations", warmup_iterations}, {"min_lr", min_lr}, {"label_smoothing", label_smoothing},
               {"gradient_clipping", gradient_clipping}, {"image_size", image_size}, {"augment", augment},
+              {"crop_padding", crop_padding},
               {"checkpoint_every", checkpoint_every},
               {"validate_every", validate_every}, {"validation_batches", validation_batches},
               {"log_every", log_every}, {"seed", seed}, {"loader_workers", loader_workers},

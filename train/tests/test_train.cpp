@@ -1,6 +1,7 @@
 // Experiment configuration, checkpoints, metrics and the training loop on a tiny generated
 // problem: resumed equals uninterrupted, Ctrl-C checkpoints, a NaN loss stops clearly.
 
+#include <memcnn/data/loader.h>
 #include <memcnn/memory.h>
 #include <memcnn/train/checkpoint.h>
 #include <memcnn/train/config.h>
@@ -344,26 +345,50 @@ TEST(Trainer, NanLossStopsWithAClearMessage) {
   }
 }
 
+// The first training batch the trainer serves for config, with or without augmentation.
+data::Batch first_training_batch(train::TrainConfig config, bool augment) {
+  config.augment = augment;
+  memcnn::enable_cpu_memory_tracking();  // the trainer measures each step's activation memory
+  train::TrainerOptions options;
+  options.results_dir = scratch_dir(augment ? "augmented" : "plain").string();
+  std::ostringstream log;
+  options.out = &log;
+  train::Trainer trainer(config, bright_channel_dataset(64, 1), bright_channel_dataset(16, 2), options);
+  return trainer.training_batch(0);
+}
+
 TEST(Trainer, AugmentationCanBeSwitchedOff) {
   auto config = tiny_config(4);
   EXPECT_TRUE(config.augment);  // crops and flips unless an experiment says otherwise
   config.augment = false;
   EXPECT_FALSE(train::TrainConfig::from_json(config.to_json()).augment);
-  memcnn::enable_cpu_memory_tracking();  // the trainer measures each step's activation memory
-  auto batch_of = [&](bool augment) {
-    auto c = config;
-    c.augment = augment;
-    train::TrainerOptions options;
-    options.results_dir = scratch_dir(augment ? "augmented" : "plain").string();
-    std::ostringstream log;
-    options.out = &log;
-    train::Trainer trainer(c, bright_channel_dataset(64, 1), bright_channel_dataset(16, 2), options);
-    return trainer.training_batch(0);
-  };
-  const auto plain = batch_of(false), augmented = batch_of(true);
+  const auto plain = first_training_batch(config, false), augmented = first_training_batch(config, true);
   EXPECT_TRUE(torch::equal(plain.labels, augmented.labels));  // the same samples, in the same order
   EXPECT_FALSE(torch::equal(plain.images, augmented.images));
-  EXPECT_TRUE(torch::equal(batch_of(false).images, plain.images));
+  EXPECT_TRUE(torch::equal(first_training_batch(config, false).images, plain.images));
+}
+
+TEST(Trainer, CropPaddingZeroFlipsWithoutShifting) {
+  auto config = tiny_config(4);
+  EXPECT_EQ(config.crop_padding, 2);
+  config.crop_padding = 0;
+  EXPECT_EQ(train::TrainConfig::from_json(config.to_json()).crop_padding, 0);
+  auto json = config.to_json();
+  json["crop_padding"] = -1;
+  EXPECT_THROW(train::TrainConfig::from_json(json), std::invalid_argument);
+  const auto plain = first_training_batch(config, false), flipped = first_training_batch(config, true);
+  ASSERT_TRUE(torch::equal(plain.labels, flipped.labels));
+  // Images come mean-subtracted; the flip acts on the image before the (unflipped) mean is taken off.
+  const auto mean = data::mean_image(bright_channel_dataset(64, 1));
+  const auto images = plain.images + mean, flipped_images = flipped.images + mean;
+  int64_t mirrored = 0;
+  for (int64_t k = 0; k < plain.images.size(0); ++k) {
+    const bool same = torch::allclose(flipped_images[k], images[k], 0, 1e-6);
+    const bool mirror = torch::allclose(flipped_images[k], images[k].flip({-1}), 0, 1e-6);
+    EXPECT_TRUE(same || mirror) << "sample " << k << " is neither the image nor its mirror image";
+    mirrored += (mirror && !same) ? 1 : 0;
+  }
+  EXPECT_GT(mirrored, 0);
 }
 
 }  // namespace

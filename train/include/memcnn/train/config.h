@@ -54,8 +54,10 @@ struct TrainConfig {
   double gradient_clipping = 0;
   // Height and width of the images, for models sized by them (transformers); 0: from the data.
   int64_t image_size = 0;
-  // Training batches padded by 2, randomly cropped and flipped (data::LoaderOptions::augment).
+  // Training batches padded by crop_padding, randomly cropped and flipped
+  // (data::LoaderOptions::augment); crop_padding 0 flips only.
   bool augment = true;
+  int64_t crop_padding = 2;
   int64_t checkpoint_every = 1000;
   int64_t validate_every = 1000;
   int64_t validation_batches = 0;  // 0: the whole test set
