@@ -25,8 +25,7 @@ struct LoaderOptions {
   TORCH_ARG(int64_t, batch_size) = 100;
   // Zero-pad by crop_padding, crop a random HxW window, flip horizontally with probability 1/2.
   TORCH_ARG(bool, augment) = true;
-  // 0: flips only. Vision transformers learn slower under sub-patch shifts (see
-  // train/experiments.json's transformer recipe); convolutions do not mind them.
+  // 0: flips only, without shifting (each sample is flipped or not exactly as with padding).
   TORCH_ARG(int64_t, crop_padding) = 2;
   TORCH_ARG(bool, shuffle) = true;    // a new permutation every epoch
   TORCH_ARG(bool, drop_last) = true;  // false: the last partial batch of an epoch is served too
