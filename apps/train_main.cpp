@@ -53,7 +53,7 @@ std::string counterpart(const std::string& model) {
 
 struct Arguments {
   std::string model, dataset, data_dir, results_dir = "results", experiments_file, autocast, dist_backend = "auto";
-  bool fresh = false, no_cuda = false, evaluate = false, exact = false;
+  bool fresh = false, no_cuda = false, evaluate = false, exact = false, allow_recipe_change = false;
   int64_t max_iterations = 0, batch_size = 0, threads = 0, nproc = 0, anchor_every = 0, fraction_bits = -1;
   double dist_timeout = 120;
 };
@@ -132,6 +132,7 @@ int run(const Arguments& args) {
   options.device = device;
   options.live_line = ::isatty(STDOUT_FILENO) != 0;
   options.group = group;
+  options.allow_recipe_change = args.allow_recipe_change;
   if (rank0 && config.autocast == "bfloat16" && device.is_cpu()) {
     if (const auto warning = cpu_bfloat16_warning(cpu_bfloat16_support())) {
       std::cout << "[memcnn-train] warning: " << *warning << std::endl;
@@ -168,7 +169,8 @@ int run(const Arguments& args) {
     std::cout << "; " << summary.world_size << " ranks, " << 100 * summary.communication_wait_fraction
               << "% waiting for gradient allreduce";
   }
-  std::cout << "); test accuracy " << 100 * summary.test_accuracy << "%\n";
+  std::cout << ")" << train::total_minutes_note(summary.start_iteration, summary.total_seconds) << "; test accuracy "
+            << 100 * summary.test_accuracy << "%\n";
   if (config.model_options.value("exact", false)) {
     std::cout << "[memcnn-train] exact couplings: " << exact_rebuild_fallbacks()
               << " wrapped calls kept their input because a value left the fixed-point grid's exact range "
@@ -239,6 +241,9 @@ int main(int argc, char** argv) {
                  "keep the input of every K-th reversible block of a stage (bounds rounding drift of "
                  "couplings that are not exact; costs one activation per anchor)")
       ->check(CLI::PositiveNumber);
+  app.add_flag("--allow-recipe-change", args.allow_recipe_change,
+               "resume from a checkpoint trained under a different recipe (the changed fields are printed); "
+               "without it such a resume is refused");
   app.add_flag("--evaluate", args.evaluate, "report the test accuracy of the saved checkpoint and exit");
   app.add_option("--nproc", args.nproc,
                  "data-parallel: start N ranks on this machine (each on batch/N of every batch); under torchrun "
@@ -278,6 +283,7 @@ int main(int argc, char** argv) {
       SegmentationRun run_options{args.model, args.dataset, args.data_dir, args.results_dir, args.experiments_file,
                                   args.fresh, args.evaluate, args.no_cuda, args.max_iterations, args.batch_size,
                                   args.threads};
+      run_options.allow_recipe_change = args.allow_recipe_change;
       return run_segmentation(run_options);
     }
     return run(args);

@@ -2,6 +2,7 @@
 
 #include <memcnn/memory.h>
 #include <memcnn/train/config.h>
+#include <memcnn/train/progress.h>
 #include <memcnn/train/results_lock.h>
 #include <memcnn/train/segmentation.h>
 
@@ -68,6 +69,7 @@ int run_segmentation(const SegmentationRun& run) {
   options.data_dir = run.data_dir.empty() ? kDefaultVolumeFolder : run.data_dir;
   options.device = device;
   options.live_line = ::isatty(STDOUT_FILENO) != 0;
+  options.allow_recipe_change = run.allow_recipe_change;
   train::SegmentationTrainer trainer(config, options);
 
   if (run.evaluate) {
@@ -87,7 +89,8 @@ int run_segmentation(const SegmentationRun& run) {
   if (summary.interrupted) return 130;
   std::cout << std::fixed << std::setprecision(2) << "\n[memcnn-train] done: " << run.model << " on " << run.dataset
             << ", iterations " << summary.start_iteration << " -> " << summary.final_iteration << " in "
-            << summary.seconds / 60 << " min; held-out Dice " << std::setprecision(4) << summary.held_out_dice << "\n";
+            << summary.seconds / 60 << " min"
+            << train::total_minutes_note(summary.start_iteration, summary.total_seconds) << "; held-out Dice " << std::setprecision(4) << summary.held_out_dice << "\n";
   const auto [images, masks] = trainer.training_batch(0);
   const auto saving = step_bytes(trainer.model(), true, images.to(device), masks.to(device));
   const auto conventional = step_bytes(trainer.model(), false, images.to(device), masks.to(device));

@@ -8,6 +8,7 @@ struct SegmentationRun {
   std::string model, dataset, data_dir, results_dir, experiments_file;
   bool fresh = false, evaluate = false, no_cuda = false;
   int64_t max_iterations = 0, batch_size = 0, threads = 0;
+  bool allow_recipe_change = false;
 };
 
 // The default folder of the volumes: Debian's mricron-data.

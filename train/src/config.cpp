@@ -181,6 +181,10 @@ Json TrainConfig::to_json() const {
               {"autocast", autocast}, {"model_options", model_options}};
 }
 
+std::vector<std::string> TrainConfig::free_on_resume() {
+  return {"max_iterations", "checkpoint_every", "validate_every", "validation_batches", "log_every", "loader_workers"};
+}
+
 double TrainConfig::lr_at(int64_t iteration) const {
   if (iteration < warmup_iterations) {
     return lr * static_cast<double>(iteration + 1) / static_cast<double>(warmup_iterations);

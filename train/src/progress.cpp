@@ -17,6 +17,13 @@ std::string format_duration(double seconds) {
   return text.str();
 }
 
+std::string total_minutes_note(int64_t start_iteration, const std::optional<double>& total_seconds) {
+  if (start_iteration == 0 || !total_seconds) return "";
+  std::ostringstream text;
+  text << std::fixed << std::setprecision(2) << "; " << *total_seconds / 60 << " min of training from iteration 0";
+  return text.str();
+}
+
 double eta_seconds(int64_t iteration, int64_t max_iterations, double iterations_per_second) {
   return static_cast<double>(std::max<int64_t>(0, max_iterations - iteration)) / std::max(1e-9, iterations_per_second);
 }

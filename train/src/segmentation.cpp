@@ -90,6 +90,19 @@ SegmentationConfig SegmentationConfig::from_json(const Json& e) {
   return c;
 }
 
+Json SegmentationConfig::to_json() const {
+  return Json{{"model", model}, {"dataset", dataset}, {"image", image}, {"mask", mask},
+              {"mask_threshold", mask_threshold}, {"axis", axis}, {"held_out", held_out}, {"patch", patch},
+              {"batch_size", batch_size}, {"max_iterations", max_iterations}, {"lr", lr},
+              {"weight_decay", weight_decay}, {"warmup_iterations", warmup_iterations},
+              {"checkpoint_every", checkpoint_every}, {"validate_every", validate_every}, {"log_every", log_every},
+              {"seed", seed}, {"augment", augment}, {"model_options", model_options}};
+}
+
+std::vector<std::string> SegmentationConfig::free_on_resume() {
+  return {"max_iterations", "checkpoint_every", "validate_every", "log_every"};
+}
+
 double SegmentationConfig::lr_at(int64_t iteration) const {
   if (iteration < warmup_iterations) return lr * static_cast<double>(iteration + 1) / static_cast<double>(warmup_iterations);
   const double progress = static_cast<double>(iteration - warmup_iterations) /
@@ -144,6 +157,7 @@ struct SegmentationTrainer::State {
   std::unique_ptr<torch::optim::AdamW> optimizer;
   Checkpointer checkpointer;
   MetricsLog metrics;
+  std::optional<double> seconds_before_run = 0.0;  // as in the classification trainer
 
   State(SegmentationConfig c, SegmentationTrainerOptions o)
       : config(std::move(c)), options(std::move(o)), out(options.out ? *options.out : std::cout),
@@ -245,7 +259,8 @@ std::pair<torch::Tensor, torch::Tensor> SegmentationTrainer::training_batch(int6
 
 int64_t SegmentationTrainer::restore() {
   auto& s = *state_;
-  return s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
+  const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
+  return checkpoint ? checkpoint->iteration : -1;
 }
 
 double SegmentationTrainer::evaluate(bool write_prediction) {
@@ -278,11 +293,13 @@ SegmentationSummary SegmentationTrainer::run() {
         << c10::IntArrayRef(c.patch) << " x " << c.batch_size << ", " << c.max_iterations << " iterations, "
         << training_slices().size() << " of " << s.image.size(c.axis) << " slices along axis " << c.axis
         << " for training, the rest held out" << std::endl;
-  const int64_t restored = restore();
-  summary.start_iteration = std::max<int64_t>(0, restored);
-  if (restored >= 0) {
-    s.out << "[memcnn-train] resuming from the checkpoint at iteration " << restored << std::endl;
-    s.metrics.truncate_after(restored);
+  const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
+  if (checkpoint) {
+    check_resume(*checkpoint, c.to_json(), SegmentationConfig::free_on_resume(), s.options.allow_recipe_change,
+                 s.options.results_dir, s.out);
+    summary.start_iteration = checkpoint->iteration;
+    s.seconds_before_run = checkpoint->training_seconds;
+    s.metrics.truncate_after(checkpoint->iteration);
   }
   s.model->train();
   const auto start = Clock::now();
@@ -344,7 +361,9 @@ SegmentationSummary SegmentationTrainer::run() {
     }
     if (validate) s.metrics.plot(s.title() + " (accuracy: Dice)");
     if (iteration % c.checkpoint_every == 0 || iteration == c.max_iterations || stop) {
-      s.checkpointer.save(*s.model, *s.optimizer, iteration);
+      const auto seconds = s.seconds_before_run ? std::optional<double>(*s.seconds_before_run + seconds_since(start))
+                                                : std::nullopt;
+      s.checkpointer.save(*s.model, *s.optimizer, {iteration, seconds, c.to_json()});
     }
     if (stop) {
       summary.interrupted = true;
@@ -354,6 +373,7 @@ SegmentationSummary SegmentationTrainer::run() {
   }
   summary.final_iteration = iteration;
   summary.seconds = seconds_since(start);
+  if (s.seconds_before_run) summary.total_seconds = *s.seconds_before_run + summary.seconds;
   if (!summary.interrupted) {
     summary.held_out_dice = evaluate(true);
     summary.prediction_path = (std::filesystem::path(s.options.results_dir) / "prediction.nii.gz").string();

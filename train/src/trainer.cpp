@@ -223,6 +223,10 @@ struct Trainer::State {
   std::unique_ptr<distributed::DataParallel> parallel;  // attached once the weights are restored
   Checkpointer checkpointer;
   MetricsLog metrics;
+  // Training time of the runs before this one (0 for a fresh run; unknown after a checkpoint
+  // that did not record it) and when this one began: checkpoints record their sum.
+  std::optional<double> seconds_before_run = 0.0;
+  Clock::time_point run_start = Clock::now();
 
   State(TrainConfig c, data::Dataset train_set, data::Dataset test_set, TrainerOptions o)
       : config(std::move(c)), options(std::move(o)),
@@ -265,9 +269,14 @@ struct Trainer::State {
     if (options.group) options.group->allreduce_sum(values);
   }
 
+  std::optional<double> training_seconds() const {
+    if (!seconds_before_run) return std::nullopt;
+    return *seconds_before_run + seconds_since(run_start);
+  }
+
   void save_checkpoint(int64_t iteration) {
     synchronize_buffers();
-    if (writes_files()) checkpointer.save(*model, *optimizer, iteration);
+    if (writes_files()) checkpointer.save(*model, *optimizer, {iteration, training_seconds(), config.to_json()});
   }
 };
 
@@ -286,7 +295,8 @@ void Trainer::clear_stop_request() { train::clear_stop_request(); }
 
 int64_t Trainer::restore() {
   auto& s = *state_;
-  return s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
+  const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
+  return checkpoint ? checkpoint->iteration : -1;
 }
 
 double Trainer::evaluate(int64_t max_batches) {
@@ -325,15 +335,18 @@ TrainSummary Trainer::run() {
   s.out << ", " << c.max_iterations << " iterations" << (c.autocast.empty() ? std::string() : ", autocast " + c.autocast)
         << std::endl;
 
-  const int64_t restored = restore();
-  summary.start_iteration = restored > 0 ? restored : 0;
-  if (restored >= 0) {
-    s.out << "[memcnn-train] resuming from the checkpoint at iteration " << restored << std::endl;
-    if (s.writes_files()) s.metrics.truncate_after(restored);
+  const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
+  if (checkpoint) {
+    check_resume(*checkpoint, c.to_json(), TrainConfig::free_on_resume(), s.options.allow_recipe_change,
+                 s.options.results_dir, s.out);
+    summary.start_iteration = checkpoint->iteration;
+    s.seconds_before_run = checkpoint->training_seconds;
+    if (s.writes_files()) s.metrics.truncate_after(checkpoint->iteration);
   }
   if (s.options.group && !s.parallel) s.parallel = std::make_unique<distributed::DataParallel>(s.model.ptr(), s.options.group);
   s.model->train();
   const auto start = Clock::now();
+  s.run_start = start;
   auto window_start = Clock::now();
   double window_loss = 0, window_wait = 0, total_wait = 0, total_communication_wait = 0;
   int64_t window_correct = 0, window_seen = 0, window_steps = 0;
@@ -427,6 +440,7 @@ TrainSummary Trainer::run() {
   }
   summary.final_iteration = iteration;
   summary.seconds = seconds_since(start);
+  if (s.seconds_before_run) summary.total_seconds = *s.seconds_before_run + summary.seconds;
   summary.data_wait_fraction = total_wait / std::max(1e-9, summary.seconds);
   if (s.parallel) total_communication_wait += s.parallel->stats().wait_seconds;
   summary.communication_wait_fraction = total_communication_wait / std::max(1e-9, summary.seconds);

@@ -68,6 +68,7 @@ TEST(Segmentation, ShippedExperimentParses) {
   EXPECT_EQ(c.model, "iunet3d");
   EXPECT_EQ(c.image, "ch2.nii.gz");
   EXPECT_EQ(c.held_out.size(), 2u);
+  EXPECT_EQ(train::SegmentationConfig::from_json(c.to_json()).to_json(), c.to_json()) << "checkpoints record it";
   EXPECT_TRUE(train::is_segmentation_model("iunet3d"));
   EXPECT_FALSE(train::is_segmentation_model("revnet38"));
   const auto model = train::build_segmentation_model(c);
@@ -166,10 +167,19 @@ TEST(Segmentation, LearnsResumesAndWritesThePredictionOnTheInputsGrid) {
     EXPECT_EQ(summary.final_iteration, 1);
   }
   {
+    // The checkpoint records its recipe: resuming under another learning rate is refused.
+    auto changed = config;
+    changed.lr *= 2;
+    train::SegmentationTrainer trainer(changed, options_for(data, resumed_results, out));
+    EXPECT_THROW(trainer.run(), std::invalid_argument);
+  }
+  {
     train::SegmentationTrainer trainer(config, options_for(data, resumed_results, out));
     EXPECT_EQ(trainer.restore(), 1);
     const auto summary = trainer.run();
     EXPECT_EQ(summary.start_iteration, 1);
+    ASSERT_TRUE(summary.total_seconds.has_value());
+    EXPECT_GT(*summary.total_seconds, summary.seconds);
     EXPECT_TRUE(torch::equal(trainer.model()->parameters().front().detach(), weights));
   }
 }

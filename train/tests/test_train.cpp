@@ -176,23 +176,90 @@ TEST(Checkpoint, CorruptLatestFallsBackToPrevious) {
   torch::nn::Linear model(3, 2);
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   train::Checkpointer checkpointer(dir.string());
-  checkpointer.save(*model, optimizer, 10);
+  checkpointer.save(*model, optimizer, {10});
   const auto weights_at_10 = model->weight.detach().clone();
   {
     torch::NoGradGuard no_grad;
     model->weight.add_(1);
   }
-  checkpointer.save(*model, optimizer, 20);
+  checkpointer.save(*model, optimizer, {20});
   std::ofstream(checkpointer.latest_path(), std::ios::trunc) << "garbage";
   torch::nn::Linear fresh(3, 2);
   torch::optim::SGD fresh_optimizer(fresh->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
   testing::internal::CaptureStderr();
-  const auto iteration = checkpointer.load(*fresh, fresh_optimizer);
+  const auto checkpoint = checkpointer.load(*fresh, fresh_optimizer);
   const std::string err = testing::internal::GetCapturedStderr();
-  ASSERT_TRUE(iteration.has_value());
-  EXPECT_EQ(*iteration, 10);
+  ASSERT_TRUE(checkpoint.has_value());
+  EXPECT_EQ(checkpoint->iteration, 10);
   EXPECT_TRUE(torch::equal(fresh->weight, weights_at_10));
   EXPECT_NE(err.find("checkpoint.pt' cannot be loaded"), std::string::npos) << err;
+}
+
+TEST(Checkpoint, RecordsTheRecipeAndTrainingTimeAndLoadsCheckpointsWithout) {
+  const auto dir = scratch_dir("ckpt_info");
+  torch::nn::Linear model(3, 2);
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(0.1));
+  train::Checkpointer checkpointer(dir.string());
+  const Json recipe{{"model", "revnet38"}, {"optimizer", {{"lr", 0.1}}}, {"seed", uint64_t{7}}, {"milestones", {8, 9}}};
+  checkpointer.save(*model, optimizer, {12, 34.5, recipe});
+  auto loaded = checkpointer.load(*model, optimizer);
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(loaded->iteration, 12);
+  ASSERT_TRUE(loaded->training_seconds.has_value());
+  EXPECT_EQ(*loaded->training_seconds, 34.5);
+  ASSERT_TRUE(loaded->recipe.has_value());
+  EXPECT_EQ(*loaded->recipe, recipe);
+  // A checkpoint that records neither (as memcnn wrote before it recorded them) still loads.
+  checkpointer.save(*model, optimizer, {13});
+  loaded = checkpointer.load(*model, optimizer);
+  ASSERT_TRUE(loaded.has_value());
+  EXPECT_EQ(loaded->iteration, 13);
+  EXPECT_FALSE(loaded->training_seconds.has_value());
+  EXPECT_FALSE(loaded->recipe.has_value());
+}
+
+TEST(Checkpoint, RecipeChangesNameEachFieldAndSetApartTheFreeOnes) {
+  const Json saved{{"max_iterations", 6}, {"optimizer", {{"name", "sgd"}, {"lr", 0.1}}}, {"seed", uint64_t{0}},
+                   {"lr_milestones", {4, 5}}, {"augment", true}};
+  EXPECT_TRUE(train::recipe_changes(saved, saved, {}).refused.empty());
+  Json current = saved;
+  current["seed"] = 0;  // a signed zero from another source is the same value
+  EXPECT_TRUE(train::recipe_changes(saved, current, {}).refused.empty());
+  current["max_iterations"] = 10;
+  current["optimizer"]["lr"] = 0.05;
+  current["lr_milestones"] = {4, 6};
+  current.erase("augment");
+  current["crop_padding"] = 0;
+  const auto changes = train::recipe_changes(saved, current, {"max_iterations"});
+  EXPECT_EQ(changes.allowed, std::vector<std::string>{"max_iterations: 6 -> 10"});
+  EXPECT_EQ(changes.refused, (std::vector<std::string>{"augment: true -> (absent)", "crop_padding: (absent) -> 0",
+                                                        "lr_milestones: [4,5] -> [4,6]", "optimizer.lr: 0.1 -> 0.05"}));
+}
+
+TEST(Checkpoint, CheckResumeRefusesExplainsWarnsOrSaysItCannotCheck) {
+  const Json saved{{"batch_size", 128}, {"log_every", 10}};
+  Json current = saved;
+  current["batch_size"] = 64;
+  current["log_every"] = 20;
+  train::CheckpointInfo checkpoint{500, 60.0, saved};
+  std::ostringstream out;
+  try {
+    train::check_resume(checkpoint, current, {"log_every"}, false, "results/x", out);
+    FAIL() << "a changed batch size must be refused";
+  } catch (const std::invalid_argument& e) {
+    const std::string message = e.what();
+    for (const char* part : {"results/x", "iteration 500", "batch_size: 128 -> 64", "--fresh", "--allow-recipe-change"}) {
+      EXPECT_NE(message.find(part), std::string::npos) << part << " missing from: " << message;
+    }
+    EXPECT_EQ(message.find("log_every"), std::string::npos) << "a free field is no reason to refuse: " << message;
+  }
+  train::check_resume(checkpoint, current, {"log_every"}, true, "results/x", out);
+  EXPECT_NE(out.str().find("log_every: 10 -> 20"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("warning: resuming under a changed recipe"), std::string::npos) << out.str();
+  EXPECT_NE(out.str().find("batch_size: 128 -> 64"), std::string::npos) << out.str();
+  std::ostringstream unchecked;
+  train::check_resume(train::CheckpointInfo{500}, current, {}, false, "results/x", unchecked);
+  EXPECT_NE(unchecked.str().find("predates recorded recipes"), std::string::npos) << unchecked.str();
 }
 
 TEST(Checkpoint, NoTemporaryFilesLeftBehind) {
@@ -302,9 +369,16 @@ TEST(Trainer, ResumedRunEqualsUninterruptedRun) {
   const auto resumed = scratch_dir("resumed");
   std::ostringstream log;
   train_tiny(straight, 10, log);
-  train_tiny(resumed, 6, log);
+  const auto first = train_tiny(resumed, 6, log);
   const auto second = train_tiny(resumed, 10, log);
   EXPECT_EQ(second.start_iteration, 6);
+  // Extending a run is a free change; the reported time covers both runs.
+  EXPECT_NE(log.str().find("max_iterations: 6 -> 10"), std::string::npos) << log.str();
+  ASSERT_TRUE(first.total_seconds.has_value());
+  EXPECT_EQ(*first.total_seconds, first.seconds);
+  ASSERT_TRUE(second.total_seconds.has_value());
+  EXPECT_GT(*second.total_seconds, second.seconds);
+  EXPECT_LE(*second.total_seconds, first.seconds + second.seconds);
   const auto a = weights_in(straight);
   const auto b = weights_in(resumed);
   ASSERT_EQ(a.size(), b.size());
@@ -325,6 +399,35 @@ TEST(Trainer, StopRequestCheckpointsAndExits) {
   const auto rest = train_tiny(dir, 10, log);
   EXPECT_EQ(rest.start_iteration, 1);
   EXPECT_EQ(rest.final_iteration, 10);
+}
+
+TEST(Trainer, ResumeUnderAChangedRecipeIsRefusedUnlessAllowed) {
+  const auto dir = scratch_dir("recipe_change");
+  std::ostringstream log;
+  train_tiny(dir, 6, log);
+  const auto rows_before = train::MetricsLog(dir.string()).read().size();
+  memcnn::enable_cpu_memory_tracking();
+  auto changed = tiny_config(10);
+  changed.lr = 0.01;
+  train::TrainerOptions options;
+  options.results_dir = dir.string();
+  options.out = &log;
+  {
+    train::Trainer trainer(changed, bright_channel_dataset(128, 1), bright_channel_dataset(48, 2), options);
+    try {
+      trainer.run();
+      FAIL() << "resuming with another learning rate must be refused";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find("optimizer.lr: 0.05 -> 0.01"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_EQ(train::MetricsLog(dir.string()).read().size(), rows_before) << "a refused resume changes nothing";
+  options.allow_recipe_change = true;
+  train::Trainer trainer(changed, bright_channel_dataset(128, 1), bright_channel_dataset(48, 2), options);
+  const auto summary = trainer.run();
+  EXPECT_EQ(summary.start_iteration, 6);
+  EXPECT_EQ(summary.final_iteration, 10);
+  EXPECT_NE(log.str().find("warning: resuming under a changed recipe"), std::string::npos) << log.str();
 }
 
 TEST(Trainer, NanLossStopsWithAClearMessage) {

@@ -72,6 +72,9 @@ struct TrainConfig {
   // Validates every field; std::invalid_argument says which one and why.
   static TrainConfig from_json(const Json& experiment);
   Json to_json() const;
+  // The top-level fields of to_json() a resumed run may change: how long it trains and how it
+  // reports and loads data, none of which changes the weights of a given iteration.
+  static std::vector<std::string> free_on_resume();
   // The learning rate at an iteration (lr_schedule, after the warm-up).
   double lr_at(int64_t iteration) const;
 };

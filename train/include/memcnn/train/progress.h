@@ -4,6 +4,8 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
+#include <optional>
 #include <ostream>
 #include <string>
 
@@ -16,6 +18,11 @@ double seconds_since(Clock::time_point start);
 
 // h:mm:ss
 std::string format_duration(double seconds);
+
+// What a resumed run's "done" line adds to its own minutes: "; X.XX min of training from
+// iteration 0" when its checkpoints recorded the earlier runs' time; empty otherwise and for a
+// run that started at iteration 0.
+std::string total_minutes_note(int64_t start_iteration, const std::optional<double>& total_seconds);
 
 // Seconds left at this rate (0 when done).
 double eta_seconds(int64_t iteration, int64_t max_iterations, double iterations_per_second);

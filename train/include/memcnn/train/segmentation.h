@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +46,9 @@ struct SegmentationConfig {
 
   // Validates every field; std::invalid_argument says which one and why.
   static SegmentationConfig from_json(const Json& experiment);
+  Json to_json() const;
+  // The top-level fields of to_json() a resumed run may change (TrainConfig::free_on_resume).
+  static std::vector<std::string> free_on_resume();
   double lr_at(int64_t iteration) const;
 };
 
@@ -62,6 +66,7 @@ struct SegmentationTrainerOptions {
   torch::Device device = torch::kCPU;
   bool live_line = false;
   std::ostream* out = nullptr;
+  bool allow_recipe_change = false;  // as TrainerOptions::allow_recipe_change
 };
 
 struct SegmentationSummary {
@@ -69,6 +74,7 @@ struct SegmentationSummary {
   int64_t start_iteration = 0, final_iteration = 0;
   bool interrupted = false;
   double seconds = 0;
+  std::optional<double> total_seconds;  // as TrainSummary::total_seconds
   double held_out_dice = -1;     // at the end; -1 when interrupted
   int64_t activation_bytes = 0;  // of the last training step
   std::string prediction_path;

@@ -17,6 +17,8 @@
 
 #include <cstdint>
 #include <iosfwd>
+#include <memory>
+#include <optional>
 #include <string>
 
 namespace memcnn {
@@ -62,6 +64,9 @@ struct TrainerOptions {
   // is global, so MemCNN's schedule keeps its meaning), gradients are averaged in backward, and
   // only rank 0 writes checkpoints, metrics and the plot and prints progress. Null: one process.
   std::shared_ptr<distributed::ProcessGroup> group;
+  // Resume from a checkpoint trained under a different recipe (warning) instead of refusing to
+  // (check_resume in checkpoint.h; memcnn-train's --allow-recipe-change).
+  bool allow_recipe_change = false;
 };
 
 struct TrainSummary {
@@ -70,6 +75,9 @@ struct TrainSummary {
   int64_t final_iteration = 0;
   bool interrupted = false;
   double seconds = 0;           // wall time of this run
+  // Wall time of every run from iteration 0 to final_iteration (this one and those it resumed);
+  // absent when it resumed from a checkpoint that did not record it.
+  std::optional<double> total_seconds;
   double test_accuracy = -1;    // on the whole test set at the end; -1 when interrupted
   int64_t activation_bytes = 0; // of the last training step (on this rank, for its shard)
   double data_wait_fraction = 0; // share of the run spent waiting for the batch loader
