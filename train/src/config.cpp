@@ -181,8 +181,13 @@ Json TrainConfig::to_json() const {
               {"autocast", autocast}, {"model_options", model_options}};
 }
 
-std::vector<std::string> TrainConfig::free_on_resume() {
-  return {"max_iterations", "checkpoint_every", "validate_every", "validation_batches", "log_every", "loader_workers"};
+ResumeRules TrainConfig::resume_rules(bool allow_changes) {
+  ResumeRules rules;
+  rules.free_to_change = {"max_iterations", "checkpoint_every", "validate_every", "validation_batches", "log_every",
+                          "loader_workers"};
+  rules.read_saved = [](const Json& saved) { return from_json(saved).to_json(); };
+  rules.allow_changes = allow_changes;
+  return rules;
 }
 
 double TrainConfig::lr_at(int64_t iteration) const {

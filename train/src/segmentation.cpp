@@ -3,6 +3,7 @@
 #include "memcnn/train/checkpoint.h"
 #include "memcnn/train/metrics.h"
 #include "memcnn/train/progress.h"
+#include "memcnn/train/resume.h"
 
 #include <memcnn/data/nifti.h>
 #include <memcnn/memory.h>
@@ -99,8 +100,12 @@ Json SegmentationConfig::to_json() const {
               {"seed", seed}, {"augment", augment}, {"model_options", model_options}};
 }
 
-std::vector<std::string> SegmentationConfig::free_on_resume() {
-  return {"max_iterations", "checkpoint_every", "validate_every", "log_every"};
+ResumeRules SegmentationConfig::resume_rules(bool allow_changes) {
+  ResumeRules rules;
+  rules.free_to_change = {"max_iterations", "checkpoint_every", "validate_every", "log_every"};
+  rules.read_saved = [](const Json& saved) { return from_json(saved).to_json(); };
+  rules.allow_changes = allow_changes;
+  return rules;
 }
 
 double SegmentationConfig::lr_at(int64_t iteration) const {
@@ -295,8 +300,8 @@ SegmentationSummary SegmentationTrainer::run() {
         << " for training, the rest held out" << std::endl;
   const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
   if (checkpoint) {
-    check_resume(*checkpoint, c.to_json(), SegmentationConfig::free_on_resume(), s.options.allow_recipe_change,
-                 s.options.results_dir, s.out);
+    check_resume(*checkpoint, c.to_json(), SegmentationConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir,
+                 s.out);
     summary.start_iteration = checkpoint->iteration;
     s.seconds_before_run = checkpoint->training_seconds;
     s.metrics.truncate_after(checkpoint->iteration);

@@ -7,6 +7,7 @@
 #include <memcnn/train/config.h>
 #include <memcnn/train/metrics.h>
 #include <memcnn/train/results_lock.h>
+#include <memcnn/train/resume.h>
 #include <memcnn/train/trainer.h>
 
 #include "helpers.h"
@@ -218,7 +219,7 @@ TEST(Checkpoint, RecordsTheRecipeAndTrainingTimeAndLoadsCheckpointsWithout) {
   EXPECT_FALSE(loaded->recipe.has_value());
 }
 
-TEST(Checkpoint, RecipeChangesNameEachFieldAndSetApartTheFreeOnes) {
+TEST(Resume, RecipeChangesNameEachFieldAndSetApartTheFreeOnes) {
   const Json saved{{"max_iterations", 6}, {"optimizer", {{"name", "sgd"}, {"lr", 0.1}}}, {"seed", uint64_t{0}},
                    {"lr_milestones", {4, 5}}, {"augment", true}};
   EXPECT_TRUE(train::recipe_changes(saved, saved, {}).refused.empty());
@@ -236,15 +237,17 @@ TEST(Checkpoint, RecipeChangesNameEachFieldAndSetApartTheFreeOnes) {
                                                         "lr_milestones: [4,5] -> [4,6]", "optimizer.lr: 0.1 -> 0.05"}));
 }
 
-TEST(Checkpoint, CheckResumeRefusesExplainsWarnsOrSaysItCannotCheck) {
+TEST(Resume, RefusesExplainsWarnsOrSaysItCannotCheck) {
   const Json saved{{"batch_size", 128}, {"log_every", 10}};
   Json current = saved;
   current["batch_size"] = 64;
   current["log_every"] = 20;
-  train::CheckpointInfo checkpoint{500, 60.0, saved};
+  const train::CheckpointInfo checkpoint{500, 60.0, saved};
+  train::ResumeRules rules;
+  rules.free_to_change = {"log_every"};
   std::ostringstream out;
   try {
-    train::check_resume(checkpoint, current, {"log_every"}, false, "results/x", out);
+    train::check_resume(checkpoint, current, rules, "results/x", out);
     FAIL() << "a changed batch size must be refused";
   } catch (const std::invalid_argument& e) {
     const std::string message = e.what();
@@ -253,13 +256,34 @@ TEST(Checkpoint, CheckResumeRefusesExplainsWarnsOrSaysItCannotCheck) {
     }
     EXPECT_EQ(message.find("log_every"), std::string::npos) << "a free field is no reason to refuse: " << message;
   }
-  train::check_resume(checkpoint, current, {"log_every"}, true, "results/x", out);
+  rules.allow_changes = true;
+  train::check_resume(checkpoint, current, rules, "results/x", out);
   EXPECT_NE(out.str().find("log_every: 10 -> 20"), std::string::npos) << out.str();
   EXPECT_NE(out.str().find("warning: resuming under a changed recipe"), std::string::npos) << out.str();
   EXPECT_NE(out.str().find("batch_size: 128 -> 64"), std::string::npos) << out.str();
   std::ostringstream unchecked;
-  train::check_resume(train::CheckpointInfo{500}, current, {}, false, "results/x", unchecked);
+  train::check_resume(train::CheckpointInfo{500}, current, train::ResumeRules{}, "results/x", unchecked);
   EXPECT_NE(unchecked.str().find("predates recorded recipes"), std::string::npos) << unchecked.str();
+}
+
+TEST(Resume, ASavedRecipeWithoutAFieldAddedSinceReadsAsItsDefault) {
+  // A checkpoint of an earlier memcnn has no entry for a field added later; it was trained with
+  // what the field's default now means, so resuming under the default is no change, and
+  // resuming under another value is.
+  const auto config = tiny_config(10);
+  Json saved = config.to_json();
+  saved.erase("crop_padding");
+  const auto rules = train::TrainConfig::resume_rules(false);
+  std::ostringstream out;
+  EXPECT_NO_THROW(train::check_resume(train::CheckpointInfo{6, 1.0, saved}, config.to_json(), rules, "r", out));
+  auto changed = config;
+  changed.crop_padding = 0;
+  try {
+    train::check_resume(train::CheckpointInfo{6, 1.0, saved}, changed.to_json(), rules, "r", out);
+    FAIL() << "crop_padding 2 -> 0 must be refused";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("crop_padding: 2 -> 0"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Checkpoint, NoTemporaryFilesLeftBehind) {

@@ -5,15 +5,14 @@
 // and a corrupt checkpoint.pt is reported and the previous one used.
 //
 // A checkpoint also records the recipe it was trained under and the training time so far, so a
-// resumed run can refuse to continue under a different recipe (which would silently mix two
-// experiments in one set of weights) and report the time of the whole run.
+// resumed run can refuse to continue under a different recipe (resume.h) and report the time of
+// the whole run.
 
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
 #include <cstdint>
-#include <iosfwd>
 #include <optional>
 #include <string>
 #include <utility>
@@ -54,25 +53,6 @@ class Checkpointer {
  private:
   std::string directory_;
 };
-
-// How the recipe of a resumed run differs from its checkpoint's, one "key: saved -> current"
-// line per field (keys of nested objects dotted, e.g. "optimizer.lr").
-struct RecipeChanges {
-  std::vector<std::string> refused;  // fields that change what is learned
-  std::vector<std::string> allowed;  // top-level fields named as free to change (lengths, logging)
-};
-RecipeChanges recipe_changes(const nlohmann::json& saved, const nlohmann::json& current,
-                             const std::vector<std::string>& free_to_change);
-
-// What a trainer says and checks before resuming from `checkpoint` under `current` (it prints
-// the iteration it resumes from):
-// - refused changes throw std::invalid_argument naming each field and the ways out, unless
-//   `allow_changes`, when they are printed on `out` as a warning;
-// - allowed changes are printed on `out`;
-// - a checkpoint without a recorded recipe is said to be unchecked.
-void check_resume(const CheckpointInfo& checkpoint, const nlohmann::json& current,
-                  const std::vector<std::string>& free_to_change, bool allow_changes, const std::string& results_dir,
-                  std::ostream& out);
 
 }  // namespace train
 }  // namespace memcnn

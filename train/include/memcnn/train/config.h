@@ -4,6 +4,8 @@
 // itself wins). The experiment for MODEL and DATASET is the entry "MODEL_DATASET" when the
 // file has one, otherwise the entries DATASET and MODEL merged in that order.
 
+#include "memcnn/train/resume.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -72,9 +74,11 @@ struct TrainConfig {
   // Validates every field; std::invalid_argument says which one and why.
   static TrainConfig from_json(const Json& experiment);
   Json to_json() const;
-  // The top-level fields of to_json() a resumed run may change: how long it trains and how it
-  // reports and loads data, none of which changes the weights of a given iteration.
-  static std::vector<std::string> free_on_resume();
+  // How a resumed run's recipe is checked against its checkpoint's (check_resume): it may change
+  // how long it trains and how it reports and loads data, none of which changes the weights of a
+  // given iteration; saved recipes are read through from_json, so fields added since take their
+  // defaults.
+  static ResumeRules resume_rules(bool allow_changes);
   // The learning rate at an iteration (lr_schedule, after the warm-up).
   double lr_at(int64_t iteration) const;
 };

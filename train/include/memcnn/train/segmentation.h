@@ -47,8 +47,7 @@ struct SegmentationConfig {
   // Validates every field; std::invalid_argument says which one and why.
   static SegmentationConfig from_json(const Json& experiment);
   Json to_json() const;
-  // The top-level fields of to_json() a resumed run may change (TrainConfig::free_on_resume).
-  static std::vector<std::string> free_on_resume();
+  static ResumeRules resume_rules(bool allow_changes);  // as TrainConfig's
   double lr_at(int64_t iteration) const;
 };
 
