@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -11,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -25,7 +27,7 @@ uint64_t mix(uint64_t z) {
   return z ^ (z >> 31);
 }
 
-enum class Stream : uint64_t { permutation = 1, augmentation = 2 };
+enum class Stream : uint64_t { permutation = 1, augmentation = 2, erasing = 3 };
 
 // A counter-based generator: the value for (seed, stream, epoch, counter) needs no state, so
 // any batch can be rebuilt on its own and the global torch generator is never touched.
@@ -57,6 +59,43 @@ Augmentation augmentation_for(uint64_t seed, int64_t epoch, int64_t position, in
   a.dx = offset((bits >> 16) & 0xFFFFULL);
   a.flip = ((bits >> 32) & 1ULL) != 0;
   return a;
+}
+
+// Uniform in [0, 1) from the top 53 bits.
+double unit_interval(uint64_t bits) { return static_cast<double>(bits >> 11) * 0x1.0p-53; }
+
+struct Erasure {
+  int64_t top = 0, left = 0, height = 0, width = 0;  // height 0: nothing erased
+};
+
+constexpr double kEraseMinArea = 0.02, kEraseMaxArea = 0.33, kEraseMinRatio = 0.3, kEraseMaxRatio = 3.3;
+constexpr int64_t kEraseTries = 10;
+
+// LoaderOptions::erase_probability's rectangle for a sample; the counters of a sample's gate and
+// tries are its own (position * (tries + 1) + k), so no two samples share a draw.
+Erasure erasure_for(uint64_t seed, int64_t epoch, int64_t position, double probability, int64_t height, int64_t width) {
+  const auto draw = [&](int64_t k) {
+    return random_bits(seed, Stream::erasing, epoch, static_cast<uint64_t>(position * (kEraseTries + 1) + k));
+  };
+  if (probability <= 0 || unit_interval(draw(0)) >= probability) return {};
+  const double image_area = static_cast<double>(height * width);
+  for (int64_t k = 1; k <= kEraseTries; ++k) {
+    const uint64_t shape = draw(k);
+    const double area = image_area * (kEraseMinArea + (kEraseMaxArea - kEraseMinArea) * unit_interval(shape));
+    const double log_ratio = std::log(kEraseMinRatio) +
+                             (std::log(kEraseMaxRatio) - std::log(kEraseMinRatio)) * unit_interval(mix(shape));
+    const auto h = static_cast<int64_t>(std::llround(std::sqrt(area * std::exp(log_ratio))));
+    const auto w = static_cast<int64_t>(std::llround(std::sqrt(area / std::exp(log_ratio))));
+    if (h < 1 || w < 1 || h >= height || w >= width) continue;
+    const uint64_t place = mix(shape ^ 0xD1B54A32D192ED03ULL);
+    Erasure e;
+    e.height = h;
+    e.width = w;
+    e.top = static_cast<int64_t>(below(place, static_cast<uint64_t>(height - h + 1)));
+    e.left = static_cast<int64_t>(below(mix(place), static_cast<uint64_t>(width - w + 1)));
+    return e;
+  }
+  return {};
 }
 
 }  // namespace
@@ -108,6 +147,7 @@ struct BatchLoader::Impl {
 
   std::shared_ptr<const std::vector<int64_t>> permutation(int64_t epoch);
   void write_sample(const uint8_t* in, const Augmentation& a, float* out) const;
+  void erase(const Erasure& e, float* out) const;
   Batch prepare(int64_t iteration);
   Batch get(int64_t iteration);
   void worker();
@@ -150,6 +190,12 @@ void validate(const Dataset& data, const at::Tensor& mean, const LoaderOptions& 
     throw std::invalid_argument("BatchLoader: crop_padding " + std::to_string(options.crop_padding()) +
                                 " must be in [0, " + std::to_string(smaller_side) +
                                 "), the images' smaller side; 0 flips without cropping");
+  if (!(options.erase_probability() >= 0 && options.erase_probability() <= 1)) {
+    std::ostringstream message;
+    message << "BatchLoader: erase_probability " << options.erase_probability()
+            << " must be in [0, 1] (the share of training samples that get a rectangle erased)";
+    throw std::invalid_argument(message.str());
+  }
 }
 
 }  // namespace
@@ -224,6 +270,16 @@ void BatchLoader::Impl::write_sample(const uint8_t* in, const Augmentation& a, f
   }
 }
 
+// The rectangle in every channel set to 0, the mean image after normalisation.
+void BatchLoader::Impl::erase(const Erasure& e, float* out) const {
+  for (int64_t c = 0; c < channels; ++c) {
+    for (int64_t y = e.top; y < e.top + e.height; ++y) {
+      float* row = out + (c * height + y) * width + e.left;
+      std::fill(row, row + e.width, 0.0f);
+    }
+  }
+}
+
 Batch BatchLoader::Impl::prepare(int64_t iteration) {
   const int64_t epoch = iteration / batches;
   // This shard's part of the global batch; augmentation depends on the global position, so the
@@ -247,6 +303,10 @@ Batch BatchLoader::Impl::prepare(int64_t iteration) {
     const Augmentation a = options.augment() ? augmentation_for(options.seed(), epoch, position, options.crop_padding())
                                            : Augmentation{};
     write_sample(images_in + index * sample_size, a, images_out + k * sample_size);
+    if (options.augment()) {
+      const Erasure e = erasure_for(options.seed(), epoch, position, options.erase_probability(), height, width);
+      if (e.height > 0) erase(e, images_out + k * sample_size);
+    }
     labels_out[k] = labels_in[index];
   }
   return batch;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <memory>
 #include <set>
@@ -222,6 +223,73 @@ TEST(BatchLoader, CropPaddingBoundsTheShiftAndZeroFlipsOnly) {
   EXPECT_EQ(seen_1.size(), 18u) << "padding 1 should reach all 3 x 3 shifts, with and without a flip";
 }
 
+// The batches of 512 white 28x28 images (1 after normalisation against a zero mean image), flips
+// only, with erasing at `probability`.
+std::vector<at::Tensor> erased_batches(double probability, int64_t crop_padding = 0) {
+  Dataset data;
+  data.images = at::full({512, 2, 28, 28}, 255, at::kByte);
+  data.labels = at::zeros({512}, at::kLong);
+  data.num_classes = 1;
+  BatchLoader loader(data, at::zeros({2, 28, 28}, at::kFloat),
+                     LoaderOptions().batch_size(128).seed(3).crop_padding(crop_padding).erase_probability(probability));
+  std::vector<at::Tensor> images;
+  for (int64_t i = 0; i < 4; ++i) images.push_back(loader.batch(i).images);
+  return images;
+}
+
+TEST(BatchLoader, RandomErasingSetsOneRectangleOfTheDrawnShapeToTheMean) {
+  int64_t erased = 0;
+  std::set<std::pair<int64_t, int64_t>> shapes;
+  for (const auto& batch : erased_batches(1.0)) {
+    for (int64_t k = 0; k < batch.size(0); ++k) {
+      const at::Tensor zero = batch[k].eq(0);
+      EXPECT_TRUE(at::equal(zero[0], zero[1])) << "both channels are erased alike";
+      EXPECT_TRUE(at::equal(batch[k].masked_select(zero.logical_not()), at::ones({batch[k].numel() - zero.sum().item<int64_t>()})));
+      const int64_t area = zero[0].sum().item<int64_t>();
+      if (area == 0) continue;  // no try fitted
+      ++erased;
+      const auto rows = at::nonzero(zero[0].any(1)).flatten(), cols = at::nonzero(zero[0].any(0)).flatten();
+      const int64_t h = rows.numel(), w = cols.numel();
+      EXPECT_EQ(h * w, area) << "sample " << k << ": the erased pixels form one rectangle";
+      EXPECT_EQ(rows[-1].item<int64_t>() - rows[0].item<int64_t>() + 1, h);
+      EXPECT_EQ(cols[-1].item<int64_t>() - cols[0].item<int64_t>() + 1, w);
+      EXPECT_LT(h, 28);
+      EXPECT_LT(w, 28);
+      // 2-33% of 784 pixels and ratio 0.3-3.3, widened by the rounding of each side.
+      EXPECT_GE((h + 0.5) * (w + 0.5), 0.02 * 784);
+      EXPECT_LE((h - 0.5) * (w - 0.5), 0.33 * 784);
+      EXPECT_GE((h + 0.5) / (w - 0.5), 0.3);
+      EXPECT_LE((h - 0.5) / (w + 0.5), 3.3);
+      shapes.insert({h, w});
+    }
+  }
+  EXPECT_GT(erased, 500) << "nearly every sample of 512 gets a rectangle at probability 1";
+  EXPECT_GT(shapes.size(), 50u) << "sizes and ratios vary";
+}
+
+TEST(BatchLoader, RandomErasingIsDeterministicAtItsProbabilityAndLeavesCropsAndFlipsAlone) {
+  const auto half = erased_batches(0.5, 2), again = erased_batches(0.5, 2), none = erased_batches(0.0, 2);
+  int64_t erased = 0;
+  for (size_t i = 0; i < half.size(); ++i) {
+    EXPECT_TRUE(at::equal(half[i], again[i])) << "batch " << i;
+    for (int64_t k = 0; k < half[i].size(0); ++k) {
+      // Crops of the white image leave zero padding; erasing only adds zeros to that.
+      const at::Tensor kept = half[i][k].ne(0);
+      EXPECT_TRUE(at::equal(kept.logical_and(none[i][k].ne(0)), kept)) << "sample " << k;
+      erased += at::equal(half[i][k], none[i][k]) ? 0 : 1;
+    }
+  }
+  EXPECT_GT(erased, 200);  // about half of 512
+  EXPECT_LT(erased, 312);
+  // Probability 0 is the loader without the option: the same batches bit for bit.
+  Dataset data;
+  data.images = at::full({512, 2, 28, 28}, 255, at::kByte);
+  data.labels = at::zeros({512}, at::kLong);
+  data.num_classes = 1;
+  BatchLoader plain(data, at::zeros({2, 28, 28}, at::kFloat), LoaderOptions().batch_size(128).seed(3));
+  EXPECT_TRUE(at::equal(plain.batch(2).images, none[2]));
+}
+
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
@@ -309,6 +377,15 @@ TEST(BatchLoader, RejectsBadOptions) {
     BatchLoader(data, mean, LoaderOptions().batch_size(2).crop_padding(8));
   } catch (const std::invalid_argument& error) {
     EXPECT_NE(std::string(error.what()).find("crop_padding 8 must be in [0, 8)"), std::string::npos) << error.what();
+  }
+  EXPECT_THROW(BatchLoader(data, mean, LoaderOptions().batch_size(2).erase_probability(-0.1)), std::invalid_argument);
+  EXPECT_THROW(BatchLoader(data, mean, LoaderOptions().batch_size(2).erase_probability(std::nan(""))),
+               std::invalid_argument);
+  try {
+    BatchLoader(data, mean, LoaderOptions().batch_size(2).erase_probability(1.5));
+    ADD_FAILURE() << "erase_probability 1.5 accepted";
+  } catch (const std::invalid_argument& error) {
+    EXPECT_NE(std::string(error.what()).find("erase_probability 1.5"), std::string::npos) << error.what();
   }
   try {
     BatchLoader(data, mean, LoaderOptions().batch_size(11));

@@ -127,6 +127,7 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   c.image_size = field(j, "image_size", c.image_size);
   c.augment = field(j, "augment", c.augment);
   c.crop_padding = field(j, "crop_padding", c.crop_padding);
+  c.random_erasing = field(j, "random_erasing", c.random_erasing);
   c.checkpoint_every = field(j, "checkpoint_every", c.checkpoint_every);
   c.validate_every = field(j, "validate_every", c.validate_every);
   c.validation_batches = field(j, "validation_batches", c.validation_batches);
@@ -155,6 +156,8 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   require(c.gradient_clipping >= 0, "gradient_clipping must not be negative (0: off)");
   require(c.image_size >= 0, "image_size must not be negative (0: from the data)");
   require(c.crop_padding >= 0, "crop_padding must not be negative (0 flips without cropping)");
+  require(c.random_erasing >= 0 && c.random_erasing <= 1, "random_erasing must lie in [0, 1] (0: off)");
+  require(c.random_erasing == 0 || c.augment, "random_erasing is an augmentation: it needs \"augment\": true");
   require(c.checkpoint_every > 0 && c.validate_every > 0 && c.log_every > 0,
           "checkpoint_every, validate_every and log_every must be positive");
   require(c.validation_batches >= 0, "validation_batches must not be negative");
@@ -174,7 +177,7 @@ Json TrainConfig::to_json() const {
               {"lr_schedule", lr_schedule}, {"lr_milestones", lr_milestones}, {"lr_gamma", lr_gamma},
               {"warmup_iterations", warmup_iterations}, {"min_lr", min_lr}, {"label_smoothing", label_smoothing},
               {"gradient_clipping", gradient_clipping}, {"image_size", image_size}, {"augment", augment},
-              {"crop_padding", crop_padding},
+              {"crop_padding", crop_padding}, {"random_erasing", random_erasing},
               {"checkpoint_every", checkpoint_every},
               {"validate_every", validate_every}, {"validation_batches", validation_batches},
               {"log_every", log_every}, {"seed", seed}, {"loader_workers", loader_workers},

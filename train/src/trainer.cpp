@@ -246,7 +246,7 @@ struct Trainer::State {
     train_loader = std::make_unique<data::BatchLoader>(
         std::move(train_set), mean,
         data::LoaderOptions().batch_size(config.batch_size).seed(config.seed).workers(workers).shard(rank()).shards(world())
-            .augment(config.augment).crop_padding(config.crop_padding));
+            .augment(config.augment).crop_padding(config.crop_padding).erase_probability(config.random_erasing));
     test_loader = std::make_unique<data::BatchLoader>(
         std::move(test_set), mean,
         data::LoaderOptions().batch_size(config.batch_size).augment(false).shuffle(false).drop_last(false).workers(workers)

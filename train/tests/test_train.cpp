@@ -518,4 +518,36 @@ TEST(Trainer, CropPaddingZeroFlipsWithoutShifting) {
   EXPECT_GT(mirrored, 0);
 }
 
+TEST(Trainer, RandomErasingIsOffByDefaultAndReachesTheLoader) {
+  auto config = tiny_config(4);
+  EXPECT_EQ(config.random_erasing, 0.0);
+  config.random_erasing = 1.0;
+  EXPECT_EQ(train::TrainConfig::from_json(config.to_json()).random_erasing, 1.0);
+  for (const double bad : {-0.5, 1.5}) {
+    auto json = config.to_json();
+    json["random_erasing"] = bad;
+    EXPECT_THROW(train::TrainConfig::from_json(json), std::invalid_argument) << bad;
+  }
+  auto unaugmented = config.to_json();
+  unaugmented["augment"] = false;
+  try {
+    train::TrainConfig::from_json(unaugmented);
+    ADD_FAILURE() << "random_erasing without augment accepted";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("needs \"augment\": true"), std::string::npos) << e.what();
+  }
+  // The same crops and flips, with a rectangle of the mean image (0 after normalisation) in each.
+  const auto erased = first_training_batch(config, true);
+  config.random_erasing = 0;
+  const auto plain = first_training_batch(config, true);
+  ASSERT_TRUE(torch::equal(plain.labels, erased.labels));
+  int64_t differing = 0;
+  for (int64_t k = 0; k < plain.images.size(0); ++k) {
+    const auto changed = plain.images[k].ne(erased.images[k]);
+    EXPECT_TRUE(erased.images[k].masked_select(changed).eq(0).all().item<bool>()) << "sample " << k;
+    differing += changed.any().item<bool>() ? 1 : 0;
+  }
+  EXPECT_GT(differing, plain.images.size(0) / 2);
+}
+
 }  // namespace

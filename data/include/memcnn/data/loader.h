@@ -27,6 +27,12 @@ struct LoaderOptions {
   TORCH_ARG(bool, augment) = true;
   // 0: flips only, without shifting (each sample is flipped or not exactly as with padding).
   TORCH_ARG(int64_t, crop_padding) = 2;
+  // Random erasing (Zhong et al., AAAI 2020), after the crop and flip, when augment: with this
+  // probability a sample gets one rectangle set to the mean image (0 after normalisation), of
+  // 2-33% of the image's area and height/width ratio log-uniform in [0.3, 3.3], the first of up to
+  // ten draws that fits (none if none does; torchvision's RandomErasing defaults). Drawn from a
+  // stream of its own: crops and flips are those of a run without erasing.
+  TORCH_ARG(double, erase_probability) = 0;
   TORCH_ARG(bool, shuffle) = true;    // a new permutation every epoch
   TORCH_ARG(bool, drop_last) = true;  // false: the last partial batch of an epoch is served too
   TORCH_ARG(uint64_t, seed) = 0;

@@ -60,6 +60,9 @@ struct TrainConfig {
   // (data::LoaderOptions::augment); crop_padding 0 flips only.
   bool augment = true;
   int64_t crop_padding = 2;
+  // Share of training samples that also get a random rectangle erased (data::LoaderOptions::
+  // erase_probability); needs augment. 0: off.
+  double random_erasing = 0;
   int64_t checkpoint_every = 1000;
   int64_t validate_every = 1000;
   int64_t validation_batches = 0;  // 0: the whole test set
