@@ -90,7 +90,8 @@ int run_segmentation(const SegmentationRun& run) {
   std::cout << std::fixed << std::setprecision(2) << "\n[memcnn-train] done: " << run.model << " on " << run.dataset
             << ", iterations " << summary.start_iteration << " -> " << summary.final_iteration << " in "
             << summary.seconds / 60 << " min"
-            << train::total_minutes_note(summary.start_iteration, summary.total_seconds) << "; held-out Dice " << std::setprecision(4) << summary.held_out_dice << "\n";
+            << train::total_minutes_note(summary.start_iteration, summary.total_seconds) << "; held-out Dice "
+            << std::setprecision(4) << summary.held_out_dice << "\n";
   const auto [images, masks] = trainer.training_batch(0);
   const auto saving = step_bytes(trainer.model(), true, images.to(device), masks.to(device));
   const auto conventional = step_bytes(trainer.model(), false, images.to(device), masks.to(device));

@@ -15,7 +15,8 @@ namespace train {
 namespace {
 
 // Every leaf of a recipe under its dotted key; arrays are leaves (compared whole).
-void collect_fields(const nlohmann::json& value, const std::string& key, std::map<std::string, nlohmann::json>& fields) {
+void collect_fields(const nlohmann::json& value, const std::string& key,
+                    std::map<std::string, nlohmann::json>& fields) {
   if (value.is_object() && !value.empty()) {
     for (auto it = value.begin(); it != value.end(); ++it) {
       collect_fields(it.value(), key.empty() ? it.key() : key + "." + it.key(), fields);

@@ -300,8 +300,8 @@ SegmentationSummary SegmentationTrainer::run() {
         << " for training, the rest held out" << std::endl;
   const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
   if (checkpoint) {
-    check_resume(*checkpoint, c.to_json(), SegmentationConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir,
-                 s.out);
+    check_resume(*checkpoint, c.to_json(), SegmentationConfig::resume_rules(s.options.allow_recipe_change),
+                 s.options.results_dir, s.out);
     summary.start_iteration = checkpoint->iteration;
     s.seconds_before_run = checkpoint->training_seconds;
     s.metrics.truncate_after(checkpoint->iteration);

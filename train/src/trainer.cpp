@@ -338,8 +338,8 @@ TrainSummary Trainer::run() {
 
   const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
   if (checkpoint) {
-    check_resume(*checkpoint, c.to_json(), TrainConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir,
-                 s.out);
+    check_resume(*checkpoint, c.to_json(), TrainConfig::resume_rules(s.options.allow_recipe_change),
+                 s.options.results_dir, s.out);
     summary.start_iteration = checkpoint->iteration;
     s.seconds_before_run = checkpoint->training_seconds;
     if (s.writes_files()) s.metrics.truncate_after(checkpoint->iteration);

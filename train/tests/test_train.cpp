@@ -251,7 +251,8 @@ TEST(Resume, RefusesExplainsWarnsOrSaysItCannotCheck) {
     FAIL() << "a changed batch size must be refused";
   } catch (const std::invalid_argument& e) {
     const std::string message = e.what();
-    for (const char* part : {"results/x", "iteration 500", "batch_size: 128 -> 64", "--fresh", "--allow-recipe-change"}) {
+    for (const char* part :
+         {"results/x", "iteration 500", "batch_size: 128 -> 64", "--fresh", "--allow-recipe-change"}) {
       EXPECT_NE(message.find(part), std::string::npos) << part << " missing from: " << message;
     }
     EXPECT_EQ(message.find("log_every"), std::string::npos) << "a free field is no reason to refuse: " << message;
