@@ -185,12 +185,9 @@ Json TrainConfig::to_json() const {
 }
 
 ResumeRules TrainConfig::resume_rules(bool allow_changes) {
-  ResumeRules rules;
-  rules.free_to_change = {"max_iterations", "checkpoint_every", "validate_every", "validation_batches", "log_every",
-                          "loader_workers"};
-  rules.read_saved = [](const Json& saved) { return from_json(saved).to_json(); };
-  rules.allow_changes = allow_changes;
-  return rules;
+  return resume_rules_of<TrainConfig>(
+      {"max_iterations", "checkpoint_every", "validate_every", "validation_batches", "log_every", "loader_workers"},
+      allow_changes);
 }
 
 double TrainConfig::lr_at(int64_t iteration) const {

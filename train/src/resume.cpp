@@ -1,7 +1,5 @@
 #include "memcnn/train/resume.h"
 
-#include "memcnn/train/checkpoint.h"
-
 #include <algorithm>
 #include <iostream>
 #include <map>
@@ -94,6 +92,24 @@ void check_resume(const CheckpointInfo& checkpoint, const nlohmann::json& curren
   message << "\nPut these fields back as they were (in the experiments file or the command line), start over "
              "with --fresh, or continue under the new recipe with --allow-recipe-change";
   throw std::invalid_argument(message.str());
+}
+
+std::optional<double> ResumePoint::total_seconds(double this_run) const {
+  if (!earlier_seconds) return std::nullopt;
+  return *earlier_seconds + this_run;
+}
+
+ResumePoint resume(const Checkpointer& checkpointer, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                   const torch::Device& device, const nlohmann::json& current, const ResumeRules& rules,
+                   const std::string& results_dir, std::ostream& out) {
+  const auto checkpoint = checkpointer.restore(model, optimizer, device);
+  if (!checkpoint) return {};
+  check_resume(*checkpoint, current, rules, results_dir, out);
+  ResumePoint point;
+  point.resumed = true;
+  point.iteration = checkpoint->iteration;
+  point.earlier_seconds = checkpoint->training_seconds;
+  return point;
 }
 
 }  // namespace train

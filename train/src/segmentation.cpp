@@ -101,11 +101,8 @@ Json SegmentationConfig::to_json() const {
 }
 
 ResumeRules SegmentationConfig::resume_rules(bool allow_changes) {
-  ResumeRules rules;
-  rules.free_to_change = {"max_iterations", "checkpoint_every", "validate_every", "log_every"};
-  rules.read_saved = [](const Json& saved) { return from_json(saved).to_json(); };
-  rules.allow_changes = allow_changes;
-  return rules;
+  return resume_rules_of<SegmentationConfig>({"max_iterations", "checkpoint_every", "validate_every", "log_every"},
+                                             allow_changes);
 }
 
 double SegmentationConfig::lr_at(int64_t iteration) const {
@@ -162,7 +159,7 @@ struct SegmentationTrainer::State {
   std::unique_ptr<torch::optim::AdamW> optimizer;
   Checkpointer checkpointer;
   MetricsLog metrics;
-  std::optional<double> seconds_before_run = 0.0;  // as in the classification trainer
+  ResumePoint resume_point;  // as in the classification trainer
 
   State(SegmentationConfig c, SegmentationTrainerOptions o)
       : config(std::move(c)), options(std::move(o)), out(options.out ? *options.out : std::cout),
@@ -298,14 +295,10 @@ SegmentationSummary SegmentationTrainer::run() {
         << c10::IntArrayRef(c.patch) << " x " << c.batch_size << ", " << c.max_iterations << " iterations, "
         << training_slices().size() << " of " << s.image.size(c.axis) << " slices along axis " << c.axis
         << " for training, the rest held out" << std::endl;
-  const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
-  if (checkpoint) {
-    check_resume(*checkpoint, c.to_json(), SegmentationConfig::resume_rules(s.options.allow_recipe_change),
-                 s.options.results_dir, s.out);
-    summary.start_iteration = checkpoint->iteration;
-    s.seconds_before_run = checkpoint->training_seconds;
-    s.metrics.truncate_after(checkpoint->iteration);
-  }
+  s.resume_point = resume(s.checkpointer, *s.model, *s.optimizer, s.options.device, c.to_json(),
+                   SegmentationConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir, s.out);
+  summary.start_iteration = s.resume_point.iteration;
+  if (s.resume_point.resumed) s.metrics.truncate_after(s.resume_point.iteration);
   s.model->train();
   const auto start = Clock::now();
   auto window_start = Clock::now();
@@ -366,8 +359,7 @@ SegmentationSummary SegmentationTrainer::run() {
     }
     if (validate) s.metrics.plot(s.title() + " (accuracy: Dice)");
     if (iteration % c.checkpoint_every == 0 || iteration == c.max_iterations || stop) {
-      const auto seconds = s.seconds_before_run ? std::optional<double>(*s.seconds_before_run + seconds_since(start))
-                                                : std::nullopt;
+      const auto seconds = s.resume_point.total_seconds(seconds_since(start));
       s.checkpointer.save(*s.model, *s.optimizer, {iteration, seconds, c.to_json()});
     }
     if (stop) {
@@ -378,7 +370,7 @@ SegmentationSummary SegmentationTrainer::run() {
   }
   summary.final_iteration = iteration;
   summary.seconds = seconds_since(start);
-  if (s.seconds_before_run) summary.total_seconds = *s.seconds_before_run + summary.seconds;
+  summary.total_seconds = s.resume_point.total_seconds(summary.seconds);
   if (!summary.interrupted) {
     summary.held_out_dice = evaluate(true);
     summary.prediction_path = (std::filesystem::path(s.options.results_dir) / "prediction.nii.gz").string();

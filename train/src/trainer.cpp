@@ -224,9 +224,8 @@ struct Trainer::State {
   std::unique_ptr<distributed::DataParallel> parallel;  // attached once the weights are restored
   Checkpointer checkpointer;
   MetricsLog metrics;
-  // Training time of the runs before this one (0 for a fresh run; unknown after a checkpoint
-  // that did not record it) and when this one began: checkpoints record their sum.
-  std::optional<double> seconds_before_run = 0.0;
+  // Where this run started and when it began: checkpoints record the training time of both.
+  ResumePoint resume_point;
   Clock::time_point run_start = Clock::now();
 
   State(TrainConfig c, data::Dataset train_set, data::Dataset test_set, TrainerOptions o)
@@ -270,14 +269,11 @@ struct Trainer::State {
     if (options.group) options.group->allreduce_sum(values);
   }
 
-  std::optional<double> training_seconds() const {
-    if (!seconds_before_run) return std::nullopt;
-    return *seconds_before_run + seconds_since(run_start);
-  }
-
   void save_checkpoint(int64_t iteration) {
     synchronize_buffers();
-    if (writes_files()) checkpointer.save(*model, *optimizer, {iteration, training_seconds(), config.to_json()});
+    if (!writes_files()) return;
+    const auto seconds = resume_point.total_seconds(seconds_since(run_start));
+    checkpointer.save(*model, *optimizer, {iteration, seconds, config.to_json()});
   }
 };
 
@@ -336,14 +332,10 @@ TrainSummary Trainer::run() {
   s.out << ", " << c.max_iterations << " iterations" << (c.autocast.empty() ? std::string() : ", autocast " + c.autocast)
         << std::endl;
 
-  const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
-  if (checkpoint) {
-    check_resume(*checkpoint, c.to_json(), TrainConfig::resume_rules(s.options.allow_recipe_change),
-                 s.options.results_dir, s.out);
-    summary.start_iteration = checkpoint->iteration;
-    s.seconds_before_run = checkpoint->training_seconds;
-    if (s.writes_files()) s.metrics.truncate_after(checkpoint->iteration);
-  }
+  s.resume_point = resume(s.checkpointer, *s.model, *s.optimizer, s.options.device, c.to_json(),
+                   TrainConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir, s.out);
+  summary.start_iteration = s.resume_point.iteration;
+  if (s.resume_point.resumed && s.writes_files()) s.metrics.truncate_after(s.resume_point.iteration);
   if (s.options.group && !s.parallel) s.parallel = std::make_unique<distributed::DataParallel>(s.model.ptr(), s.options.group);
   s.model->train();
   const auto start = Clock::now();
@@ -441,7 +433,7 @@ TrainSummary Trainer::run() {
   }
   summary.final_iteration = iteration;
   summary.seconds = seconds_since(start);
-  if (s.seconds_before_run) summary.total_seconds = *s.seconds_before_run + summary.seconds;
+  summary.total_seconds = s.resume_point.total_seconds(summary.seconds);
   summary.data_wait_fraction = total_wait / std::max(1e-9, summary.seconds);
   if (s.parallel) total_communication_wait += s.parallel->stats().wait_seconds;
   summary.communication_wait_fraction = total_communication_wait / std::max(1e-9, summary.seconds);
