@@ -518,6 +518,9 @@ int main(int argc, char** argv) {
   app.add_option("--transformer-dim", transformer_options.dim, "token width of the transformers section (heads: width / 64)")
       ->check(CLI::PositiveNumber);
   app.add_option("--transformer-depths", transformer_options.depths, "depths of the transformers section");
+  app.add_option("--transformer-precision-batch", transformer_options.precision_batch,
+                 "batch size of the transformers section's float32 / bfloat16 table")
+      ->check(CLI::PositiveNumber);
   app.add_option("--transformer-repetitions", transformer_options.repetitions,
                  "timed steps per model in the transformers section (median)")
       ->check(CLI::PositiveNumber);

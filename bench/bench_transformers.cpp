@@ -1,11 +1,13 @@
 // memcnn-bench --sections transformers: ViT against RevViT (memory saving per block, in one
 // autograd node, with exact couplings, and without memory saving) at several depths, at one
-// width, batch and token count. Each depth's models step side by side (one step of each in turn,
+// width, batch and token count; then memcnn-train's Fashion-MNIST models in float32 and under
+// bfloat16 autocast. The models of a table step side by side (one step of each in turn,
 // repeated), so their time ratios share the machine's state.
 
 #include "bench_transformers.h"
 #include "report.h"
 
+#include <memcnn/autocast.h>
 #include <memcnn/memory.h>
 #include <memcnn/models/resnet.h>
 #include <memcnn/models/vit.h>
@@ -55,45 +57,103 @@ struct Result {
   double median_seconds = 0;
 };
 
-// One SGD step: gradients zeroed in place (they stay allocated, so the peak counts activations).
-void step(Classifier& model, torch::optim::SGD& optimizer, const torch::Tensor& images, const torch::Tensor& labels) {
-  for (auto& p : model->parameters()) {
+// A model stepped in turn with others, its forward under `autocast` where set.
+struct Contender {
+  Classifier model;
+  std::optional<c10::ScalarType> autocast;
+  std::unique_ptr<torch::optim::SGD> optimizer;
+};
+
+// One SGD step: gradients zeroed in place (they stay allocated, so the peak counts activations);
+// forward and loss under the contender's autocast, backward outside it, as memcnn-train does.
+void step(Contender& c, const torch::Tensor& images, const torch::Tensor& labels) {
+  for (auto& p : c.model->parameters()) {
     if (p.grad().defined()) p.mutable_grad().zero_();
   }
-  torch::nn::functional::cross_entropy(model->forward(images), labels).backward();
-  optimizer.step();
+  torch::Tensor loss;
+  {
+    std::optional<Autocast> precision;
+    if (c.autocast) precision.emplace(images.device().type(), *c.autocast);
+    loss = torch::nn::functional::cross_entropy(c.model->forward(images), labels);
+  }
+  loss.backward();
+  c.optimizer->step();
 }
 
-std::vector<Result> measure_depth(const models::ViTOptions& shape, const std::vector<Variant>& list,
-                                  const torch::Tensor& images, const torch::Tensor& labels, int64_t repetitions) {
+// Steps the contenders in turn, `repetitions` times after one warm-up step each (gradients and
+// momentum allocated): parameters, activation memory and median step time of each.
+std::vector<Result> measure_in_turn(std::vector<Contender>& contenders, const torch::Tensor& images,
+                                    const torch::Tensor& labels, int64_t repetitions) {
   const auto device = images.device();
-  std::vector<Classifier> models;
-  std::vector<std::unique_ptr<torch::optim::SGD>> optimizers;
-  std::vector<Result> results(list.size());
-  for (std::size_t i = 0; i < list.size(); ++i) {
-    torch::manual_seed(0);
-    models.push_back(list[i].build(shape));
-    models.back()->to(device);
-    models.back()->train();
-    optimizers.push_back(std::make_unique<torch::optim::SGD>(models.back()->parameters(),
-                                                             torch::optim::SGDOptions(1e-3).momentum(0.9)));
-    results[i].parameters = models::count_parameters(*models.back());
-    step(models.back(), *optimizers.back(), images, labels);  // warm-up: gradients and momentum allocated
+  std::vector<Result> results(contenders.size());
+  for (std::size_t i = 0; i < contenders.size(); ++i) {
+    auto& c = contenders[i];
+    c.model->to(device);
+    c.model->train();
+    c.optimizer =
+        std::make_unique<torch::optim::SGD>(c.model->parameters(), torch::optim::SGDOptions(1e-3).momentum(0.9));
+    results[i].parameters = models::count_parameters(*c.model);
+    step(c, images, labels);
   }
-  std::vector<std::vector<double>> times(list.size());
+  std::vector<std::vector<double>> times(contenders.size());
   for (int64_t r = 0; r < repetitions; ++r) {
-    for (std::size_t i = 0; i < list.size(); ++i) {
+    for (std::size_t i = 0; i < contenders.size(); ++i) {
       wait_for(device);
       MemoryProbe probe(device);
       const auto start = std::chrono::steady_clock::now();
-      step(models[i], *optimizers[i], images, labels);
+      step(contenders[i], images, labels);
       wait_for(device);
       times[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
       results[i].activation_bytes = std::max(results[i].activation_bytes, probe.peak_above_start());
     }
   }
-  for (std::size_t i = 0; i < list.size(); ++i) results[i].median_seconds = median(times[i]);
+  for (std::size_t i = 0; i < contenders.size(); ++i) results[i].median_seconds = median(times[i]);
   return results;
+}
+
+std::vector<Result> measure_depth(const models::ViTOptions& shape, const std::vector<Variant>& list,
+                                  const torch::Tensor& images, const torch::Tensor& labels, int64_t repetitions) {
+  std::vector<Contender> contenders;
+  for (const auto& variant : list) {
+    torch::manual_seed(0);
+    contenders.push_back({variant.build(shape), std::nullopt, nullptr});
+  }
+  return measure_in_turn(contenders, images, labels, repetitions);
+}
+
+// memcnn-train's Fashion-MNIST models (vit_tiny, revvit_tiny on 28x28 grey images) in float32
+// and under bfloat16 autocast: what the recipe's "autocast" buys on this machine.
+void precision_table(const TransformerBenchOptions& options, std::ostringstream& markdown) {
+  const int64_t batch = options.quick ? 2 : options.precision_batch;
+  const int64_t repetitions = options.quick ? 1 : options.repetitions;
+  torch::manual_seed(0);
+  const auto images = torch::randn({batch, 1, 28, 28}).to(options.device);
+  const auto labels = torch::randint(10, {batch}, torch::kLong).to(options.device);
+  std::cout << "Transformers: vit_tiny and revvit_tiny, float32 and bfloat16 autocast, batch " << batch << "\n";
+  const std::vector<std::string> names{"vit_tiny", "revvit_tiny"};
+  std::vector<Contender> contenders;
+  for (const auto& name : names) {
+    for (const bool lowered : {false, true}) {
+      torch::manual_seed(0);
+      contenders.push_back({models::make_transformer(name, 10, 1, 28),
+                            lowered ? std::optional<c10::ScalarType>(torch::kBFloat16) : std::nullopt, nullptr});
+    }
+  }
+  const auto results = measure_in_turn(contenders, images, labels, repetitions);
+  std::vector<std::vector<std::string>> rows;
+  for (std::size_t i = 0; i < results.size(); ++i) {
+    const auto& r = results[i];
+    const auto& in_float32 = results[i - i % 2];
+    rows.push_back({names[i / 2], contenders[i].autocast ? "bfloat16 autocast" : "float32",
+                    fixed(to_mib(r.activation_bytes), 1), fixed(r.median_seconds, 3),
+                    i % 2 == 0 ? "" : fixed(in_float32.median_seconds / r.median_seconds, 2)});
+  }
+  markdown << "### Mixed precision: memcnn-train's Fashion-MNIST models, batch " << batch
+           << " (28x28, one channel)\n\n";
+  table(markdown, {"model", "precision", "activation MiB", "step s (median)", "float32 time / this"}, rows);
+  markdown << "The same SGD step, forward and loss under bfloat16 autocast or not, the four in turn, " << repetitions
+           << " times; median time. On a CPU, bfloat16 is faster only with native support (AVX512_BF16 or AMX); "
+              "elsewhere it is emulated and slower.\n\n";
 }
 
 }  // namespace
@@ -173,6 +233,7 @@ std::string transformers_section(const TransformerBenchOptions& options) {
   std::cout << "Transformer figures\n";
   markdown << "### Figures\n\n";
   table(markdown, {"figure", "measured", "target"}, figures);
+  precision_table(options, markdown);
   return markdown.str();
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 // memcnn-bench's "transformers" section: ViT against RevViT at several depths, at a fixed width,
-// batch and token count: activation memory and step time side by side.
+// batch and token count: activation memory and step time side by side; and memcnn-train's
+// Fashion-MNIST models in float32 and under bfloat16 autocast.
 
 #include <c10/core/Device.h>
 
@@ -17,6 +18,7 @@ struct TransformerBenchOptions {
   int64_t dim = 128;  // heads: dim / 64
   std::vector<int64_t> depths{4, 8, 12, 24, 48};
   int64_t repetitions = 5;  // timed steps per model (median), side by side
+  int64_t precision_batch = 128;  // of the float32 / bfloat16 table (memcnn-train's batch)
   bool quick = false;       // tiny sizes: the program works; the figures mean nothing
 };
 
