@@ -17,9 +17,9 @@ struct TransformerBenchOptions {
   int64_t batch = 16;
   int64_t dim = 128;  // heads: dim / 64
   std::vector<int64_t> depths{4, 8, 12, 24, 48};
-  int64_t repetitions = 5;  // timed steps per model (median), side by side
+  int64_t repetitions = 5;        // timed steps per model (median), side by side
   int64_t precision_batch = 128;  // of the float32 / bfloat16 table (memcnn-train's batch)
-  bool quick = false;       // tiny sizes: the program works; the figures mean nothing
+  bool quick = false;             // tiny sizes: the program works; the figures mean nothing
 };
 
 // Measures, prints the tables and returns them as markdown.
