@@ -296,7 +296,8 @@ SegmentationSummary SegmentationTrainer::run() {
         << training_slices().size() << " of " << s.image.size(c.axis) << " slices along axis " << c.axis
         << " for training, the rest held out" << std::endl;
   s.resume_point = resume(s.checkpointer, *s.model, *s.optimizer, s.options.device, c.to_json(),
-                   SegmentationConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir, s.out);
+                          SegmentationConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir,
+                          s.out);
   summary.start_iteration = s.resume_point.iteration;
   if (s.resume_point.resumed) s.metrics.truncate_after(s.resume_point.iteration);
   s.model->train();

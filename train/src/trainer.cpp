@@ -333,7 +333,8 @@ TrainSummary Trainer::run() {
         << std::endl;
 
   s.resume_point = resume(s.checkpointer, *s.model, *s.optimizer, s.options.device, c.to_json(),
-                   TrainConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir, s.out);
+                          TrainConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir,
+                          s.out);
   summary.start_iteration = s.resume_point.iteration;
   if (s.resume_point.resumed && s.writes_files()) s.metrics.truncate_after(s.resume_point.iteration);
   if (s.options.group && !s.parallel) s.parallel = std::make_unique<distributed::DataParallel>(s.model.ptr(), s.options.group);
