@@ -7,9 +7,11 @@
 // again, without a version bump), recomputes the block with a graph and differentiates it.
 //
 // What makes this safe:
-// - Forward records the version of every output and input; backward raises, as autograd does,
-//   when a tensor it needs was modified in place since (a ReLU(inplace) after the block would
-//   otherwise make it rebuild its input from the modified output: silently wrong gradients).
+// - Forward records the version of every output, input and parameter; backward raises, as
+//   autograd does, when a tensor it needs was modified in place since (a ReLU(inplace) after the
+//   block would otherwise make it rebuild its input from the modified output, an optimizer step
+//   between two backward passes make it run the block with other weights: silently wrong
+//   gradients).
 // - Everything that can fail is done before the first input is freed, and buffers are restored
 //   through guards: a forward or backward that throws leaves inputs, buffers and (with
 //   preserve_rng_state) the random state as they were.
@@ -60,6 +62,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <mutex>
 #include <optional>
 #include <sstream>
 
@@ -70,9 +73,28 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-std::function<void(std::size_t)>& free_preparation_hook() {
-  static std::function<void(std::size_t)> hook;
+// Tests only, but read on every forward, which several threads may run at once: the flag keeps
+// that read to one atomic load, the mutex guards the function while a test sets it.
+struct FreePreparationHook {
+  std::atomic<bool> installed{false};
+  std::mutex mutex;
+  std::function<void(std::size_t)> function;
+};
+
+FreePreparationHook& free_preparation_hook() {
+  static FreePreparationHook hook;
   return hook;
+}
+
+void call_free_preparation_hook(std::size_t input_index) {
+  auto& hook = free_preparation_hook();
+  if (!hook.installed.load(std::memory_order_acquire)) return;
+  std::function<void(std::size_t)> function;
+  {
+    std::lock_guard<std::mutex> lock(hook.mutex);
+    function = hook.function;
+  }
+  if (function) function(input_index);
 }
 
 // What one memory-saving call keeps between forward and backward.
@@ -90,6 +112,7 @@ struct SavedCall : torch::CustomClassHolder {
   std::vector<bool> input_requires_grad;
   std::vector<torch::Tensor> outputs;        // detached aliases of what the caller received
   std::vector<uint32_t> output_versions;     // at the end of forward
+  ParameterVersions parameter_versions;      // at the end of forward
   std::unique_ptr<RngTape> rng_tape;
   compat::AutocastState autocast;  // forward's; backward reruns the block under it
 
@@ -105,6 +128,7 @@ struct SavedCall : torch::CustomClassHolder {
     zero_masks.clear();
     checksums.clear();
     inexact_on_device = torch::Tensor();
+    parameter_versions = ParameterVersions();
     rng_tape.reset();
   }
 };
@@ -174,7 +198,7 @@ struct PendingFree {
 class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, c10::intrusive_ptr<SavedCall> call,
-                               torch::TensorList inputs, torch::TensorList /*parameters*/) {
+                               torch::TensorList inputs, torch::TensorList parameters) {
     call->inputs = inputs.vec();
     call->autocast = compat::AutocastState::current();
     for (const auto& x : call->inputs) call->input_requires_grad.push_back(x.defined() && x.requires_grad());
@@ -186,6 +210,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
     RestoreBuffersOnExit restore_buffers_on_failure(buffers_before);
     try {
       auto outputs = run_and_free(*call);
+      call->parameter_versions = ParameterVersions(parameters.vec());
       restore_buffers_on_failure.dismiss();
       ctx->saved_data["call"] = c10::IValue::make_capsule(call);
       return outputs;
@@ -214,6 +239,8 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
                   "that consumed it and was never rebuilt; that consumer must take part in the "
                   "same backward pass (or keep its input)");
     }
+    call->parameter_versions.check_unchanged(call->fn.get(), "the memory-saving block " + describe(*call->fn),
+                                             "The block");
     auto* fused = options.fused_backward ? dynamic_cast<FusedBackward*>(call->fn.get()) : nullptr;
     const bool rebuilds = any_freed(*call);
     const bool fused_rebuild = fused != nullptr && rebuilds;
@@ -279,7 +306,7 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
         log(LogLevel::Debug, message.str());
         continue;
       }
-      if (free_preparation_hook()) free_preparation_hook()(i);
+      call_free_preparation_hook(i);
       pending.push_back({i, PreparedFree(x), call.exact ? torch::Tensor() : pack_zero_positions(x),
                          call.exact ? bit_checksum(x) : torch::Tensor()});
     }
@@ -493,7 +520,10 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
 }  // namespace
 
 void set_free_preparation_hook_for_testing(std::function<void(std::size_t)> hook) {
-  free_preparation_hook() = std::move(hook);
+  auto& installed = free_preparation_hook();
+  std::lock_guard<std::mutex> lock(installed.mutex);
+  installed.function = std::move(hook);
+  installed.installed.store(static_cast<bool>(installed.function), std::memory_order_release);
 }
 
 void zero_where(std::vector<torch::Tensor>& tensors, const std::vector<torch::Tensor>& masks) {

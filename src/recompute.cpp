@@ -96,7 +96,8 @@ BufferSnapshot::BufferSnapshot(const torch::nn::Module& module) {
 
 void BufferSnapshot::restore() const {
   torch::NoGradGuard no_grad;
-  for (const auto& entry : saved_) entry.first.detach().copy_(entry.second);
+  // variable_data() shares the storage under a version counter of its own.
+  for (const auto& entry : saved_) entry.first.variable_data().copy_(entry.second);
 }
 
 RestoreBuffersOnExit::~RestoreBuffersOnExit() {
@@ -106,6 +107,39 @@ RestoreBuffersOnExit::~RestoreBuffersOnExit() {
   } catch (const std::exception& error) {
     // Unwinding already: a second exception would terminate the program.
     log(LogLevel::Warning, std::string("memcnn: could not restore buffers after a failed call: ") + error.what());
+  }
+}
+
+ParameterVersions::ParameterVersions(std::vector<torch::Tensor> parameters) : parameters_(std::move(parameters)) {
+  versions_.reserve(parameters_.size());
+  for (const auto& p : parameters_) versions_.push_back(p.defined() ? p._version() : 0);
+}
+
+namespace {
+
+std::string name_of(const torch::Tensor& parameter, std::size_t index, const torch::nn::Module* owner) {
+  if (owner != nullptr) {
+    for (const auto& named : owner->named_parameters()) {
+      if (named.value().unsafeGetTensorImpl() == parameter.unsafeGetTensorImpl()) return "'" + named.key() + "'";
+    }
+  }
+  return "number " + std::to_string(index) + " of the list passed in";
+}
+
+}  // namespace
+
+void ParameterVersions::check_unchanged(const torch::nn::Module* owner, const std::string& block,
+                                        const char* who) const {
+  for (std::size_t i = 0; i < parameters_.size(); ++i) {
+    const auto& p = parameters_[i];
+    if (!p.defined() || p._version() == versions_[i]) continue;
+    TORCH_CHECK(false, "one of the variables needed for gradient computation has been modified by an inplace "
+                "operation: parameter ", name_of(p, i, owner), " (shape ", p.sizes(), ", ", p.scalar_type(), ") of ",
+                block, " is at version ", p._version(), "; expected version ", versions_[i], " instead. ", who,
+                " runs it again in backward with its parameters as they are then, so its gradients would be "
+                "computed with the changed values. Change parameters only after every backward pass through it "
+                "has run (optimizer.step() after backward; clamp or average weights after the step), or run "
+                "forward again after changing them");
   }
 }
 

@@ -7,7 +7,9 @@
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
+#include <cstdint>
 #include <functional>
+#include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -57,8 +59,10 @@ class ParameterGradients {
 class BufferSnapshot {
  public:
   explicit BufferSnapshot(const torch::nn::Module& module);
-  // Writes the saved values back. Must wait until a recompute's graph is differentiated
-  // (BatchNorm saves its buffers for backward).
+  // Writes the saved values back, without bumping the buffers' version counters: a backward
+  // that rebuilds or recomputes leaves buffers as it found them, so nodes of the plain graph
+  // that saved a buffer (BatchNorm saves its running statistics) must still accept it. Must
+  // wait until a recompute's graph is differentiated, which reads what the recompute saw.
   void restore() const;
 
  private:
@@ -77,6 +81,23 @@ class RestoreBuffersOnExit {
 
  private:
   const BufferSnapshot* snapshot_;
+};
+
+// The versions of a call's parameters at the end of its forward. A backward that runs the call
+// again (rebuild, recompute) would use parameters changed in place since then (an optimizer
+// step between two backward passes, a weight clamp under no_grad) without a word, where plain
+// autograd raises because convolution and linear save their weight: refuse the same way.
+class ParameterVersions {
+ public:
+  ParameterVersions() = default;
+  explicit ParameterVersions(std::vector<torch::Tensor> parameters);
+  // Raises, naming the first changed parameter: by its name in `owner` when it is one of its
+  // parameters (owner may be null), else by its position. `block` says what runs again.
+  void check_unchanged(const torch::nn::Module* owner, const std::string& block, const char* who) const;
+
+ private:
+  std::vector<torch::Tensor> parameters_;
+  std::vector<uint32_t> versions_;
 };
 
 }  // namespace detail

@@ -131,6 +131,56 @@ TEST(Checkpoint, SeveralInputsAndOutputsEqualPlain) {
   }
 }
 
+// One stateful module used twice in a forward, checkpointed or plain at each use: BatchNorm's
+// running statistics after the step and the gradients must be those of the plain computation.
+// (Backward runs the later use first: restoring each call's own after-forward statistics would
+// roll back the later uses' updates; bumping their version would fail a plain use's backward,
+// which saved them.)
+class StatefulModuleUsedTwice : public testing::TestWithParam<std::pair<bool, bool>> {};
+
+TEST_P(StatefulModuleUsedTwice, BuffersAndGradientsEqualPlain) {
+  const auto [first_checkpointed, second_checkpointed] = GetParam();
+  torch::manual_seed(0);
+  ConvBnRelu op(8);
+  op->to(torch::kFloat64);
+  auto plain = std::dynamic_pointer_cast<ConvBnReluImpl>(op->clone());
+  const auto x = torch::rand({4, 8, 6, 6}, torch::kFloat64);
+  const auto weight = torch::randn({4, 8, 6, 6}, torch::kFloat64);
+  auto use = [&](const torch::Tensor& input, bool checkpointed) {
+    auto fn = [&op](const torch::Tensor& u) { return op->forward(u); };
+    return checkpointed ? memcnn::checkpoint(fn, input, op->parameters(), op.ptr().get()) : fn(input);
+  };
+  auto x1 = x.clone().requires_grad_(), x2 = x.clone().requires_grad_();
+  (use(use(x1, first_checkpointed), second_checkpointed) * weight).sum().backward();
+  (plain->forward(plain->forward(x2)) * weight).sum().backward();
+  expect_same_buffers(*op, *plain, 1e-12);
+  expect_same_gradients(*op, *plain, 1e-10);
+  EXPECT_LT(relative_error(x1.grad(), x2.grad()), 1e-10);
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoint, StatefulModuleUsedTwice,
+                         testing::Values(std::make_pair(true, true), std::make_pair(true, false),
+                                         std::make_pair(false, true)),
+                         [](const testing::TestParamInfo<std::pair<bool, bool>>& info) {
+                           return std::string(info.param.first ? "checkpointed" : "plain") + "_then_" +
+                                  (info.param.second ? "checkpointed" : "plain");
+                         });
+
+TEST(Checkpointed, ModuleUsedTwiceLeavesBuffersAsPlain) {
+  torch::manual_seed(0);
+  ConvBnRelu op(8);
+  op->to(torch::kFloat64);
+  auto plain = std::dynamic_pointer_cast<ConvBnReluImpl>(op->clone());
+  memcnn::Checkpointed checkpointed(op);
+  const auto x = torch::rand({4, 8, 6, 6}, torch::kFloat64).requires_grad_();
+  for (int step = 0; step < 2; ++step) {
+    checkpointed->forward(checkpointed->forward(x)).sum().backward();
+    plain->forward(plain->forward(x)).sum().backward();
+  }
+  expect_same_buffers(*op, *plain, 1e-12);
+  expect_same_gradients(*op, *plain, 1e-10);
+}
+
 TEST(Checkpoint, SingleTensorOverloadAndUnlistedParametersError) {
   torch::manual_seed(2);
   torch::nn::Linear linear(3, 3);

@@ -122,4 +122,50 @@ INSTANTIATE_TEST_SUITE_P(Stacks, StackGradients, testing::ValuesIn(all_cases(fal
 // Skipped where LibTorch has no CUDA device.
 INSTANTIATE_TEST_SUITE_P(CudaStacks, StackGradients, testing::ValuesIn(all_cases(true)), case_name);
 
+// One wrapped block used twice in a forward, each use with or without memory saving: BatchNorm's
+// running statistics after the step and the gradients equal the plain computation's. A backward
+// puts the buffers back as it found them without bumping their versions, or a plain use's
+// BatchNorm node, which saved them, would refuse to run.
+class BlockUsedTwice : public testing::TestWithParam<std::pair<bool, bool>> {};
+
+TEST_P(BlockUsedTwice, BuffersAndGradientsEqualPlain) {
+  const auto [first_saving, second_saving] = GetParam();
+  for (bool fused : {true, false}) {
+    torch::manual_seed(0);
+    auto saving = make_stack(Coupling::additive, 1, 8, 1, memcnn::InvertibleModuleWrapperOptions().fused_backward(fused));
+    saving.blocks->to(torch::kFloat64);
+    auto plain = saving.clone();
+    plain.set_disable(true);
+    auto block = saving.wrappers().front();
+    auto use = [&](const torch::Tensor& x, bool memory_saving) {
+      block->options.disable(!memory_saving);
+      return block->forward(x * 1.0);
+    };
+    const auto x = torch::rand({4, 8, 6, 6}, torch::kFloat64);
+    const auto weight = torch::randn({4, 8, 6, 6}, torch::kFloat64);
+    auto x1 = x.clone().requires_grad_(), x2 = x.clone().requires_grad_();
+    (use(use(x1, first_saving), second_saving) * weight).sum().backward();
+    auto plain_block = plain.wrappers().front();
+    (plain_block->forward(plain_block->forward(x2 * 1.0) * 1.0) * weight).sum().backward();
+
+    EXPECT_LT(relative_error(x1.grad(), x2.grad()), 1e-10) << fused;
+    const auto params = saving.blocks->parameters(), plain_params = plain.blocks->parameters();
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      EXPECT_LT(relative_error(params[i].grad(), plain_params[i].grad()), 1e-10) << fused << " parameter " << i;
+    }
+    const auto buffers = saving.blocks->buffers(), plain_buffers = plain.blocks->buffers();
+    for (std::size_t i = 0; i < buffers.size(); ++i) {
+      EXPECT_TRUE(torch::allclose(buffers[i], plain_buffers[i], 1e-12, 1e-12)) << fused << " buffer " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Wrapper, BlockUsedTwice,
+                         testing::Values(std::make_pair(true, true), std::make_pair(true, false),
+                                         std::make_pair(false, true)),
+                         [](const testing::TestParamInfo<std::pair<bool, bool>>& info) {
+                           return std::string(info.param.first ? "saving" : "plain") + "_then_" +
+                                  (info.param.second ? "saving" : "plain");
+                         });
+
 }  // namespace

@@ -2,8 +2,13 @@
 // Everything that differs between LibTorch 1.13 (Debian 12) and LibTorch 2.x lives here,
 // so the rest of the code base is written once against the stable API.
 //
-// Differences are detected from the declarations themselves, not from version numbers:
-// a version guess is wrong for some release in between, a detected signature is not.
+// Two ways of telling the versions apart, by what can be detected:
+// - class shapes (the allocator's interface, below) are detected from the declarations
+//   themselves, since a version guess is wrong for some release in between;
+// - functions that were renamed or added (autocast's device-generic API in 2.4,
+//   scaled_dot_product_attention in 2.0) cannot be detected that way without naming them, so
+//   src/compat.cpp picks them by TORCH_VERSION_MAJOR / TORCH_VERSION_MINOR (<torch/version.h>),
+//   out of the headers, where only compat.cpp has to be right about it.
 
 #include <c10/core/Allocator.h>
 #include <c10/core/Device.h>

@@ -23,6 +23,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -72,20 +73,30 @@ Tensors to_tensors(const py::handle& result, const std::string& who) {
 class PyModuleBase : public virtual torch::nn::Module {
  public:
   explicit PyModuleBase(py::object module, std::string role) : module_(std::move(module)), role_(std::move(role)) {
-    int index = 0;
+    // Under their Python names (LibTorch forbids the dots: "0.weight" becomes "0/weight"), so that
+    // the core's errors name them as the user knows them.
     for (const auto& item : module_.attr("named_parameters")()) {
       auto pair = item.cast<py::tuple>();
       if (pair[1].is_none()) continue;
       auto p = THPVariable_Unpack(pair[1].ptr());
-      register_parameter("p" + std::to_string(index++), p, p.requires_grad());
+      register_parameter(registrable_name(pair[0].cast<std::string>()), p, p.requires_grad());
     }
-    index = 0;
     for (const auto& item : module_.attr("named_buffers")()) {
       auto pair = item.cast<py::tuple>();
       if (pair[1].is_none()) continue;
-      register_buffer("b" + std::to_string(index++), THPVariable_Unpack(pair[1].ptr()));
+      register_buffer(registrable_name(pair[0].cast<std::string>()), THPVariable_Unpack(pair[1].ptr()));
     }
     train(module_.attr("training").cast<bool>());
+  }
+
+  // Python's name with its dots replaced; a numbered one where that is taken or empty.
+  std::string registrable_name(std::string name) const {
+    std::replace(name.begin(), name.end(), '.', '/');
+    if (name.empty() || named_parameters(false).contains(name) || named_buffers(false).contains(name) ||
+        named_children().contains(name)) {
+      name = "tensor" + std::to_string(parameters(false).size() + buffers(false).size());
+    }
+    return name;
   }
 
   ~PyModuleBase() override {

@@ -110,3 +110,83 @@ def test_checkpoint_output_modified_equals_plain_and_input_modified_raises():
     inp.add_(1)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         y.sum().backward()
+
+
+# Parameters changed in place between forward and backward: backward runs the block again with its
+# parameters, so it raises as plain autograd does (convolution saves its weight) instead of
+# differentiating with the changed weights.
+
+class CheckpointedNet(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, t):
+        return memcnn.checkpoint(self.inner, t, num_bwd_passes=2)
+
+
+def saving_block(kind):
+    torch.manual_seed(0)
+    if kind == "checkpoint":
+        return CheckpointedNet(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Tanh())).double()
+    if kind == "sequential":
+        fn = memcnn.InvertibleSequential(*[memcnn.AdditiveCoupling(Fm=conv_tanh()) for _ in range(2)])
+        return memcnn.InvertibleModuleWrapper(fn=fn, keep_input=False, num_bwd_passes=2).double()
+    fused = kind != "recompute"
+    return memcnn.InvertibleModuleWrapper(fn=coupling("affine"), keep_input=kind == "keep_input",
+                                          num_bwd_passes=2, fused_backward=fused).double()
+
+
+def change_parameters(module, loss, how):
+    if how == "step_between_backward_passes":
+        loss.backward(retain_graph=True)
+        torch.optim.SGD(module.parameters(), lr=0.1).step()
+    elif how == "clamp":
+        with torch.no_grad():
+            for p in module.parameters():
+                p.clamp_(-0.05, 0.05)
+    else:  # averaging, as SWA or an EMA would
+        with torch.no_grad():
+            for p in module.parameters():
+                p.mul_(0.5).add_(torch.ones_like(p), alpha=0.5)
+
+
+BLOCKS = ["fused", "recompute", "keep_input", "sequential", "checkpoint"]
+
+
+@pytest.mark.parametrize("kind", BLOCKS)
+@pytest.mark.parametrize("how", ["step_between_backward_passes", "clamp", "averaging"])
+def test_parameter_changed_between_forward_and_backward_raises(kind, how):
+    module = saving_block(kind)
+    loss = (module(torch.rand(2, 4, 6, 6, dtype=torch.float64, requires_grad=True) * 1.0) ** 2).sum()
+    change_parameters(module, loss, how)
+    # Named as Python names it (LibTorch's names have no dots: 0.weight is 0/weight).
+    with pytest.raises(RuntimeError, match=r"modified by an inplace operation: parameter '[^']*0/weight'"):
+        loss.backward()
+
+
+def gradients_of_step(module, x, passes):
+    module.zero_grad()
+    leaf = x.detach().clone().requires_grad_()
+    loss = (module(leaf * 1.0) ** 2).sum()
+    for i in range(passes):
+        loss.backward(retain_graph=i + 1 < passes)
+    return [leaf.grad.clone()] + [p.grad.clone() for p in module.parameters()]
+
+
+def plain_of(module):
+    if isinstance(module, CheckpointedNet):
+        return module.inner
+    return memcnn.InvertibleModuleWrapper(fn=module._fn, disable=True)
+
+
+@pytest.mark.parametrize("kind", BLOCKS)
+def test_unchanged_parameters_and_a_step_after_backward_equal_plain(kind):
+    module = saving_block(kind)
+    plain = plain_of(module)
+    x = torch.rand(2, 4, 6, 6, dtype=torch.float64)
+    assert worst(gradients_of_step(module, x, 2), gradients_of_step(plain, x, 2)) < 1e-10
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    for _ in range(2):
+        assert worst(gradients_of_step(module, x, 1), gradients_of_step(plain, x, 1)) < 1e-10
+        optimizer.step()
