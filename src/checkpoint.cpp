@@ -33,14 +33,12 @@ struct CheckpointCall : torch::CustomClassHolder {
   std::vector<c10::Device> cuda_devices;
   std::unique_ptr<RngState> rng_at_forward;
   compat::AutocastState autocast;  // forward's; the recompute runs under it
-  std::unique_ptr<detail::BufferSnapshot> buffers_before_forward;  // the recompute starts from them
-  detail::ParameterVersions parameter_versions;                     // at the end of forward
+  detail::ParameterVersions parameter_versions;  // at the end of forward
 
   void release() {
     fn = nullptr;
     parameters.clear();
     rng_at_forward.reset();
-    buffers_before_forward.reset();
     parameter_versions = detail::ParameterVersions();
   }
 };
@@ -57,10 +55,10 @@ class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
       call->rng_at_forward = std::make_unique<RngState>(RngState::capture(call->cuda_devices));
     }
     std::vector<torch::Tensor> outputs;
-    std::unique_ptr<detail::BufferSnapshot> before;
-    if (call->stateful != nullptr) before = std::make_unique<detail::BufferSnapshot>(*call->stateful);
     {
       // A throwing function leaves the buffers as they were before the call.
+      std::optional<detail::BufferSnapshot> before;
+      if (call->stateful != nullptr) before.emplace(*call->stateful);
       std::optional<detail::RestoreBuffersOnExit> restore_on_failure;
       if (before) restore_on_failure.emplace(*before);
       AutocastCacheOff no_cache;  // this run has no graph
@@ -72,7 +70,6 @@ class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
       }
       if (restore_on_failure) restore_on_failure->dismiss();
     }
-    call->buffers_before_forward = std::move(before);
     call->parameter_versions = detail::ParameterVersions(call->parameters);
     ctx->save_for_backward(inputs.vec());
     ctx->saved_data["call"] = c10::IValue::make_capsule(call);
@@ -92,16 +89,15 @@ class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
     call->parameter_versions.check_unchanged(call->stateful, "the checkpointed function", "memcnn::checkpoint");
     variable_list grads;
     {
-      // The recompute starts from the buffers forward started from and updates them as forward
-      // did; afterwards they are as this backward found them, so the updates of later calls (the
-      // same module used again in this forward) stay. Put back only after differentiating, which
-      // reads what the recompute saw; also when the recompute throws.
+      // The recompute updates the buffers again; afterwards they are as this backward found them,
+      // so the updates of later calls (the same module used again in this forward) stay. (Not
+      // forward's own snapshot: restoring that rolled those back.) Put back only after
+      // differentiating, which reads what the recompute saw; also when the recompute throws.
       std::optional<detail::BufferSnapshot> found;
       std::optional<detail::RestoreBuffersOnExit> restore_buffers;
-      if (call->buffers_before_forward) {
+      if (call->stateful != nullptr) {
         found.emplace(*call->stateful);
         restore_buffers.emplace(*found);
-        call->buffers_before_forward->restore();
       }
       grads = recompute(*call, ctx->get_saved_variables(), grad_outputs);
     }

@@ -181,6 +181,30 @@ TEST(Checkpointed, ModuleUsedTwiceLeavesBuffersAsPlain) {
   expect_same_gradients(*op, *plain, 1e-10);
 }
 
+// ActNorm sets its parameters from its first training batch: the recompute in backward must not
+// do it again (the parameters would change under the graph, and a second backward pass would
+// find them modified).
+TEST(Checkpoint, DataDependentInitializationIsNotRedoneInBackward) {
+  torch::manual_seed(0);
+  memcnn::ActNorm norm(memcnn::ActNormOptions(4));
+  norm->to(torch::kFloat64);
+  auto plain = std::dynamic_pointer_cast<memcnn::ActNormImpl>(norm->clone());
+  const auto x = torch::randn({3, 4, 5, 5}, torch::kFloat64) * 3 + 1;
+  auto x1 = x.clone().requires_grad_(), x2 = x.clone().requires_grad_();
+  auto fn = [&norm](const torch::Tensor& u) { return norm->forward(u); };
+  auto loss = memcnn::checkpoint(fn, x1, norm->parameters(), norm.ptr().get(),
+                                 memcnn::CheckpointOptions().num_bwd_passes(2))
+                  .pow(3)
+                  .sum();
+  loss.backward({}, /*retain_graph=*/true);
+  loss.backward();
+  auto plain_loss = plain->forward(x2).pow(3).sum();
+  plain_loss.backward({}, /*retain_graph=*/true);
+  plain_loss.backward();
+  expect_same_gradients(*norm, *plain, 1e-10);
+  EXPECT_LT(relative_error(x1.grad(), x2.grad()), 1e-10);
+}
+
 TEST(Checkpoint, SingleTensorOverloadAndUnlistedParametersError) {
   torch::manual_seed(2);
   torch::nn::Linear linear(3, 3);

@@ -32,9 +32,9 @@ using CheckpointFunction = std::function<std::vector<torch::Tensor>(const std::v
 // Calls fn(inputs) so that only `inputs` are kept for backward. `parameters`: every tensor fn
 // uses that needs a gradient besides the inputs (a module's parameters()); those not listed get
 // none. `stateful`: a module whose buffers fn updates (BatchNorm running statistics); they end
-// as in the plain computation although backward runs fn again (the recompute starts from the
-// buffers forward started from, and its update is undone), also when the module runs again later
-// in the same forward; it also names a changed parameter in the error below. fn (and what it
+// as in the plain computation although backward runs fn again (backward puts them back as it
+// found them), also when the module runs again later in the same forward; it also names a
+// changed parameter in the error below. fn (and what it
 // captures) must stay valid until backward. A parameter changed in place between forward and
 // backward (an optimizer step between two backward passes) makes backward raise, as plain
 // autograd does. Without grad mode, or with nothing that requires grad, this is fn(inputs).
