@@ -86,7 +86,8 @@ class CheckpointNode : public torch::autograd::Function<CheckpointNode> {
                 "num_bwd_passes=", call->options.num_bwd_passes(), " allows. Pass CheckpointOptions()"
                 ".num_bwd_passes(", call->options.num_bwd_passes() + 1, ") (or more) to backpropagate "
                 "through the same graph several times");
-    call->parameter_versions.check_unchanged(call->stateful, "the checkpointed function", "memcnn::checkpoint");
+    call->parameter_versions.check_unchanged(
+        call->stateful, [] { return std::string("the checkpointed function"); }, "memcnn::checkpoint");
     variable_list grads;
     {
       // The recompute updates the buffers again; afterwards they are as this backward found them,

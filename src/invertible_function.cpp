@@ -239,8 +239,8 @@ class InvertibleFunction : public torch::autograd::Function<InvertibleFunction> 
                   "that consumed it and was never rebuilt; that consumer must take part in the "
                   "same backward pass (or keep its input)");
     }
-    call->parameter_versions.check_unchanged(call->fn.get(), "the memory-saving block " + describe(*call->fn),
-                                             "The block");
+    call->parameter_versions.check_unchanged(
+        call->fn.get(), [&call] { return "the memory-saving block " + describe(*call->fn); }, "The block");
     auto* fused = options.fused_backward ? dynamic_cast<FusedBackward*>(call->fn.get()) : nullptr;
     const bool rebuilds = any_freed(*call);
     const bool fused_rebuild = fused != nullptr && rebuilds;

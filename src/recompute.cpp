@@ -128,14 +128,14 @@ std::string name_of(const torch::Tensor& parameter, std::size_t index, const tor
 
 }  // namespace
 
-void ParameterVersions::check_unchanged(const torch::nn::Module* owner, const std::string& block,
+void ParameterVersions::check_unchanged(const torch::nn::Module* owner, const std::function<std::string()>& block,
                                         const char* who) const {
   for (std::size_t i = 0; i < parameters_.size(); ++i) {
     const auto& p = parameters_[i];
     if (!p.defined() || p._version() == versions_[i]) continue;
     TORCH_CHECK(false, "one of the variables needed for gradient computation has been modified by an inplace "
                 "operation: parameter ", name_of(p, i, owner), " (shape ", p.sizes(), ", ", p.scalar_type(), ") of ",
-                block, " is at version ", p._version(), "; expected version ", versions_[i], " instead. ", who,
+                block(), " is at version ", p._version(), "; expected version ", versions_[i], " instead. ", who,
                 " runs it again in backward with its parameters as they are then, so its gradients would be "
                 "computed with the changed values. Change parameters only after every backward pass through it "
                 "has run (optimizer.step() after backward; clamp or average weights after the step), or run "

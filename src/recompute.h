@@ -92,8 +92,10 @@ class ParameterVersions {
   ParameterVersions() = default;
   explicit ParameterVersions(std::vector<torch::Tensor> parameters);
   // Raises, naming the first changed parameter: by its name in `owner` when it is one of its
-  // parameters (owner may be null), else by its position. `block` says what runs again.
-  void check_unchanged(const torch::nn::Module* owner, const std::string& block, const char* who) const;
+  // parameters (owner may be null), else by its position. `block` says what runs again; it is
+  // only called to write the error (a Python module's description takes the GIL).
+  void check_unchanged(const torch::nn::Module* owner, const std::function<std::string()>& block,
+                       const char* who) const;
 
  private:
   std::vector<torch::Tensor> parameters_;
