@@ -201,6 +201,8 @@ TransformerBlockImpl::TransformerBlockImpl(ViTOptions options_, double drop_path
 }
 
 void TransformerBlockImpl::reset() {
+  check_options("TransformerBlock", options);
+  check_probability("TransformerBlock", "drop_path", drop_path_rate);
   detail::Rebuild rebuild(*this);
   attention = register_module("attention", AttentionBranch(options, drop_path_rate));
   mlp = register_module("mlp", MlpBranch(options, drop_path_rate));
