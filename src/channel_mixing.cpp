@@ -1,7 +1,7 @@
 #include "memcnn/channel_mixing.h"
 
 #include "memcnn/autocast.h"
-#include "module_tensors.h"
+#include "memcnn/registration.h"
 
 #include <torch/torch.h>
 
@@ -15,15 +15,10 @@ OrthogonalChannelMixingImpl::OrthogonalChannelMixingImpl(OrthogonalChannelMixing
 void OrthogonalChannelMixingImpl::reset() {
   const int64_t c = options.channels();
   TORCH_CHECK_VALUE(c >= 1, "OrthogonalChannelMixing: channels must be at least 1, got ", c);
-  const auto built = named_parameters(/*recurse=*/false);
-  const auto built_buffers = named_buffers(/*recurse=*/false);
-  TORCH_CHECK_VALUE((built.is_empty() && built_buffers.is_empty()) || built.contains("free") == options.learnable(),
-                    "OrthogonalChannelMixing: the learnable option cannot change once the layer is built; construct "
-                    "a new layer with learnable(", options.learnable() ? "true" : "false", ")");
+  detail::Rebuild rebuild(*this);
   torch::NoGradGuard no_grad;
   const auto initial = options.random_init() ? torch::randn({1, c, c}) : torch::zeros({1, c, c});
-  free = options.learnable() ? detail::define_parameter(*this, "free", initial)
-                             : detail::define_buffer(*this, "free", initial);
+  free = options.learnable() ? rebuild.parameter("free", initial) : rebuild.buffer("free", initial);
 }
 
 torch::Tensor OrthogonalChannelMixingImpl::matrix() const {

@@ -1,7 +1,7 @@
 #include "memcnn/layers.h"
 
 #include "memcnn/autocast.h"
-#include "module_tensors.h"
+#include "memcnn/registration.h"
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
@@ -55,9 +55,6 @@ void check_block_size(int64_t block_size, const char* who) {
 void check_channel_count(int64_t channels, const char* who) {
   TORCH_CHECK_VALUE(channels >= 1, who, ": channels must be at least 1, got ", channels);
 }
-
-using detail::define_buffer;
-using detail::define_parameter;
 
 }  // namespace
 
@@ -134,8 +131,9 @@ void ChannelPermutationImpl::reset() {
     auto generator = at::make_generator<at::CPUGeneratorImpl>(options.seed());
     order = torch::randperm(options.channels(), generator, torch::kLong);
   }
-  permutation = define_buffer(*this, "permutation", order);
-  inverse_permutation = define_buffer(*this, "inverse_permutation", torch::argsort(order));
+  detail::Rebuild rebuild(*this);
+  permutation = rebuild.buffer("permutation", order);
+  inverse_permutation = rebuild.buffer("inverse_permutation", torch::argsort(order));
 }
 
 // Module::to(dtype) converts every buffer, integer ones included; indices must be integers.
@@ -169,25 +167,24 @@ InvertibleConv1x1Impl::InvertibleConv1x1Impl(InvertibleConv1x1Options options_) 
 void InvertibleConv1x1Impl::reset() {
   const int64_t c = options.channels();
   check_channel_count(c, "InvertibleConv1x1");
-  const auto built = named_parameters(/*recurse=*/false);
-  TORCH_CHECK_VALUE(built.is_empty() || built.contains(options.lu() ? "log_s" : "weight"),
-                    "InvertibleConv1x1: the lu option cannot change once the layer is built (its parameters "
-                    "differ); construct a new InvertibleConv1x1 with lu(", options.lu() ? "true" : "false", ")");
+  detail::Rebuild rebuild(*this);
   torch::NoGradGuard no_grad;
   // QR in float64: the rotation is exact to double precision whatever the module's dtype.
   const auto rotation = std::get<0>(torch::linalg_qr(torch::randn({c, c}, torch::kFloat64))).to(torch::kFloat32);
+  // The members of the other parametrisation (lu changed) let go of their tensors.
+  weight = lower = upper = log_s = permutation = sign_s = torch::Tensor();
   if (!options.lu()) {
-    weight = define_parameter(*this, "weight", rotation);
+    weight = rebuild.parameter("weight", rotation);
     return;
   }
   torch::Tensor p, l, u;
   std::tie(p, l, u) = torch::linalg_lu(rotation);
   const auto s = torch::diagonal(u);
-  permutation = define_buffer(*this, "permutation", p);
-  sign_s = define_buffer(*this, "sign_s", torch::sign(s));
-  lower = define_parameter(*this, "lower", torch::tril(l, -1));
-  upper = define_parameter(*this, "upper", torch::triu(u, 1));
-  log_s = define_parameter(*this, "log_s", torch::log(torch::abs(s)));
+  permutation = rebuild.buffer("permutation", p);
+  sign_s = rebuild.buffer("sign_s", torch::sign(s));
+  lower = rebuild.parameter("lower", torch::tril(l, -1));
+  upper = rebuild.parameter("upper", torch::triu(u, 1));
+  log_s = rebuild.parameter("log_s", torch::log(torch::abs(s)));
 }
 
 torch::Tensor InvertibleConv1x1Impl::weight_matrix() const {
@@ -237,9 +234,10 @@ ActNormImpl::ActNormImpl(ActNormOptions options_) : options(options_) { reset();
 void ActNormImpl::reset() {
   const int64_t c = options.channels();
   check_channel_count(c, "ActNorm");
-  bias = define_parameter(*this, "bias", torch::zeros({1, c, 1, 1}));
-  log_scale = define_parameter(*this, "log_scale", torch::zeros({1, c, 1, 1}));
-  initialized = define_buffer(*this, "initialized", torch::zeros({}, torch::kFloat32));
+  detail::Rebuild rebuild(*this);
+  bias = rebuild.parameter("bias", torch::zeros({1, c, 1, 1}));
+  log_scale = rebuild.parameter("log_scale", torch::zeros({1, c, 1, 1}));
+  initialized = rebuild.buffer("initialized", torch::zeros({}, torch::kFloat32));
 }
 
 bool ActNormImpl::is_initialized() const { return initialized.is_nonzero(); }

@@ -1,7 +1,7 @@
 #include "memcnn/resampling.h"
 
 #include "memcnn/autocast.h"
-#include "module_tensors.h"
+#include "memcnn/registration.h"
 
 #include <torch/torch.h>
 
@@ -29,14 +29,10 @@ void OrthogonalResamplingBase::define_tensors(torch::nn::Module& self, const cha
   for (const auto s : stride) {
     TORCH_CHECK_VALUE(s >= 1, who, ": every stride must be at least 1, got ", c10::IntArrayRef(stride));
   }
-  const auto built = self.named_parameters(/*recurse=*/false);
-  TORCH_CHECK_VALUE(built.is_empty() || built.contains("free") == options.learnable(), who,
-                    ": the learnable option cannot change once the layer is built (its parameters differ); "
-                    "construct a new layer with learnable(",
-                    options.learnable() ? "true" : "false", ")");
+  Rebuild rebuild(self);
   const int64_t b = block_elements();
   base_ = options.init() == ResamplingInit::haar ? haar_matrix(stride) : torch::eye(b, torch::kFloat64);
-  if (options.learnable()) free = define_parameter(self, "free", torch::zeros({options.channels(), b, b}));
+  free = options.learnable() ? rebuild.parameter("free", torch::zeros({options.channels(), b, b})) : torch::Tensor();
 }
 
 torch::Tensor OrthogonalResamplingBase::orthogonal_float64() const {

@@ -2,6 +2,8 @@
 // The interface every invertible block implements, and the adapter that lets any module with
 // `forward` and `inverse` methods be used where an invertible block is expected.
 
+#include "memcnn/registration.h"
+
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/types.h>
@@ -81,16 +83,6 @@ inline void set_own_training_mode(torch::nn::Module& module, bool training) {
   module.train(training);
   // Pre-order: a module's call is overridden by its children's, which come after it.
   for (std::size_t i = 0; i < descendants.size(); ++i) descendants[i]->train(modes[i]);
-}
-
-// Registers `child` under `name`, or puts it in the place of the one registered there (reset()).
-inline void register_or_replace(torch::nn::Module& parent, const std::string& name,
-                                const std::shared_ptr<torch::nn::Module>& child) {
-  if (parent.named_children().contains(name)) {
-    parent.replace_module(name, child);
-  } else {
-    parent.register_module(name, child);
-  }
 }
 
 template <typename T, typename = void>

@@ -96,7 +96,7 @@ struct InvertibleConv1x1Options {
 };
 
 // Glow's invertible 1x1 convolution; W starts as a random rotation (QR of a Gaussian matrix),
-// drawn again by reset(). `lu` fixes which parameters exist, so it cannot change once built.
+// drawn again by reset(). `lu` picks which parameters exist (weight, or lower, upper and log_s).
 // log_det = H * W * log|det W|. Computes in the parameters' precision even under autocast, so
 // that forward and inverse undo each other (memcnn::AutocastDisabled).
 class InvertibleConv1x1Impl : public torch::nn::Cloneable<InvertibleConv1x1Impl>, public InvertibleLayer {

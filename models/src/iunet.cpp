@@ -3,6 +3,7 @@
 #include <memcnn/channel_mixing.h>
 #include <memcnn/channel_split.h>
 #include <memcnn/coupling.h>
+#include <memcnn/registration.h>
 
 #include <torch/torch.h>
 
@@ -44,11 +45,12 @@ class ConvNormActImpl : public torch::nn::Cloneable<ConvNormActImpl> {
     reset();
   }
   void reset() override {
+    detail::Rebuild rebuild(*this);
     // No bias: the normalisation after it would remove it (and its gradient is 0).
     conv_ = convolution(dims_, channels_, channels_, 3, 1, /*bias=*/false);
-    detail::register_or_replace(*this, "conv", conv_.ptr());
+    register_module("conv", conv_.ptr());
     norm_ = normalization(norm_kind_, dims_, channels_);
-    detail::register_or_replace(*this, "norm", norm_.ptr());
+    register_module("norm", norm_.ptr());
   }
   torch::Tensor forward(const torch::Tensor& x) {
     return torch::leaky_relu(norm_.forward(conv_.forward(x)), 0.01);
@@ -137,11 +139,12 @@ void IUNetImpl::reset() {
                       " as its skip connection are ", channels[level], " - ", next, "/", block);
   }
 
+  detail::Rebuild rebuild(*this);
   encoder_.assign(channels.size(), nullptr);
   decoder_.assign(channels.size(), nullptr);
   for (auto* parts : {&split_, &downsampling_, &upsampling_, &concatenation_}) parts->assign(channels.size(), nullptr);
   auto register_stage = [&](const char* name, int64_t level, const Stage& s) {
-    detail::register_or_replace(*this, std::string(name) + "_" + std::to_string(level), s);
+    register_module(std::string(name) + "_" + std::to_string(level), s);
     return s;
   };
   for (int64_t level = 0; level < levels(); ++level) {
@@ -207,7 +210,7 @@ std::vector<IUNetImpl::Part> IUNetImpl::wrappers() const {
 
 IUNetImpl::Part IUNetImpl::add_part(const std::string& name, int64_t level, std::shared_ptr<InvertibleModule> module) {
   auto wrapper = wrap(std::move(module));
-  detail::register_or_replace(*this, name + "_" + std::to_string(level), wrapper);
+  register_module(name + "_" + std::to_string(level), wrapper);
   return wrapper;
 }
 
@@ -354,13 +357,14 @@ void IUNetSegmentationImpl::reset() {
                     "IUNetSegmentation: in_channels and classes must be positive, got ", options.in_channels(), " and ",
                     options.classes());
   const auto& iunet_options = options.iunet();
-  iunet = IUNet(iunet_options);
+  iunet = IUNet(iunet_options);  // checks its options before anything is dropped
+  detail::Rebuild rebuild(*this);
   const int64_t width = iunet_options.channels().front();
   stem = torch::nn::Sequential(convolution(iunet_options.dims(), options.in_channels(), width, 3, 1));
   head = torch::nn::Sequential(convolution(iunet_options.dims(), width, options.classes(), 1, 0));
-  detail::register_or_replace(*this, "stem", stem.ptr());
-  detail::register_or_replace(*this, "iunet", iunet.ptr());
-  detail::register_or_replace(*this, "head", head.ptr());
+  register_module("stem", stem.ptr());
+  register_module("iunet", iunet.ptr());
+  register_module("head", head.ptr());
 }
 
 torch::Tensor IUNetSegmentationImpl::forward(const torch::Tensor& x) {

@@ -2,6 +2,7 @@
 
 #include <memcnn/checkpoint.h>
 #include <memcnn/coupling.h>
+#include <memcnn/registration.h>
 
 #include <torch/torch.h>
 
@@ -53,6 +54,7 @@ ResNetOptions model_options(const std::string& name, int64_t num_classes, int64_
 BlockSubImpl::BlockSubImpl(BlockSubOptions options_) : options(std::move(options_)) { reset(); }
 
 void BlockSubImpl::reset() {
+  detail::Rebuild rebuild(*this);
   const auto& o = options;
   convs.clear();
   bns.clear();
@@ -94,6 +96,7 @@ ResidualBlockImpl::ResidualBlockImpl(BlockSubOptions sub_options_, bool project_
 }
 
 void ResidualBlockImpl::reset() {
+  detail::Rebuild rebuild(*this);
   sub = register_module("sub", BlockSub(sub_options));
   shortcut = nullptr;
   if (project) {
@@ -119,6 +122,7 @@ StemImpl::StemImpl(int64_t in_channels, int64_t out_channels, int64_t kernel, in
 }
 
 void StemImpl::reset() {
+  detail::Rebuild rebuild(*this);
   conv = register_module("conv1", make_conv(in_channels_, out_channels_, kernel_, stride_));
   bn = register_module("bn1", make_batch_norm(out_channels_, bn_momentum_, bn_eps_));
 }
@@ -188,6 +192,7 @@ void ResNetImpl::reset() {
   TORCH_CHECK(options.anchor_every() >= 0, "ResNet: anchor_every must be 0 (off) or positive, got ",
               options.anchor_every());
   check_fraction_bits("ResNet", options.fraction_bits());
+  detail::Rebuild rebuild(*this);
   stem = maybe_checkpointed(Stem(options.in_channels(), channels[0], options.init_kernel_size(), strides[0],
                                   options.bn_momentum(), options.bn_eps()),
                              options.checkpoint_transitions());

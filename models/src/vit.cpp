@@ -3,6 +3,7 @@
 #include <memcnn/compat.h>
 #include <memcnn/coupling.h>
 #include <memcnn/invertible_sequential.h>
+#include <memcnn/registration.h>
 
 #include <torch/torch.h>
 
@@ -110,6 +111,7 @@ int64_t PatchEmbeddingImpl::tokens() const {
 
 void PatchEmbeddingImpl::reset() {
   check_options("PatchEmbedding", options);
+  detail::Rebuild rebuild(*this);
   const int64_t p = options.patch_size(), d = options.dim();
   projection = register_module(
       "projection", torch::nn::Conv2d(torch::nn::Conv2dOptions(options.in_channels(), d, p).stride(p)));
@@ -121,10 +123,10 @@ void PatchEmbeddingImpl::reset() {
   }
   class_token = torch::Tensor();
   if (options.pooling() == TokenPooling::class_token) {
-    class_token = register_parameter("class_token", torch::empty({1, 1, d}));
+    class_token = rebuild.parameter("class_token", torch::empty({1, 1, d}));
     truncated_normal_(class_token, 0.02);
   }
-  position_embedding = register_parameter("position_embedding", torch::empty({1, tokens(), d}));
+  position_embedding = rebuild.parameter("position_embedding", torch::empty({1, tokens(), d}));
   truncated_normal_(position_embedding, 0.02);
 }
 
@@ -149,6 +151,7 @@ AttentionBranchImpl::AttentionBranchImpl(ViTOptions options_, double drop_path)
 void AttentionBranchImpl::reset() {
   check_options("AttentionBranch", options);
   check_probability("AttentionBranch", "drop_path", drop_path_rate);
+  detail::Rebuild rebuild(*this);
   const int64_t d = options.dim();
   norm = register_module("norm", make_layer_norm(d, options.layer_norm_eps()));
   qkv = register_module("qkv", make_linear(d, 3 * d));
@@ -177,6 +180,7 @@ MlpBranchImpl::MlpBranchImpl(ViTOptions options_, double drop_path)
 void MlpBranchImpl::reset() {
   check_options("MlpBranch", options);
   check_probability("MlpBranch", "drop_path", drop_path_rate);
+  detail::Rebuild rebuild(*this);
   norm = register_module("norm", make_layer_norm(options.dim(), options.layer_norm_eps()));
   fc1 = register_module("fc1", make_linear(options.dim(), options.mlp_dim()));
   fc2 = register_module("fc2", make_linear(options.mlp_dim(), options.dim()));
@@ -197,6 +201,9 @@ TransformerBlockImpl::TransformerBlockImpl(ViTOptions options_, double drop_path
 }
 
 void TransformerBlockImpl::reset() {
+  check_options("TransformerBlock", options);
+  check_probability("TransformerBlock", "drop_path", drop_path_rate);
+  detail::Rebuild rebuild(*this);
   attention = register_module("attention", AttentionBranch(options, drop_path_rate));
   mlp = register_module("mlp", MlpBranch(options, drop_path_rate));
 }
@@ -212,6 +219,7 @@ ViTImpl::ViTImpl(ViTOptions options_) : options(std::move(options_)) { reset(); 
 
 void ViTImpl::reset() {
   check_options("ViT", options);
+  detail::Rebuild rebuild(*this);
   embedding = register_module("embedding", PatchEmbedding(options));
   blocks = register_module("blocks", torch::nn::ModuleList());
   for (int64_t i = 0; i < options.depth(); ++i) blocks->push_back(TransformerBlock(options, drop_path_of_block(options, i)));
@@ -249,6 +257,7 @@ void RevViTImpl::reset() {
                     "RevViT: dropout, attention_dropout and drop_path need the wrapper option preserve_rng_state(true) "
                     "(the default), so that a rebuilt block draws the random numbers its forward drew; without it the "
                     "gradients would be wrong. Set it, or set those probabilities to 0");
+  detail::Rebuild rebuild(*this);
   embedding = register_module("embedding", PatchEmbedding(o));
   const auto coupling_options =
       AdditiveCouplingOptions().split_dim(0).exact(options.exact()).fraction_bits(options.fraction_bits());

@@ -10,6 +10,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <iostream>
+#include <limits>
+
 namespace {
 
 using memcnn::models::IUNet;
@@ -165,6 +168,12 @@ TEST(IUNet, KernelsStayOrthogonalInFloat32AfterTrainingSteps) {
   torch::manual_seed(22);
   IUNet net(options_for(3, 1));
   torch::optim::Adam adam(net->parameters(), torch::optim::AdamOptions(0.02));
+  const auto layers = net->orthogonal_layers();
+  std::vector<torch::Tensor> before;
+  for (const auto& layer : layers) {
+    ASSERT_EQ(layer->parameters().size(), 1u) << layer->name();
+    before.push_back(layer->parameters()[0].detach().clone());
+  }
   const auto x = torch::randn(shape_for(3, 4, 8));
   const auto target = torch::randn(x.sizes());
   for (int step = 0; step < 5; ++step) {
@@ -172,16 +181,22 @@ TEST(IUNet, KernelsStayOrthogonalInFloat32AfterTrainingSteps) {
     torch::mse_loss(net->forward(x * 1.0), target).backward();
     adam.step();
   }
-  for (const auto& layer : net->orthogonal_layers()) {
+  double least_moved = std::numeric_limits<double>::infinity();
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    // Adam moves a parameter with a steady gradient by about lr per step: 0.1 in 5 steps.
+    const double moved = (layers[i]->parameters()[0].detach() - before[i]).abs().max().item<double>();
+    least_moved = std::min(least_moved, moved);
+    EXPECT_GT(moved, 1e-2) << layers[i]->name() << " " << i << ": the training steps moved its parameter";
     torch::Tensor q;
-    if (auto mixing = std::dynamic_pointer_cast<memcnn::OrthogonalChannelMixingImpl>(layer)) {
+    if (auto mixing = std::dynamic_pointer_cast<memcnn::OrthogonalChannelMixingImpl>(layers[i])) {
       q = mixing->matrix();
-      EXPECT_GT(mixing->free.abs().max().item<double>(), 1e-3);
     } else {
-      q = std::dynamic_pointer_cast<memcnn::detail::OrthogonalResamplingBase>(layer)->matrices();
+      q = std::dynamic_pointer_cast<memcnn::detail::OrthogonalResamplingBase>(layers[i])->matrices();
     }
     EXPECT_LT(memcnn::orthogonality_error(q), 1e-6);
   }
+  std::cout << "[figure] 5 Adam steps of lr 0.02 moved every orthogonal layer's parameter by at least " << least_moved
+            << " (largest element)" << std::endl;
 }
 
 TEST(IUNet, BadConfigurationsSayWhatIsWrong) {

@@ -104,8 +104,10 @@ class IUNet(nn.Module):
         preserve_rng_state: replay random numbers (dropout in the blocks) in the rebuild.
 
         As with any memory-saving wrapper (and MemCNN's), in training forward frees the tensor it is
-        given unless the first part keeps it (a leaf that requires grad, or one another operation
-        saved): pass a tensor you do not need afterwards, or x.clone()."""
+        given (unless it pads it), a leaf that requires grad included, and backward rebuilds it. The
+        first part keeps it only when it cannot be freed: another operation saved it or views it, or
+        it shares storage with another input or with the output. Pass a tensor you do not need
+        before backward has run, or x.clone()."""
         super().__init__()
         _check_dims(dims, "IUNet")
         if not _ints(channels) or not _ints(layers) or len(channels) == 0 or len(channels) != len(layers):

@@ -38,7 +38,7 @@ def gradients(net, x, weight, memory_saving):
     net.set_memory_saving(memory_saving)
     net.zero_grad()
     leaf = x.clone().requires_grad_()
-    y = net(leaf * 1.0)  # a non-leaf input: the first part frees it when saving memory
+    y = net(leaf * 1.0)  # a copy: the first part frees what it is given (a leaf too) until backward
     (y * weight).sum().backward()
     return y.detach(), [("x", leaf.grad)] + [(n, p.grad) for n, p in net.named_parameters()]
 

@@ -237,7 +237,10 @@ TEST(Recipe, TrainerResumesARevViTExactly) {
   for (std::size_t i = 0; i < whole.weights.size(); ++i) {
     EXPECT_TRUE(torch::equal(whole.weights[i], resumed.weights[i])) << "parameter " << i;
   }
-  EXPECT_GE(whole.summary.test_accuracy, 0.0);
+  // One pass over the 128 training images learns which channel is bright: 100% of the 48 test
+  // images measured, against 16.7% for the same run with lr 0 (4 classes: chance is 25%).
+  std::cout << "[figure] revvit_tiny, 8 steps of batch 16: test accuracy " << whole.summary.test_accuracy << std::endl;
+  EXPECT_GE(whole.summary.test_accuracy, 0.75) << "the recipe's first steps did not learn an easy problem";
   EXPECT_GT(whole.summary.activation_bytes, 0);
   EXPECT_NE(whole.log.find("revvit_tiny on quadrants"), std::string::npos) << whole.log;
 }
