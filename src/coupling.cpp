@@ -55,15 +55,8 @@ void CouplingBase::register_parts() {
   TORCH_CHECK_VALUE(!F_.is_empty() && !G_.is_empty(), name_, ": F and G must be non-empty modules");
   TORCH_CHECK_VALUE(F_.ptr() != G_.ptr(), name_,
                     ": F and G are the same module object; pass two modules, or only F to get G as a copy");
-  const auto registered = named_children();
-  for (auto* part : {&F_, &G_}) {
-    const std::string name = part == &F_ ? "F" : "G";
-    if (registered.contains(name)) {
-      replace_module(name, part->ptr());
-    } else {
-      register_module(name, part->ptr());
-    }
-  }
+  detail::register_or_replace(*this, "F", F_.ptr());
+  detail::register_or_replace(*this, "G", G_.ptr());
 }
 
 void CouplingBase::replace_parts_with_clones(const torch::optional<torch::Device>& device) {
