@@ -31,24 +31,33 @@ void OrthogonalResamplingBase::define_tensors(torch::nn::Module& self, const cha
   }
   Rebuild rebuild(self);
   const int64_t b = block_elements();
-  base_ = options.init() == ResamplingInit::haar ? haar_matrix(stride) : torch::eye(b, torch::kFloat64);
+  const auto pattern = options.init() == ResamplingInit::haar ? haar_pattern(stride) : torch::eye(b, torch::kFloat64);
+  base_pattern = rebuild.buffer("base_pattern", pattern);
   free = options.learnable() ? rebuild.parameter("free", torch::zeros({options.channels(), b, b})) : torch::Tensor();
 }
 
-torch::Tensor OrthogonalResamplingBase::orthogonal_float64() const {
-  if (!options.learnable()) return base_.expand({options.channels(), block_elements(), block_elements()});
-  if (base_.device() != free.device()) base_ = base_.to(free.device());
-  return orthogonal_matrices(free, base_, options.method());
+void OrthogonalResamplingBase::load_tensors(torch::nn::Module& self, torch::serialize::InputArchive& archive) {
+  for (auto& parameter : self.named_parameters(/*recurse=*/false)) archive.read(parameter.key(), parameter.value());
+  archive.try_read("base_pattern", base_pattern, /*is_buffer=*/true);
+}
+
+// The base is computed where the matrices are: on the module's device, where to() has moved
+// base_pattern; on another only for a caller whose tensors are elsewhere (then it is copied).
+torch::Tensor OrthogonalResamplingBase::orthogonal_float64(const torch::Device& device) const {
+  const auto base = unit_rows(base_pattern.to(device));
+  if (!options.learnable()) return base.expand({options.channels(), block_elements(), block_elements()});
+  return orthogonal_matrices(free, base, options.method());
 }
 
 torch::Tensor OrthogonalResamplingBase::matrices() const {
-  const auto q = orthogonal_float64();
-  return options.learnable() ? q.to(free.scalar_type()) : q;
+  if (!options.learnable()) return orthogonal_float64(base_pattern.device());
+  return orthogonal_float64(free.device()).to(free.scalar_type());
 }
 
-torch::Tensor OrthogonalResamplingBase::kernel_for(const torch::Tensor& input, const std::vector<int64_t>& shape) const {
-  const auto dtype = options.learnable() ? free.scalar_type() : input.scalar_type();
-  return orthogonal_float64().to(input.device(), dtype).reshape(shape);
+torch::Tensor OrthogonalResamplingBase::kernel_for(const torch::Tensor& input,
+                                                   const std::vector<int64_t>& shape) const {
+  if (!options.learnable()) return orthogonal_float64(input.device()).to(input.scalar_type()).reshape(shape);
+  return orthogonal_float64(free.device()).to(input.device(), free.scalar_type()).reshape(shape);
 }
 
 torch::Tensor OrthogonalResamplingBase::log_det(const torch::Tensor& x) {
@@ -125,6 +134,8 @@ OrthogonalDownsamplingImpl::OrthogonalDownsamplingImpl(OrthogonalResamplingOptio
 
 void OrthogonalDownsamplingImpl::reset() { define_tensors(*this, "OrthogonalDownsampling"); }
 
+void OrthogonalDownsamplingImpl::load(torch::serialize::InputArchive& archive) { load_tensors(*this, archive); }
+
 torch::Tensor OrthogonalDownsamplingImpl::forward(const torch::Tensor& x) { return downsample(x, "OrthogonalDownsampling"); }
 
 torch::Tensor OrthogonalDownsamplingImpl::inverse(const torch::Tensor& y) {
@@ -139,6 +150,8 @@ OrthogonalUpsamplingImpl::OrthogonalUpsamplingImpl(OrthogonalResamplingOptions o
 }
 
 void OrthogonalUpsamplingImpl::reset() { define_tensors(*this, "OrthogonalUpsampling"); }
+
+void OrthogonalUpsamplingImpl::load(torch::serialize::InputArchive& archive) { load_tensors(*this, archive); }
 
 torch::Tensor OrthogonalUpsamplingImpl::forward(const torch::Tensor& x) { return upsample(x, "OrthogonalUpsampling"); }
 

@@ -5,12 +5,12 @@
 #include "test_util.h"
 
 #include "device_checks.h"
+#include "host_reads.h"
 #include "invertible_function.h"
 
-#include <ATen/record_function.h>
+#include <memcnn/channel_mixing.h>
+#include <memcnn/resampling.h>
 
-#include <atomic>
-#include <cstring>
 #include <functional>
 
 namespace {
@@ -476,30 +476,6 @@ TEST(FailedBackward, ExactRebuildWithOtherBitsRaisesAndRestoresBuffers) {
 
 // ---- 3. Host-device synchronisations --------------------------------------------------------
 
-// Operations that read a tensor's value on the host: on CUDA each waits for the stream.
-std::atomic<int> host_reads{0};
-
-std::unique_ptr<at::ObserverContext> count_host_reads(const at::RecordFunction& fn) {
-  const char* name = fn.name();
-  for (const char* read : {"aten::_local_scalar_dense", "aten::equal", "aten::is_nonzero", "aten::nonzero"}) {
-    if (std::strcmp(name, read) == 0) ++host_reads;
-  }
-  return nullptr;
-}
-
-class HostReadCounter {
- public:
-  HostReadCounter()
-      : handle_(at::addThreadLocalCallback(at::RecordFunctionCallback(&count_host_reads).needsInputs(false))) {
-    host_reads = 0;
-  }
-  ~HostReadCounter() { at::removeCallback(handle_); }
-  int take() { return host_reads.exchange(0); }
-
- private:
-  at::CallbackHandle handle_;
-};
-
 struct SyncCase {
   const char* name;
   std::function<std::shared_ptr<memcnn::InvertibleModule>()> make;
@@ -515,16 +491,35 @@ std::vector<SyncCase> sync_cases() {
     for (int i = 0; i < 3; ++i) c->push_back(make_coupling(Coupling::affine, kChannels));
     return c.ptr();
   };
+  // Down to [N, 4 * kChannels, H/2, W/2], mixed, and up again (Cayley, the default method; LibTorch's
+  // matrix_exp reads the matrices' norms on the host).
+  auto resampling = [](bool learnable) {
+    return [learnable] {
+      const auto options = memcnn::OrthogonalResamplingOptions(kChannels, {2, 2}).learnable(learnable);
+      const auto mixing = memcnn::OrthogonalChannelMixingOptions(4 * kChannels).learnable(learnable);
+      const auto chain = memcnn::InvertibleSequential(memcnn::OrthogonalDownsampling(options),
+                                                      memcnn::OrthogonalChannelMixing(mixing),
+                                                      memcnn::OrthogonalUpsampling(options));
+      return chain.ptr();
+    };
+  };
   return {{"additive", [] { return make_coupling(Coupling::additive, kChannels); }, false},
           {"affine", [] { return make_coupling(Coupling::affine, kChannels); }, false},
           {"chain", chain, false},
-          {"exact", exact, true}};
+          {"exact", exact, true},
+          {"channel mixing", [] { return memcnn::OrthogonalChannelMixing(kChannels).ptr(); }, false},
+          {"resampling", resampling(true), false},
+          {"fixed resampling", resampling(false), false}};
 }
 
-// Forward and backward of three wrapped blocks, counting host reads in each. `deferred`: CPU
-// tensors are treated as a CUDA device's (the path CUDA takes).
-std::pair<int, int> host_reads_of_step(const SyncCase& c, bool fused, bool deferred,
-                                       torch::Device device = torch::kCPU) {
+struct StepSyncs {
+  int forward_reads = 0, backward_reads = 0, copies = 0;
+};
+
+// Forward and backward of three wrapped blocks, counting host reads in each and copies between
+// host and device in both. `deferred`: CPU tensors are treated as a CUDA device's (the path
+// CUDA takes).
+StepSyncs syncs_of_step(const SyncCase& c, bool fused, bool deferred, torch::Device device = torch::kCPU) {
   torch::manual_seed(0);
   std::vector<memcnn::InvertibleModuleWrapper> blocks;
   for (int i = 0; i < 3; ++i) {
@@ -536,32 +531,38 @@ std::pair<int, int> host_reads_of_step(const SyncCase& c, bool fused, bool defer
   x.requires_grad_();
   std::optional<memcnn::detail::DeferHostReadsForTesting> defer;
   if (deferred) defer.emplace();
-  HostReadCounter counter;
+  StepSyncs syncs;
+  CrossDeviceCopyCounter copies;
+  HostReadCounter reads;
   auto h = x * 1.0;
   for (auto& b : blocks) h = b->forward(h);
-  const int forward_reads = counter.take();
+  syncs.forward_reads = reads.take();
   h.sum().backward();
-  const int backward_reads = counter.take();
+  syncs.backward_reads = reads.take();
+  syncs.copies = copies.take();
   EXPECT_GT(x.grad().abs().sum().item<double>(), 0);
-  return {forward_reads, backward_reads};
+  return syncs;
 }
 
-TEST(HostSyncs, CounterSeesAnItem) {
-  HostReadCounter counter;
+TEST(HostSyncs, CountersSeeAnItemAndACopyBetweenDevices) {
+  HostReadCounter reads;
+  CrossDeviceCopyCounter copies;
   (void)torch::ones({2}).sum().item<double>();
-  EXPECT_EQ(counter.take(), 1);
+  (void)torch::ones({2}).to(torch::kMeta);  // a device without hardware: only shapes are computed
+  EXPECT_EQ(reads.take(), 1);
+  EXPECT_EQ(copies.take(), 1);
 }
 
 TEST(HostSyncs, NoneInAWrappedTrainingStep) {
   for (const auto& c : sync_cases()) {
     for (bool fused : {true, false}) {
       for (bool deferred : {false, true}) {
-        const auto reads = host_reads_of_step(c, fused, deferred);
+        const auto syncs = syncs_of_step(c, fused, deferred);
         const std::string what = std::string(c.name) + (fused ? " fused" : " recompute") +
                                  (deferred ? " (as on CUDA)" : " (CPU)");
-        EXPECT_EQ(reads.first, 0) << what << ": forward";
+        EXPECT_EQ(syncs.forward_reads, 0) << what << ": forward";
         // An exact block's checksums, on a device, are read once the whole backward is done.
-        EXPECT_EQ(reads.second, c.exact && deferred ? 1 : 0) << what << ": backward";
+        EXPECT_EQ(syncs.backward_reads, c.exact && deferred ? 1 : 0) << what << ": backward";
       }
     }
   }
@@ -572,9 +573,11 @@ TEST(HostSyncs, NoneInAWrappedTrainingStepOnCuda) {
   ExactFloat32OnCuda exact_float32;
   for (const auto& c : sync_cases()) {
     for (bool fused : {true, false}) {
-      const auto reads = host_reads_of_step(c, fused, /*deferred=*/false, torch::kCUDA);
-      EXPECT_EQ(reads.first, 0) << c.name << (fused ? " fused" : " recompute") << ": forward";
-      EXPECT_EQ(reads.second, c.exact ? 1 : 0) << c.name << (fused ? " fused" : " recompute") << ": backward";
+      const auto syncs = syncs_of_step(c, fused, /*deferred=*/false, torch::kCUDA);
+      const std::string what = std::string(c.name) + (fused ? " fused" : " recompute");
+      EXPECT_EQ(syncs.forward_reads, 0) << what << ": forward";
+      EXPECT_EQ(syncs.backward_reads, c.exact ? 1 : 0) << what << ": backward";
+      EXPECT_EQ(syncs.copies, 0) << what << ": copies between host and device";
     }
   }
 }

@@ -83,6 +83,10 @@ TEST(Resampling, HaarMatrixIsOrthogonalWithTheBlockMeanFirst) {
   EXPECT_LT(memcnn::orthogonality_error(haar), 1e-15);
   EXPECT_TRUE(torch::allclose(haar[0], torch::full({8}, 1.0 / std::sqrt(8.0), torch::kFloat64)));
   EXPECT_THROW(memcnn::haar_matrix({3}), c10::ValueError);
+  // Its signs, the layers' buffer: -1, 0 and 1 only.
+  const auto pattern = memcnn::haar_pattern({2, 4});
+  EXPECT_TRUE(torch::equal(pattern, torch::sign(haar)));
+  EXPECT_TRUE(torch::equal(memcnn::unit_rows(pattern), haar));
 }
 
 TEST(Resampling, SqueezeInitIsThePixelShuffleAndHaarTheScaledBlockMean) {
@@ -104,6 +108,38 @@ TEST(Resampling, FixedLayersHaveNoParameters) {
   learnable->options.learnable(false);
   learnable->reset();
   EXPECT_TRUE(learnable->parameters().empty()) << "reset() drops the parameter the options no longer call for";
+}
+
+// The initial transform is a buffer, so to() moves it with the module and no call copies it; it
+// holds signs, so a trip through float16 (where 1/sqrt(2) is off by 1e-4) leaves it exact.
+TEST(Resampling, TheInitialTransformIsABufferThatSurvivesEveryDtype) {
+  for (const bool learnable : {false, true}) {
+    memcnn::OrthogonalDownsampling down(memcnn::OrthogonalResamplingOptions(2, {2}).learnable(learnable));
+    ASSERT_EQ(down->named_buffers().keys(), std::vector<std::string>{"base_pattern"});
+    down->to(torch::kFloat64);
+    const auto before = down->matrices();
+    down->to(torch::kFloat16);
+    down->to(torch::kFloat64);
+    EXPECT_TRUE(torch::equal(down->matrices(), before)) << learnable;
+    EXPECT_LT(memcnn::orthogonality_error(down->matrices()), 1e-15) << learnable;
+  }
+}
+
+// torch::save wrote only the free parameter before the initial transform became a buffer.
+TEST(Resampling, LoadsCheckpointsWithoutTheInitialTransform) {
+  torch::manual_seed(8);
+  const auto options = memcnn::OrthogonalResamplingOptions(2, {2, 2}).init(ResamplingInit::haar);
+  memcnn::OrthogonalUpsampling up(options);
+  perturb(*up);
+  torch::serialize::OutputArchive old_checkpoint;
+  old_checkpoint.write("free", up->free);
+  std::stringstream stream;
+  old_checkpoint.save_to(stream);
+  torch::serialize::InputArchive archive;
+  archive.load_from(stream);
+  memcnn::OrthogonalUpsampling loaded(options);
+  loaded->load(archive);
+  EXPECT_TRUE(torch::equal(loaded->matrices(), up->matrices()));
 }
 
 // float32 kernels after optimiser steps: orthogonal to 1e-6, so the inverse stays the transpose.
@@ -182,7 +218,9 @@ TEST(ChannelSplit, WrappedSplitAndConcatFreeTheirInputsAndGiveExactGradients) {
   memcnn::InvertibleModuleWrapper concat(memcnn::ChannelConcat(2));
   const auto x0 = torch::randn({2, 5, 3, 3}, torch::kFloat64);
   auto x = x0.clone().requires_grad_(true);
-  auto h = x * 2;  // a non-leaf, so the wrapper may free it
+  // The wrapper frees h, as it would the leaf x: it keeps only inputs that are views or share
+  // their storage with another tensor.
+  auto h = x * 2;
   auto parts = split->forward_multi({h});
   ASSERT_EQ(parts.size(), 2u);
   EXPECT_EQ(parts[0].size(1), 2);

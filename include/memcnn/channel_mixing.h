@@ -3,7 +3,9 @@
 // [C, C] matrix, learnable through orthogonal.h, for [N, C, spatial...] tensors of 1 to 3
 // spatial dimensions. Between couplings it lets every channel reach the other half; unlike
 // InvertibleConv1x1 it stays orthogonal under training, so its inverse is the transpose (no
-// matrix inverse, no drift) and log_det is 0.
+// matrix inverse, no drift) and log_det is 0. A call only queues kernels on the device of `free`
+// (nothing is read on the host with the Cayley method) and changes nothing, so threads may call
+// one layer at once.
 
 #include "memcnn/layers.h"
 #include "memcnn/orthogonal.h"

@@ -14,8 +14,9 @@
 namespace memcnn {
 
 enum class OrthogonalMethod {
-  cayley,  // (I - A)^-1 (I + A): one linear solve
-  exp,     // the matrix exponential of A
+  cayley,  // (I - A)^-1 (I + A): one linear solve, queued on the device like any kernel
+  exp,     // the matrix exponential of A; LibTorch picks its degree from the matrices' norms,
+           // read on the host: on CUDA every call (forward and backward) waits for the stream
 };
 
 std::ostream& operator<<(std::ostream& stream, OrthogonalMethod method);
@@ -29,8 +30,16 @@ torch::Tensor orthogonal_matrices(const torch::Tensor& free, const torch::Tensor
 // The orthogonal Haar wavelet matrix of a block of shape `stride` (each entry 1 or a power of
 // 2): the Kronecker product of the 1-D Haar matrices, row j the j-th basis function (row 0 the
 // block's scaled mean), column k the block element k in row-major order. float64, [B, B] with
-// B = prod(stride).
+// B = prod(stride). It is unit_rows(haar_pattern(stride)).
 torch::Tensor haar_matrix(const std::vector<int64_t>& stride);
+
+// The signs of haar_matrix(stride): entries -1, 0 and 1, exact in every dtype.
+torch::Tensor haar_pattern(const std::vector<int64_t>& stride);
+
+// `pattern` [..., n, n] with each row divided by its length, in float64 on pattern's device. For a
+// pattern whose rows are orthogonal and whose nonzero entries have one magnitude per row (the
+// Haar pattern, the identity) this is the orthogonal matrix the pattern stands for.
+torch::Tensor unit_rows(const torch::Tensor& pattern);
 
 // max |Q^T Q - I| over a batch of matrices [G, n, n] or [n, n]: 0 for orthogonal ones.
 double orthogonality_error(const torch::Tensor& matrices);

@@ -2,17 +2,23 @@
 // Learnable invertible down- and upsampling (iUNets, Etmann et al. 2020) for 1-D, 2-D and 3-D
 // tensors [N, C, spatial...]. Downsampling with stride s maps every s-sized block of each channel
 // through that channel's orthogonal prod(s) x prod(s) matrix to prod(s) output channels:
-// [N, C, D, H, W] -> [N, C*prod(s), D/s0, H/s1, W/s2] (a grouped convolution with kernel = stride);
-// its inverse is the transposed convolution with the same kernel. Upsampling is the same map
-// the other way round. The matrices start as the Haar wavelet transform or as a pixel shuffle
-// (the squeeze of InvertibleDownsampling) and, when learnable, stay orthogonal under training
-// (orthogonal.h), so the layers are invertible to rounding and preserve volume (log_det 0).
+// [N, C, D, H, W] -> [N, C*prod(s), D/s0, H/s1, W/s2], a grouped convolution whose kernel size
+// and stride are s. Its inverse applies each matrix's transpose (its inverse) as a grouped 1x1
+// convolution and lays every block's elements back out in space (a depth-to-space reshuffle).
+// Upsampling is the same pair of maps the other way round. The matrices start as the Haar
+// wavelet transform or as a pixel shuffle (the squeeze of InvertibleDownsampling) and, when
+// learnable, stay orthogonal under training (orthogonal.h), so the layers are invertible to
+// rounding and preserve volume (log_det 0). A call only queues kernels on the tensors' device:
+// with the Cayley method nothing is read on the host, and nothing is copied from it once to()
+// has moved the layer. forward, inverse and matrices() change nothing, so threads may call them
+// on one layer at once.
 
 #include "memcnn/layers.h"
 #include "memcnn/orthogonal.h"
 
 #include <torch/arg.h>
 #include <torch/nn/cloneable.h>
+#include <torch/serialize/input-archive.h>
 
 #include <cstdint>
 #include <vector>
@@ -51,21 +57,27 @@ class OrthogonalResamplingBase : public InvertibleLayer {
 
   OrthogonalResamplingOptions options;
   torch::Tensor free;  // [channels, B, B] parameter when learnable (strict upper triangle used)
-
- private:
-  // The initial transform in float64, computed from the options (not a buffer: a float32 copy
-  // of it would not be orthogonal to float64 precision); moved to the parameters' device.
-  mutable torch::Tensor base_;
+  // [B, B] buffer: the signs of the initial transform (haar_pattern, or the identity for the
+  // squeeze), which unit_rows turns into the transform in float64 on the buffer's device. A
+  // buffer, so that to() moves it with the module and no call copies it; signs (-1, 0, 1), exact
+  // in every dtype, so that to(torch::kFloat16) and back leave the transform orthogonal to
+  // float64 precision.
+  torch::Tensor base_pattern;
 
  protected:
   explicit OrthogonalResamplingBase(OrthogonalResamplingOptions options) : options(std::move(options)) {}
-  // A layer with parameters computes in their dtype; a fixed one in the input's.
+  // The kernel's values in the layer's dtype on the input's device: a layer with parameters
+  // computes in their dtype, a fixed one in the input's.
   torch::Tensor kernel_for(const torch::Tensor& input, const std::vector<int64_t>& shape) const;
   void define_tensors(torch::nn::Module& self, const char* who);
+  // Module::load, accepting checkpoints written before base_pattern was a buffer (reset() has
+  // made it from the options).
+  void load_tensors(torch::nn::Module& self, torch::serialize::InputArchive& archive);
   torch::Tensor downsample(const torch::Tensor& x, const char* who) const;
   torch::Tensor upsample(const torch::Tensor& y, const char* who) const;
   void print(std::ostream& stream, const char* name) const;
-  torch::Tensor orthogonal_float64() const;
+  // The matrices in float64, computed on `device`.
+  torch::Tensor orthogonal_float64(const torch::Device& device) const;
 };
 }  // namespace detail
 
@@ -76,6 +88,7 @@ class OrthogonalDownsamplingImpl : public torch::nn::Cloneable<OrthogonalDownsam
   torch::Tensor forward(const torch::Tensor& x) override;
   torch::Tensor inverse(const torch::Tensor& y) override;
   void reset() override;
+  void load(torch::serialize::InputArchive& archive) override;
   void pretty_print(std::ostream& stream) const override;
 };
 TORCH_MODULE(OrthogonalDownsampling);
@@ -87,6 +100,7 @@ class OrthogonalUpsamplingImpl : public torch::nn::Cloneable<OrthogonalUpsamplin
   torch::Tensor forward(const torch::Tensor& x) override;
   torch::Tensor inverse(const torch::Tensor& y) override;
   void reset() override;
+  void load(torch::serialize::InputArchive& archive) override;
   void pretty_print(std::ostream& stream) const override;
 };
 TORCH_MODULE(OrthogonalUpsampling);

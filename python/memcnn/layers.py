@@ -123,6 +123,10 @@ def _method(method, who):
 class _OrthogonalLayer(_InvertibleLayer):
     """An orthogonal layer: forward, inverse (the transpose, exact to rounding), log_det (0)."""
 
+    # Made from the options alone (the fixed matrix's signs): moved with the module, but no state,
+    # so not in state dicts (those written before it existed still load strictly).
+    _FROM_OPTIONS = {"base_pattern"}
+
     def __init__(self, **options):
         nn.Module.__init__(self)
         self._options = options
@@ -131,7 +135,7 @@ class _OrthogonalLayer(_InvertibleLayer):
             if tensor.requires_grad:
                 self.register_parameter(name, nn.Parameter(tensor.detach().clone()))
             else:
-                self.register_buffer(name, tensor.detach().clone())
+                self.register_buffer(name, tensor.detach().clone(), persistent=name not in self._FROM_OPTIONS)
         self.__dict__["_cpp_layer"] = layer
 
     def _build(self, initial):

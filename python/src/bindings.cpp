@@ -253,7 +253,9 @@ std::vector<std::pair<std::string, torch::Tensor*>> layer_members(torch::nn::Mod
   if (auto* p = dynamic_cast<memcnn::ChannelPermutationImpl*>(&m)) {
     return {{"permutation", &p->permutation}, {"inverse_permutation", &p->inverse_permutation}};
   }
-  if (auto* r = dynamic_cast<memcnn::detail::OrthogonalResamplingBase*>(&m)) return {{"free", &r->free}};
+  if (auto* r = dynamic_cast<memcnn::detail::OrthogonalResamplingBase*>(&m)) {
+    return {{"free", &r->free}, {"base_pattern", &r->base_pattern}};
+  }
   if (auto* c = dynamic_cast<memcnn::OrthogonalChannelMixingImpl*>(&m)) return {{"free", &c->free}};
   return {};
 }

@@ -28,13 +28,14 @@ def reference_orthogonal(free, base, method):
 
 
 def reference_haar(stride):
-    """Kronecker product of [[1, 1], [1, -1]] / sqrt(2) per dimension of stride 2 (1: [[1]])."""
-    matrix = torch.ones(1, 1, dtype=torch.float64)
+    """Kronecker product of [[1, 1], [1, -1]] per dimension of stride 2 (1: [[1]]), each row then
+    scaled to unit length (as memcnn scales the signs it keeps)."""
+    signs = torch.ones(1, 1, dtype=torch.float64)
     for s in stride:
         assert s in (1, 2)
-        one = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64) / 2 ** 0.5 if s == 2 else torch.ones(1, 1)
-        matrix = torch.kron(matrix, one.double())
-    return matrix
+        one = torch.tensor([[1.0, 1.0], [1.0, -1.0]], dtype=torch.float64) if s == 2 else torch.ones(1, 1)
+        signs = torch.kron(signs, one.double())
+    return signs / signs.square().sum(-1, keepdim=True).sqrt()
 
 
 def reference_resampling(layer, x, up):
@@ -85,7 +86,8 @@ def test_resampling_matches_plain_pytorch_and_inverts(stride, init, method, up):
 
 def test_fixed_resampling_has_no_parameters_and_computes_in_the_inputs_precision():
     layer = memcnn.OrthogonalDownsampling(2, (2, 2), learnable=False)
-    assert list(layer.parameters()) == [] and list(layer.buffers()) == []
+    assert list(layer.parameters()) == [] and [n for n, _ in layer.named_buffers()] == ["base_pattern"]
+    assert list(layer.state_dict()) == []  # made from the options: no state
     x = torch.randn(1, 2, 4, 4, dtype=torch.float64)
     y = layer(x)
     assert y.dtype == torch.float64
