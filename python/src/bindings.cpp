@@ -295,8 +295,10 @@ void bind_layer(const Handle& layer, const std::map<std::string, torch::Tensor>&
     auto found = tensors.find(name);
     if (found == tensors.end() || !member->defined()) continue;
     if (auto* slot = parameters.find(name)) {
-      *slot = found->second;
-      *member = found->second;
+      // Written only when Python's tensor is another one: threads that share the layer and run it
+      // without the GIL read these handles.
+      if (slot->unsafeGetTensorImpl() != found->second.unsafeGetTensorImpl()) *slot = found->second;
+      if (member->unsafeGetTensorImpl() != found->second.unsafeGetTensorImpl()) *member = found->second;
     } else if (member->unsafeGetTensorImpl() != found->second.unsafeGetTensorImpl()) {
       member->set_data(found->second);  // a buffer: the same impl stays in the dictionary
     }
