@@ -145,6 +145,34 @@ TEST(Segmentation, DiceScore) {
   EXPECT_THROW(train::dice_score(a, torch::zeros({3})), c10::Error);
 }
 
+// metrics.csv has a column for the whole-volume Dice; a file written before it (7 columns) still
+// reads, and a resumed run's rewrite keeps its rows.
+TEST(Segmentation, MetricsCsvHoldsTheWholeVolumeDiceAndReadsOlderFiles) {
+  const auto dir = fresh_folder("metrics");
+  {
+    std::ofstream old(dir / "metrics.csv");
+    old << "iteration,loss,train_accuracy,lr,iterations_per_second,activation_bytes,test_accuracy\n"
+        << "10,0.5,0.8,0.001,2,100,\n20,0.4,0.9,0.001,2,100,0.85\n";
+  }
+  train::MetricsLog log(dir.string());
+  train::MetricsRow row;
+  row.iteration = 30;
+  row.test_accuracy = 0.9;
+  row.whole_accuracy = 0.95;
+  log.append(row);
+  log.truncate_after(30);
+  const auto rows = log.read();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_FALSE(rows[0].test_accuracy.has_value());
+  EXPECT_DOUBLE_EQ(*rows[1].test_accuracy, 0.85);
+  EXPECT_FALSE(rows[1].whole_accuracy.has_value());
+  EXPECT_DOUBLE_EQ(*rows[2].whole_accuracy, 0.95);
+  std::ifstream csv(dir / "metrics.csv");
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header.substr(header.rfind(',') + 1), "whole_accuracy");
+}
+
 TEST(Segmentation, PatchesMaskTheHeldOutLabelsCoverTheEdgesAndAreAPureFunctionOfTheIteration) {
   memcnn::enable_cpu_memory_tracking();
   const auto data = synthetic_volumes("patches");
