@@ -38,12 +38,12 @@ struct SegmentationConfig {
                                                {107, 113}, {127, 133}, {147, 153}, {167, 173}};
   std::vector<int64_t> patch{72, 72, 24};
   int64_t batch_size = 2;
-  int64_t max_iterations = 600;
+  int64_t max_iterations = 3000;
   double lr = 2e-3;
   double weight_decay = 0;
   int64_t warmup_iterations = 50;  // linear warm-up, then cosine decay to 0
-  int64_t checkpoint_every = 100;
-  int64_t validate_every = 300;
+  int64_t checkpoint_every = 500;
+  int64_t validate_every = 500;
   int64_t log_every = 10;
   uint64_t seed = 0;
   bool augment = true;  // flips along x, intensity scale and shift
