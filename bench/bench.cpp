@@ -19,7 +19,6 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <ctime>
 #include <fstream>
@@ -36,9 +35,7 @@
 
 using namespace memcnn;
 using bench::fixed;
-using bench::median;
 using bench::stamp_sections;
-using bench::wait_for;
 
 namespace {
 
@@ -73,26 +70,16 @@ Workload make_workload(std::string name, std::shared_ptr<torch::nn::Module> modu
   return w;
 }
 
-// Measures workloads side by side: each repetition runs every workload once, in turn.
+// Measures workloads side by side (report.h's measure_in_turn: a warm-up step each allocates
+// gradients and state, then each repetition runs every workload once, in turn).
 std::vector<Measurement> measure(std::vector<Workload>& workloads, const torch::Tensor& input,
                                  const torch::Tensor& labels, int repetitions) {
-  const torch::Device device = input.device();
-  std::vector<std::vector<double>> times(workloads.size());
-  std::vector<Measurement> results(workloads.size());
-  for (auto& w : workloads) w.step(input.clone(), labels);  // warm-up: allocates gradients and state
-  for (int r = 0; r < repetitions; ++r) {
-    for (std::size_t i = 0; i < workloads.size(); ++i) {
-      auto x = input.clone();
-      wait_for(device);
-      MemoryProbe probe(device);
-      const auto start = std::chrono::steady_clock::now();
-      workloads[i].step(x, labels);
-      wait_for(device);
-      times[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      results[i].activation_bytes = std::max(results[i].activation_bytes, probe.peak_above_start());
-    }
+  std::vector<std::function<void()>> steps;
+  for (auto& w : workloads) steps.push_back([&w, &input, &labels] { w.step(input.clone(), labels); });
+  std::vector<Measurement> results;
+  for (const auto& timed : bench::measure_in_turn(steps, input.device(), repetitions)) {
+    results.push_back({timed.median_seconds, timed.peak_bytes});
   }
-  for (std::size_t i = 0; i < workloads.size(); ++i) results[i].median_seconds = median(times[i]);
   return results;
 }
 
@@ -511,8 +498,11 @@ int main(int argc, char** argv) {
   app.add_option("--iunet-size", iunet_options.size, "side of the iunet section's input cube")->check(CLI::PositiveNumber);
   app.add_option("--iunet-repetitions", iunet_options.repetitions, "timed steps per way in the iunet section (median)")
       ->check(CLI::PositiveNumber);
+  app.add_option("--iunet-volume-repetitions", iunet_options.volume_repetitions,
+                 "timed whole-volume steps per way in the iunet section (median; each takes seconds)")
+      ->check(CLI::PositiveNumber);
   app.add_flag("!--no-iunet-whole-volume", iunet_options.whole_volume,
-               "skip the iunet section's training step on a whole 181x217x181 volume");
+               "skip the iunet section's training steps on a whole 181x217x181 volume");
   app.add_option("--transformer-batch", transformer_options.batch, "batch size of the transformers section")
       ->check(CLI::PositiveNumber);
   app.add_option("--transformer-dim", transformer_options.dim, "token width of the transformers section (heads: width / 64)")

@@ -1,6 +1,7 @@
 // memcnn-bench --sections iunet. Both ways use the same network and weights (IUNet's
-// set_memory_saving switches every wrapper); each timed repetition steps one way and then the
-// other, so their ratio shares the machine's state.
+// set_memory_saving switches every wrapper) and are timed by report.h's measure_in_turn: a
+// warm-up step each (the shared gradients exist before any timed step), then steps one way and
+// the other in turn, so their ratio shares the machine's state; medians.
 
 #include "bench_iunet.h"
 #include "report.h"
@@ -11,7 +12,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <chrono>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <sstream>
@@ -20,32 +21,28 @@ namespace memcnn {
 namespace bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-template <typename Model>
-void zero_gradients(Model& model) {
+// One forward and backward, gradients zeroed in place (after the warm-up they stay allocated, so a
+// step's peak counts activations and temporaries only).
+template <typename Model, typename Loss>
+void step(Model& model, const torch::Tensor& input, const Loss& loss) {
   for (auto& p : model->parameters()) {
     if (p.grad().defined()) p.mutable_grad().zero_();
   }
+  loss(model->forward(input)).backward();
 }
 
-// One forward and backward; the loss weighs the output so no gradient is trivially constant.
+// The two ways of one network, side by side: [0] conventional, [1] memory saving.
 template <typename Model, typename Loss>
-double timed_step(Model& model, const torch::Tensor& input, Loss&& loss) {
-  zero_gradients(model);
-  wait_for(input.device());
-  const auto start = Clock::now();
-  loss(model->forward(input)).backward();
-  wait_for(input.device());
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-template <typename Model, typename Loss>
-int64_t step_bytes(Model& model, const torch::Tensor& input, Loss&& loss) {
-  zero_gradients(model);
-  MemoryProbe probe(input.device());
-  loss(model->forward(input)).backward();
-  return probe.peak_above_start();
+std::vector<TurnMeasurement> measure_both_ways(Model& model, models::IUNet& iunet, const torch::Tensor& input,
+                                               const Loss& loss, int64_t repetitions) {
+  std::vector<std::function<void()>> ways;
+  for (const bool saving : {false, true}) {
+    ways.push_back([&, saving] {
+      iunet->set_memory_saving(saving);
+      step(model, input, loss);
+    });
+  }
+  return measure_in_turn(ways, input.device(), repetitions);
 }
 
 }  // namespace
@@ -54,9 +51,11 @@ std::string iunet_section(const IUNetBenchOptions& o) {
   std::ostringstream markdown;
   const int64_t size = o.quick ? 8 : o.size;
   const auto depths = o.quick ? std::vector<int64_t>{1, 2} : o.layers;
+  const int64_t repetitions = o.quick ? 1 : o.repetitions;
   // Batch 2: with one sample, LibTorch 1.13 runs small 3-D convolutions without oneDNN (slow_conv3d).
   const auto input = torch::randn({2, 8, size, size, size}, torch::TensorOptions().device(o.device));
   const auto weights = torch::rand(input.sizes(), input.options());
+  // The loss weighs the output so no gradient is trivially constant.
   auto loss = [&](const torch::Tensor& y) { return (y * y * weights).sum(); };
 
   markdown << "## iUNet 3-D: memory saving against conventional backpropagation\n\n"
@@ -66,7 +65,7 @@ std::string iunet_section(const IUNetBenchOptions& o) {
            << size << ", " << size << ", " << size << "], float32, device " << o.device
            << ". Memory: the allocator's peak above the model and its gradients during one training step, in MiB "
               "(2^20 bytes). Time: median of "
-           << o.repetitions << " steps, the two ways alternating.\n\n";
+           << repetitions << " steps each, the two ways alternating, after a warm-up step each.\n\n";
   std::vector<std::vector<std::string>> rows;
   int64_t saving_at_5 = 0, saving_last = 0;
   for (const auto layers : depths) {
@@ -75,22 +74,11 @@ std::string iunet_section(const IUNetBenchOptions& o) {
     net->to(o.device);
     int64_t parameters = 0;
     for (const auto& p : net->parameters()) parameters += p.numel();
-    int64_t bytes[2];
-    std::vector<double> seconds[2];
-    for (int way = 0; way < 2; ++way) {  // 0: conventional, 1: memory saving
-      net->set_memory_saving(way == 1);
-      timed_step(net, input, loss);  // allocates the gradients
-      bytes[way] = step_bytes(net, input, loss);
-    }
-    for (int64_t r = 0; r < o.repetitions; ++r) {
-      for (int way = 0; way < 2; ++way) {
-        net->set_memory_saving(way == 1);
-        seconds[way].push_back(timed_step(net, input, loss));
-      }
-    }
+    const auto ways = measure_both_ways(net, net, input, loss, repetitions);
+    const int64_t bytes[2] = {ways[0].peak_bytes, ways[1].peak_bytes};
     if (layers == 5) saving_at_5 = bytes[1];
     saving_last = bytes[1];
-    const double t0 = median(seconds[0]), t1 = median(seconds[1]);
+    const double t0 = ways[0].median_seconds, t1 = ways[1].median_seconds;
     rows.push_back({std::to_string(layers), std::to_string(parameters), fixed(to_mib(bytes[0]), 1),
                     fixed(to_mib(bytes[1]), 1), fixed(100.0 * static_cast<double>(bytes[1]) / static_cast<double>(bytes[0]), 1) + "%",
                     fixed(t0, 3), fixed(t1, 3), fixed(t1 / t0, 2)});
@@ -116,26 +104,24 @@ std::string iunet_section(const IUNetBenchOptions& o) {
     model->to(o.device);
     const auto image = torch::randn(volume, input.options());
     const auto mask = torch::rand(volume, input.options()).gt(0.5).to(torch::kFloat32);
+    const int64_t volume_repetitions = o.quick ? 1 : o.volume_repetitions;
     auto segmentation_loss = [&](const torch::Tensor& logits) {
       return torch::binary_cross_entropy_with_logits(logits, mask);
     };
-    int64_t bytes[2];
-    double seconds[2];
-    for (int way = 0; way < 2; ++way) {
-      model->iunet->set_memory_saving(way == 1);
-      seconds[way] = timed_step(model, image, segmentation_loss);  // also allocates the gradients
-      bytes[way] = step_bytes(model, image, segmentation_loss);
-    }
+    const auto ways = measure_both_ways(model, model->iunet, image, segmentation_loss, volume_repetitions);
+    const double t0 = ways[0].median_seconds, t1 = ways[1].median_seconds;
     markdown << "### One training step on a whole volume\n\n"
              << "The brain-extraction model (`memcnn-train iunet3d brain-extraction`: a 3x3x3 convolution to 8 "
                 "channels, the iUNet with channels [8, 32, 128] and layers [0, 2, 2], BatchNorm, a 1x1x1 convolution "
                 "to a logit) on a [" << volume[2] << ", " << volume[3] << ", " << volume[4]
-             << "] volume, batch 1, float32:\n\n";
-    table(markdown, {"", "activation MiB", "s/step (one step)"},
-          {{"conventional", fixed(to_mib(bytes[0]), 1), fixed(seconds[0], 1)},
-           {"memory saving", fixed(to_mib(bytes[1]), 1), fixed(seconds[1], 1)}});
-    std::cout << "[memcnn-bench] iunet whole volume: conventional " << format_mib(bytes[0]) << ", memory saving "
-              << format_mib(bytes[1]) << std::endl;
+             << "] volume, batch 1, float32. Time: median of " << volume_repetitions
+             << " steps each, the two ways alternating, after a warm-up step each.\n\n";
+    table(markdown, {"", "activation MiB", "s/step (median)", "time ratio"},
+          {{"conventional", fixed(to_mib(ways[0].peak_bytes), 1), fixed(t0, 2), ""},
+           {"memory saving", fixed(to_mib(ways[1].peak_bytes), 1), fixed(t1, 2), fixed(t1 / t0, 2)}});
+    std::cout << "[memcnn-bench] iunet whole volume: conventional " << format_mib(ways[0].peak_bytes)
+              << ", memory saving " << format_mib(ways[1].peak_bytes) << ", time ratio " << fixed(t1 / t0, 2)
+              << std::endl;
   }
   return markdown.str();
 }

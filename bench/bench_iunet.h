@@ -1,8 +1,8 @@
 #pragma once
 // memcnn-bench's "iunet" section: a 3-D iUNet with memory saving against the same network with a
 // full autograd graph (conventional backpropagation), at several layers per level: activation
-// memory and step time side by side; and one training step of the brain-extraction model on a
-// whole 181x217x181 volume, each way.
+// memory and step time side by side; and training steps of the brain-extraction model on a
+// whole 181x217x181 volume, the two ways side by side.
 
 #include <c10/core/Device.h>
 
@@ -19,6 +19,7 @@ struct IUNetBenchOptions {
   int64_t size = 32;         // the input volume: [2, 8, size, size, size]
   int64_t repetitions = 5;   // timed steps per network and way (median), alternating
   bool whole_volume = true;  // the 181x217x181 training step
+  int64_t volume_repetitions = 5;  // timed whole-volume steps per way (median), alternating
   bool quick = false;        // tiny sizes: the program works; the figures mean nothing
 };
 

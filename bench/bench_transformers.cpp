@@ -16,7 +16,6 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <chrono>
 #include <functional>
 #include <iomanip>
 #include <iostream>
@@ -80,9 +79,9 @@ void step(Contender& c, const torch::Tensor& images, const torch::Tensor& labels
   c.optimizer->step();
 }
 
-// Steps the contenders in turn, `repetitions` times after one warm-up step each (gradients and
-// momentum allocated): parameters, activation memory and median step time of each.
-std::vector<Result> measure_in_turn(std::vector<Contender>& contenders, const torch::Tensor& images,
+// Steps the contenders in turn (report.h's measure_in_turn: one warm-up step each allocates
+// gradients and momentum): parameters, activation memory and median step time of each.
+std::vector<Result> measure_contenders(std::vector<Contender>& contenders, const torch::Tensor& images,
                                     const torch::Tensor& labels, int64_t repetitions) {
   const auto device = images.device();
   std::vector<Result> results(contenders.size());
@@ -93,21 +92,14 @@ std::vector<Result> measure_in_turn(std::vector<Contender>& contenders, const to
     c.optimizer =
         std::make_unique<torch::optim::SGD>(c.model->parameters(), torch::optim::SGDOptions(1e-3).momentum(0.9));
     results[i].parameters = models::count_parameters(*c.model);
-    step(c, images, labels);
   }
-  std::vector<std::vector<double>> times(contenders.size());
-  for (int64_t r = 0; r < repetitions; ++r) {
-    for (std::size_t i = 0; i < contenders.size(); ++i) {
-      wait_for(device);
-      MemoryProbe probe(device);
-      const auto start = std::chrono::steady_clock::now();
-      step(contenders[i], images, labels);
-      wait_for(device);
-      times[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-      results[i].activation_bytes = std::max(results[i].activation_bytes, probe.peak_above_start());
-    }
+  std::vector<std::function<void()>> steps;
+  for (auto& c : contenders) steps.push_back([&c, &images, &labels] { step(c, images, labels); });
+  const auto timed = bench::measure_in_turn(steps, device, repetitions);
+  for (std::size_t i = 0; i < contenders.size(); ++i) {
+    results[i].activation_bytes = timed[i].peak_bytes;
+    results[i].median_seconds = timed[i].median_seconds;
   }
-  for (std::size_t i = 0; i < contenders.size(); ++i) results[i].median_seconds = median(times[i]);
   return results;
 }
 
@@ -118,7 +110,7 @@ std::vector<Result> measure_depth(const models::ViTOptions& shape, const std::ve
     torch::manual_seed(0);
     contenders.push_back({variant.build(shape), std::nullopt, nullptr});
   }
-  return measure_in_turn(contenders, images, labels, repetitions);
+  return measure_contenders(contenders, images, labels, repetitions);
 }
 
 // memcnn-train's Fashion-MNIST models (vit_tiny, revvit_tiny on 28x28 grey images) in float32
@@ -139,7 +131,7 @@ void precision_table(const TransformerBenchOptions& options, std::ostringstream&
                             lowered ? std::optional<c10::ScalarType>(torch::kBFloat16) : std::nullopt, nullptr});
     }
   }
-  const auto results = measure_in_turn(contenders, images, labels, repetitions);
+  const auto results = measure_contenders(contenders, images, labels, repetitions);
   std::vector<std::vector<std::string>> rows;
   for (std::size_t i = 0; i < results.size(); ++i) {
     const auto& r = results[i];

@@ -1,8 +1,11 @@
 #include "report.h"
 
+#include <memcnn/memory.h>
+
 #include <torch/cuda.h>
 
 #include <algorithm>
+#include <chrono>
 #include <iomanip>
 #include <iostream>
 
@@ -16,6 +19,26 @@ void wait_for(const c10::Device& device) {
 double median(std::vector<double> values) {
   std::sort(values.begin(), values.end());
   return values[values.size() / 2];
+}
+
+std::vector<TurnMeasurement> measure_in_turn(const std::vector<std::function<void()>>& calls,
+                                             const c10::Device& device, int64_t repetitions) {
+  for (const auto& call : calls) call();
+  std::vector<std::vector<double>> times(calls.size());
+  std::vector<TurnMeasurement> results(calls.size());
+  for (int64_t r = 0; r < repetitions; ++r) {
+    for (std::size_t i = 0; i < calls.size(); ++i) {
+      wait_for(device);
+      MemoryProbe probe(device);
+      const auto start = std::chrono::steady_clock::now();
+      calls[i]();
+      wait_for(device);
+      times[i].push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+      results[i].peak_bytes = std::max(results[i].peak_bytes, probe.peak_above_start());
+    }
+  }
+  for (std::size_t i = 0; i < calls.size(); ++i) results[i].median_seconds = median(times[i]);
+  return results;
 }
 
 std::string fixed(double value, int digits) {

@@ -5,6 +5,8 @@
 
 #include <c10/core/Device.h>
 
+#include <cstdint>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -16,6 +18,17 @@ namespace bench {
 void wait_for(const c10::Device& device);
 
 double median(std::vector<double> values);
+
+struct TurnMeasurement {
+  double median_seconds = 0;
+  int64_t peak_bytes = 0;  // the largest allocator peak of a timed call above the bytes live at its start
+};
+
+// Times the calls side by side, so their ratios share the machine's state: one warm-up call of
+// each first (gradients and optimiser state get allocated, caches fill), then `repetitions`
+// rounds that call each once, in turn (ABAB...). Each call's median time and peak memory.
+std::vector<TurnMeasurement> measure_in_turn(const std::vector<std::function<void()>>& calls,
+                                             const c10::Device& device, int64_t repetitions);
 
 std::string fixed(double value, int digits);
 

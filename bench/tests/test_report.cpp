@@ -1,8 +1,13 @@
-// memcnn-bench's report file: a run of some sections replaces those and keeps the rest.
+// memcnn-bench's report file: a run of some sections replaces those and keeps the rest; and its
+// side-by-side timing: a warm-up call of each contender, then the contenders in turn.
 #include "../report.h"
 
-#include <gtest/gtest.h>
+#include <memcnn/memory.h>
 
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+using memcnn::bench::measure_in_turn;
 using memcnn::bench::merge_reports;
 using memcnn::bench::stamp_sections;
 
@@ -42,6 +47,27 @@ TEST(BenchReport, EverySectionSaysWhereItsFiguresComeFrom) {
   EXPECT_EQ(stamp_sections(report, "Measured today. Command: `bench`.\n"),
             "# Benchmarks\n\nnotes\n\n## A: x\n\nMeasured today. Command: `bench`.\n\n| a |\n"
             "## B\n\nMeasured today. Command: `bench`.\ntext without a final newline");
+}
+
+// The iUNet section once timed one cold step per way, conventional first: each contender must get
+// its warm-up before any timed call, and the timed calls must alternate.
+TEST(BenchMeasureInTurn, WarmsUpEachThenAlternates) {
+  memcnn::enable_cpu_memory_tracking();
+  std::string order;
+  const auto results = measure_in_turn({[&] { order += 'a'; }, [&] { order += 'b'; }}, c10::Device(c10::kCPU), 3);
+  EXPECT_EQ(order, "ab" "ababab");
+  ASSERT_EQ(results.size(), 2u);
+  EXPECT_GE(results[0].median_seconds, 0.0);
+}
+
+TEST(BenchMeasureInTurn, PeakBytesAreEachCallsOwn) {
+  memcnn::enable_cpu_memory_tracking();
+  const auto results = measure_in_turn(
+      {[] { (void)torch::ones({1 << 20}, torch::kFloat32).sum().item<float>(); },  // 4 MiB while it lives
+       [] { (void)torch::ones({1 << 10}, torch::kFloat32).sum().item<float>(); }},
+      c10::Device(c10::kCPU), 2);
+  EXPECT_GE(results[0].peak_bytes, int64_t{4} << 20);
+  EXPECT_LT(results[1].peak_bytes, int64_t{1} << 20);
 }
 
 }  // namespace

@@ -18,13 +18,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* kHeader = "iteration,loss,train_accuracy,lr,iterations_per_second,activation_bytes,test_accuracy";
+constexpr const char* kHeader =
+    "iteration,loss,train_accuracy,lr,iterations_per_second,activation_bytes,test_accuracy,whole_accuracy";
 
 std::string to_line(const MetricsRow& r) {
   std::ostringstream line;
   line << r.iteration << ',' << std::setprecision(6) << r.loss << ',' << r.train_accuracy << ',' << r.lr << ','
        << r.iterations_per_second << ',' << r.activation_bytes << ',';
   if (r.test_accuracy) line << *r.test_accuracy;
+  line << ',';
+  if (r.whole_accuracy) line << *r.whole_accuracy;
   return line.str();
 }
 
@@ -34,7 +37,7 @@ std::optional<MetricsRow> parse_line(const std::string& line) {
   std::string cell;
   while (std::getline(stream, cell, ',')) cells.push_back(cell);
   if (line.size() > 0 && line.back() == ',') cells.emplace_back();
-  if (cells.size() != 7) return std::nullopt;
+  if (cells.size() != 7 && cells.size() != 8) return std::nullopt;  // 7: written before whole_accuracy
   try {
     MetricsRow r;
     r.iteration = std::stoll(cells[0]);
@@ -44,6 +47,7 @@ std::optional<MetricsRow> parse_line(const std::string& line) {
     r.iterations_per_second = std::stod(cells[4]);
     r.activation_bytes = std::stoll(cells[5]);
     if (!cells[6].empty()) r.test_accuracy = std::stod(cells[6]);
+    if (cells.size() == 8 && !cells[7].empty()) r.whole_accuracy = std::stod(cells[7]);
     return r;
   } catch (const std::exception&) {
     return std::nullopt;  // a torn last line after a crash
@@ -219,7 +223,8 @@ void MetricsLog::truncate_after(int64_t iteration) {
 void MetricsLog::plot(const std::string& title) const {
   const auto rows = read();
   Series loss = named("train loss", "#c0392b"), train_acc = named("train accuracy", "#2980b9"),
-         test_acc = named("test accuracy", "#27ae60"), memory = named("activation MiB", "#8e44ad");
+         test_acc = named("test accuracy", "#27ae60"), whole_acc = named("whole accuracy", "#16a085"),
+         memory = named("activation MiB", "#8e44ad");
   test_acc.label_last = true, test_acc.label_scale = 100, test_acc.label_unit = "%";
   double max_x = 1;
   std::vector<std::pair<double, double>> lr_steps;  // (iteration, new rate) where the rate changed
@@ -229,6 +234,7 @@ void MetricsLog::plot(const std::string& title) const {
     loss.points.emplace_back(r.iteration, r.loss);
     train_acc.points.emplace_back(r.iteration, r.train_accuracy);
     if (r.test_accuracy) test_acc.points.emplace_back(r.iteration, *r.test_accuracy);
+    if (r.whole_accuracy) whole_acc.points.emplace_back(r.iteration, *r.whole_accuracy);
     memory.points.emplace_back(r.iteration, to_mib(r.activation_bytes));
     // A row's rate is the one its last iteration used: the change happened after the previous row.
     if (i > 0 && r.lr != rows[i - 1].lr) lr_steps.emplace_back(rows[i - 1].iteration, r.lr);
@@ -241,7 +247,9 @@ void MetricsLog::plot(const std::string& title) const {
   box.top = 60;
   draw_panel(svg, box, "loss", {loss}, max_x, /*log_y=*/true, lr_steps);
   box.top = 265;
-  draw_panel(svg, box, "accuracy", {train_acc, test_acc}, max_x, false, lr_steps);
+  std::vector<Series> accuracies{train_acc, test_acc};
+  if (!whole_acc.points.empty()) accuracies.push_back(whole_acc);
+  draw_panel(svg, box, "accuracy", accuracies, max_x, false, lr_steps);
   box.top = 470;
   draw_panel(svg, box, "activation memory (MiB)", {memory}, max_x, false, lr_steps);
   svg << "<text x='380' y='665' font-size='11' text-anchor='middle'>iteration</text>\n</svg>\n";

@@ -10,6 +10,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -38,13 +39,23 @@ void require(bool condition, const std::string& message) {
   if (!condition) throw std::invalid_argument("segmentation experiment: " + message);
 }
 
-// Soft Dice on probabilities plus binary cross-entropy: the cross-entropy gives every voxel a
-// gradient from the start, Dice balances the mask against the (larger) background.
-torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor& target) {
-  const auto bce = torch::binary_cross_entropy_with_logits(logits, target);
-  const auto p = torch::sigmoid(logits);
-  const auto soft_dice = (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1);
+// Soft Dice on probabilities plus binary cross-entropy, both over the labelled voxels only: the
+// cross-entropy gives every voxel a gradient from the start, Dice balances the mask against the
+// (larger) background.
+torch::Tensor segmentation_loss(const torch::Tensor& logits, const torch::Tensor& target, const torch::Tensor& labelled) {
+  const auto voxels = labelled.sum().clamp_min(1);
+  const auto bce = torch::binary_cross_entropy_with_logits(logits, target, labelled, {}, at::Reduction::Sum) / voxels;
+  const auto p = torch::sigmoid(logits) * labelled;
+  const auto soft_dice = (2 * (p * target).sum() + 1) / (p.sum() + (target * labelled).sum() + 1);
   return bce + (1 - soft_dice);
+}
+
+// Where a patch of `size` starts on an axis of `extent`: around a uniformly drawn centre, moved
+// inside the volume. The first and last slices are then covered more than half as often as the
+// middle ones (a uniformly drawn start covers them 1/size as often), so the ends of the volume,
+// where the task is hardest (the skull base, the top of the head), are trained as much as the middle.
+int64_t patch_start(int64_t centre, int64_t size, int64_t extent) {
+  return std::clamp<int64_t>(centre - size / 2, 0, extent - size);
 }
 
 void zero_gradients(torch::nn::Module& model) {
@@ -154,7 +165,7 @@ struct SegmentationTrainer::State {
   std::ostream& out;
   data::NiftiVolume image_volume;
   torch::Tensor image, mask;  // [X, Y, Z]: normalised intensities, and 0/1 float
-  std::vector<int64_t> patch_starts_on_axis;  // starts whose patch avoids every held-out slab
+  torch::Tensor labelled;     // [X, Y, Z]: 0 on the held-out slabs, 1 elsewhere (float)
   models::IUNetSegmentation model{nullptr};
   std::unique_ptr<torch::optim::AdamW> optimizer;
   Checkpointer checkpointer;
@@ -172,10 +183,14 @@ struct SegmentationTrainer::State {
                       "segmentation: ", image_volume.path, " and ", mask_volume.path,
                       " must be 3-D volumes on the same grid, got ", image_volume.data.sizes(), " and ",
                       mask_volume.data.sizes());
+    const auto image_grid = image_volume.affine(), mask_grid = mask_volume.affine();
+    TORCH_CHECK_VALUE(torch::allclose(image_grid, mask_grid, 0, 1e-3), "segmentation: ", mask_volume.path,
+                      " is not on the grid of ", image_volume.path, " (voxel-to-world affines ", mask_grid, " and ",
+                      image_grid, "); resample the mask onto the image's grid first");
     const auto raw = image_volume.data.to(torch::kFloat32).contiguous();
     image = ((raw - raw.mean()) / raw.std()).contiguous();
     mask = mask_volume.data.to(torch::kFloat64).gt(config.mask_threshold).to(torch::kFloat32).contiguous();
-    const int64_t extent = image.size(config.axis), p = config.patch[config.axis];
+    const int64_t extent = image.size(config.axis);
     for (int64_t d = 0; d < 3; ++d) {
       TORCH_CHECK_VALUE(config.patch[d] <= image.size(d), "segmentation: the patch ", c10::IntArrayRef(config.patch),
                         " is larger than the volume ", image.sizes());
@@ -184,13 +199,10 @@ struct SegmentationTrainer::State {
       TORCH_CHECK_VALUE(slab[1] <= extent, "segmentation: held-out slab [", slab[0], ", ", slab[1],
                         ") lies outside the volume's ", extent, " slices along axis ", config.axis);
     }
-    for (int64_t start = 0; start + p <= extent; ++start) {
-      bool clear = true;
-      for (const auto& slab : config.held_out) clear = clear && (start + p <= slab[0] || start >= slab[1]);
-      if (clear) patch_starts_on_axis.push_back(start);
-    }
-    TORCH_CHECK_VALUE(!patch_starts_on_axis.empty(), "segmentation: no patch of ", p, " slices fits between the held-out "
-                      "slabs along axis ", config.axis, "; use a smaller patch or fewer held-out slices");
+    labelled = torch::ones_like(mask);
+    for (const auto& slab : config.held_out) labelled.narrow(config.axis, slab[0], slab[1] - slab[0]).zero_();
+    TORCH_CHECK_VALUE(labelled.sum().item<double>() > 0, "segmentation: the held-out slabs cover all ", extent,
+                      " slices along axis ", config.axis, "; leave some for training");
     torch::manual_seed(config.seed);
     model = build_segmentation_model(config);
     model->to(options.device);
@@ -217,46 +229,48 @@ void SegmentationTrainer::clear_stop_request() { train::clear_stop_request(); }
 
 std::vector<int64_t> SegmentationTrainer::training_slices() const {
   const auto& s = *state_;
-  std::vector<bool> covered(static_cast<std::size_t>(s.image.size(s.config.axis)), false);
-  for (const auto start : s.patch_starts_on_axis) {
-    for (int64_t i = start; i < start + s.config.patch[s.config.axis]; ++i) covered[static_cast<std::size_t>(i)] = true;
-  }
+  const auto per_slice = s.labelled.movedim(s.config.axis, 0).flatten(1).amax(1);
   std::vector<int64_t> slices;
-  for (std::size_t i = 0; i < covered.size(); ++i) {
-    if (covered[i]) slices.push_back(static_cast<int64_t>(i));
+  for (int64_t i = 0; i < per_slice.size(0); ++i) {
+    if (per_slice[i].item<double>() > 0) slices.push_back(i);
   }
   return slices;
 }
 
-std::pair<torch::Tensor, torch::Tensor> SegmentationTrainer::training_batch(int64_t iteration) const {
+SegmentationBatch SegmentationTrainer::training_batch(int64_t iteration) const {
   const auto& s = *state_;
   const auto& c = s.config;
   auto generator = at::make_generator<at::CPUGeneratorImpl>(c.seed * 1000003 + static_cast<uint64_t>(iteration));
   auto uniform = [&](int64_t n) {  // 0 .. n-1
     return torch::randint(n, {1}, generator, torch::kLong).item<int64_t>();
   };
-  std::vector<torch::Tensor> images, masks;
+  std::vector<torch::Tensor> images, masks, labelled;
+  std::vector<std::array<int64_t, 3>> origins;
   for (int64_t b = 0; b < c.batch_size; ++b) {
-    torch::Tensor image = s.image, mask = s.mask;
+    torch::Tensor image = s.image, mask = s.mask, known = s.labelled;
+    auto& origin = origins.emplace_back();
     for (int64_t d = 0; d < 3; ++d) {
-      const int64_t start = d == c.axis ? s.patch_starts_on_axis[static_cast<std::size_t>(
-                                              uniform(static_cast<int64_t>(s.patch_starts_on_axis.size())))]
-                                        : uniform(s.image.size(d) - c.patch[d] + 1);
+      const int64_t extent = s.image.size(d);
+      const int64_t start = patch_start(uniform(extent), c.patch[d], extent);
+      origin[static_cast<std::size_t>(d)] = start;
       image = image.narrow(d, start, c.patch[d]);
       mask = mask.narrow(d, start, c.patch[d]);
+      known = known.narrow(d, start, c.patch[d]);
     }
     if (c.augment) {
       const auto draws = torch::rand({3}, generator, torch::kFloat64);
       if (draws[0].item<double>() < 0.5) {  // left-right: the brain is nearly symmetric
         image = image.flip({0});
         mask = mask.flip({0});
+        known = known.flip({0});
       }
       image = image * (0.9 + 0.2 * draws[1].item<double>()) + (draws[2].item<double>() - 0.5) * 0.2;
     }
     images.push_back(image.contiguous().unsqueeze(0));
     masks.push_back(mask.contiguous().unsqueeze(0));
+    labelled.push_back(known.contiguous().unsqueeze(0));
   }
-  return {torch::stack(images), torch::stack(masks)};
+  return {torch::stack(images), torch::stack(masks), torch::stack(labelled), origins};
 }
 
 int64_t SegmentationTrainer::restore() {
@@ -265,24 +279,30 @@ int64_t SegmentationTrainer::restore() {
   return checkpoint ? checkpoint->iteration : -1;
 }
 
-double SegmentationTrainer::evaluate(bool write_prediction) {
+SegmentationEvaluation SegmentationTrainer::evaluate(bool write_prediction) {
   auto& s = *state_;
+  const int64_t axis = s.config.axis;
   torch::NoGradGuard no_grad;
   s.model->eval();
   const auto input = s.image.unsqueeze(0).unsqueeze(0).to(s.options.device);
   const auto predicted = s.model->forward(input).squeeze(0).squeeze(0).gt(0).cpu();
   s.model->train();
-  std::vector<torch::Tensor> predicted_slabs, true_slabs;
-  for (const auto& slab : s.config.held_out) {
-    predicted_slabs.push_back(predicted.narrow(s.config.axis, slab[0], slab[1] - slab[0]).flatten());
-    true_slabs.push_back(s.mask.narrow(s.config.axis, slab[0], slab[1] - slab[0]).flatten());
+  const auto truth = s.mask.gt(0.5);
+  const auto held_out = s.labelled.lt(0.5);
+  SegmentationEvaluation evaluation;
+  evaluation.held_out_dice = dice_score(predicted.masked_select(held_out), truth.masked_select(held_out));
+  evaluation.whole_volume_dice = dice_score(predicted, truth);
+  const int64_t extent = predicted.size(axis);
+  for (int64_t begin = 0; begin < extent; begin += kDiceBand) {
+    const int64_t end = std::min(extent, begin + kDiceBand);
+    evaluation.bands.push_back(
+        {begin, end, dice_score(predicted.narrow(axis, begin, end - begin), truth.narrow(axis, begin, end - begin))});
   }
-  const double dice = dice_score(torch::cat(predicted_slabs), torch::cat(true_slabs));
   if (write_prediction) {
     const auto path = (std::filesystem::path(s.options.results_dir) / "prediction.nii.gz").string();
     data::write_nifti(path, predicted.to(torch::kUInt8), s.image_volume);
   }
-  return dice;
+  return evaluation;
 }
 
 SegmentationSummary SegmentationTrainer::run() {
@@ -294,7 +314,8 @@ SegmentationSummary SegmentationTrainer::run() {
         << ", volume " << s.image.sizes() << " from " << s.image_volume.path << ", patches "
         << c10::IntArrayRef(c.patch) << " x " << c.batch_size << ", " << c.max_iterations << " iterations, "
         << training_slices().size() << " of " << s.image.size(c.axis) << " slices along axis " << c.axis
-        << " for training, the rest held out" << std::endl;
+        << " labelled for training, " << c.held_out.size() << " held-out slabs from slice " << c.held_out.front()[0]
+        << " to " << c.held_out.back()[1] - 1 << std::endl;
   s.resume_point = resume(s.checkpointer, *s.model, *s.optimizer, s.options.device, c.to_json(),
                           SegmentationConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir,
                           s.out);
@@ -307,9 +328,10 @@ SegmentationSummary SegmentationTrainer::run() {
   int64_t window_steps = 0;
   int64_t iteration = summary.start_iteration;
   while (iteration < c.max_iterations) {
-    auto [images, masks] = training_batch(iteration);
-    images = images.to(s.options.device);
-    masks = masks.to(s.options.device);
+    const auto batch = training_batch(iteration);
+    const auto images = batch.images.to(s.options.device);
+    const auto masks = batch.masks.to(s.options.device);
+    const auto labelled = batch.labelled.to(s.options.device);
     const double lr = c.lr_at(iteration);
     s.set_lr(lr);
     zero_gradients(*s.model);
@@ -317,10 +339,10 @@ SegmentationSummary SegmentationTrainer::run() {
     torch::Tensor logits;
     {
       logits = s.model->forward(images);
-      segmentation_loss(logits, masks).backward();
+      segmentation_loss(logits, masks, labelled).backward();
     }
     summary.activation_bytes = probe.peak_above_start();
-    const double loss = segmentation_loss(logits.detach(), masks).item<double>();
+    const double loss = segmentation_loss(logits.detach(), masks, labelled).item<double>();
     if (!std::isfinite(loss)) {
       std::ostringstream message;
       message << "the loss became " << loss << " at iteration " << iteration << " (learning rate " << lr
@@ -331,11 +353,13 @@ SegmentationSummary SegmentationTrainer::run() {
     s.optimizer->step();
     ++iteration;
     window_loss += loss;
-    window_dice += dice_score(logits.detach().gt(0), masks.gt(0.5));
+    const auto known = labelled.gt(0.5);
+    window_dice += dice_score(logits.detach().gt(0).masked_select(known), masks.gt(0.5).masked_select(known));
     ++window_steps;
     const bool stop = stop_requested();
-    const bool validate = iteration % c.validate_every == 0 && iteration < c.max_iterations;
-    if (iteration % c.log_every == 0 || validate || iteration == c.max_iterations) {
+    const bool last = iteration == c.max_iterations;
+    const bool validate = iteration % c.validate_every == 0 || last;
+    if (iteration % c.log_every == 0 || validate) {
       MetricsRow row;
       row.iteration = iteration;
       row.loss = window_loss / window_steps;
@@ -344,7 +368,13 @@ SegmentationSummary SegmentationTrainer::run() {
       const double window_seconds = std::max(1e-9, seconds_since(window_start));
       row.iterations_per_second = window_steps / window_seconds;
       row.activation_bytes = summary.activation_bytes;
-      if (validate) row.test_accuracy = evaluate(false);
+      if (validate) {
+        // The last one writes the prediction the summary reports.
+        const auto evaluation = evaluate(/*write_prediction=*/last);
+        if (last) summary.evaluation = evaluation;
+        row.test_accuracy = evaluation.held_out_dice;
+        row.whole_accuracy = evaluation.whole_volume_dice;
+      }
       s.metrics.append(row);
       const double eta = eta_seconds(iteration, c.max_iterations, row.iterations_per_second);
       std::ostringstream line;
@@ -352,7 +382,10 @@ SegmentationSummary SegmentationTrainer::run() {
            << std::setprecision(4) << row.loss << "  dice " << std::setprecision(3) << row.train_accuracy << "  "
            << std::setprecision(2) << row.iterations_per_second << " it/s  ETA " << format_duration(eta)
            << "  activations " << format_mib(summary.activation_bytes);
-      if (row.test_accuracy) line << "  held-out dice " << std::setprecision(4) << *row.test_accuracy;
+      if (row.test_accuracy) {
+        line << "  held-out dice " << std::setprecision(4) << *row.test_accuracy << "  whole-volume dice "
+             << *row.whole_accuracy;
+      }
       print_progress(s.out, line.str(), s.options.live_line, row.test_accuracy.has_value());
       window_start = Clock::now();
       window_loss = window_dice = 0;
@@ -373,7 +406,8 @@ SegmentationSummary SegmentationTrainer::run() {
   summary.seconds = seconds_since(start);
   summary.total_seconds = s.resume_point.total_seconds(summary.seconds);
   if (!summary.interrupted) {
-    summary.held_out_dice = evaluate(true);
+    // A run resumed at its end trained no iteration, so it has not evaluated yet.
+    if (summary.evaluation.whole_volume_dice < 0) summary.evaluation = evaluate(/*write_prediction=*/true);
     summary.prediction_path = (std::filesystem::path(s.options.results_dir) / "prediction.nii.gz").string();
     s.metrics.plot(s.title() + " (accuracy: Dice)");
   }

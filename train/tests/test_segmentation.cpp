@@ -1,17 +1,21 @@
-// The segmentation job (iunet3d brain-extraction): its configuration, the patch sampler (never
-// inside the held-out slabs, a pure function of seed and iteration), Dice, and a short run on a
-// small synthetic volume: it learns, resumes to the same weights, and writes the prediction on
-// the input's grid.
+// The segmentation job (iunet3d brain-extraction): its configuration (held-out slabs from one end
+// of the volume to the other), the patch sampler (the held-out labels masked out, the edges
+// covered, a pure function of seed and iteration), Dice, and a short run on a small synthetic,
+// obliquely oriented volume: it learns, reports held-out and whole-volume Dice, resumes to the
+// same weights, and writes the prediction on the input's grid.
 
 #include <memcnn/data/nifti.h>
 #include <memcnn/memory.h>
 #include <memcnn/train/config.h>
+#include <memcnn/train/metrics.h>
 #include <memcnn/train/segmentation.h>
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include <unistd.h>
@@ -28,8 +32,29 @@ fs::path fresh_folder(const std::string& name) {
   return dir;
 }
 
+// Gives an uncompressed NIfTI-1 file an oblique grid, at the header offsets the format fixes: a
+// qform (scanner) rotated by a quaternion and shifted, and a general sform (MNI) with shears and
+// a shift. A prediction written without them would be shown elsewhere in the world.
+void orient(const fs::path& nii) {
+  std::fstream file(nii, std::ios::in | std::ios::out | std::ios::binary);
+  auto put = [&file](std::streamoff offset, auto value) {
+    file.seekp(offset);
+    file.write(reinterpret_cast<const char*>(&value), sizeof(value));
+  };
+  put(252, int16_t{1});  // qform_code: scanner
+  put(254, int16_t{4});  // sform_code: MNI-152
+  const float quaternion_and_offset[6] = {0.1f, -0.2f, 0.3f, 10.5f, -20.25f, 30.f};  // b, c, d, x, y, z
+  for (int i = 0; i < 6; ++i) put(256 + 4 * i, quaternion_and_offset[i]);
+  const float rows[3][4] = {{1.2f, 0.1f, 0.05f, -90.f}, {-0.08f, 0.9f, 0.12f, -126.f}, {0.03f, -0.15f, 1.5f, -72.f}};
+  for (int r = 0; r < 3; ++r) {
+    for (int c = 0; c < 4; ++c) put(280 + 16 * r + 4 * c, rows[r][c]);
+  }
+  ASSERT_TRUE(file.good()) << nii;
+}
+
 // A 24x20x28 "head": a bright ellipsoid (the mask) inside a dimmer shell, with noise; written
-// with a rotated, shifted sform so the prediction's grid can be checked.
+// with a rotated, shifted qform and sform (the mask on the same grid) so the prediction's grid
+// can be checked.
 fs::path synthetic_volumes(const std::string& name) {
   const auto dir = fresh_folder(name + "_data");
   const auto x = torch::linspace(-1, 1, 24).reshape({24, 1, 1});
@@ -40,8 +65,10 @@ fs::path synthetic_volumes(const std::string& name) {
   torch::manual_seed(0);
   const auto image = (mask.to(torch::kFloat32) * 100 + r.lt(1.35).to(torch::kFloat32) * 60 +
                       5 * torch::randn({24, 20, 28})).clamp(0, 255).to(torch::kUInt8);
-  data::write_nifti((dir / "head.nii.gz").string(), image, std::vector<double>{1.0, 1.0, 1.0});
-  auto like = data::read_nifti((dir / "head.nii.gz").string());
+  data::write_nifti((dir / "head.nii").string(), image, std::vector<double>{1.2, 0.9, 1.5});
+  orient(dir / "head.nii");
+  auto like = data::read_nifti((dir / "head.nii").string());
+  data::write_nifti((dir / "head.nii.gz").string(), image, like);
   data::write_nifti((dir / "mask.nii.gz").string(), mask.to(torch::kUInt8), like);
   return dir;
 }
@@ -67,7 +94,13 @@ TEST(Segmentation, ShippedExperimentParses) {
       train::experiment_for(train::default_experiments(), "iunet3d", "brain-extraction"));
   EXPECT_EQ(c.model, "iunet3d");
   EXPECT_EQ(c.image, "ch2.nii.gz");
-  EXPECT_EQ(c.held_out.size(), 2u);
+  // Held-out slabs from the skull base to the top of the 181 axial slices: one in every whole band
+  // of kDiceBand slices, so that they sample every height as the whole-volume Dice does.
+  for (int64_t band = 0; band + train::kDiceBand <= 181; band += train::kDiceBand) {
+    bool sampled = false;
+    for (const auto& slab : c.held_out) sampled = sampled || (slab[0] >= band && slab[1] <= band + train::kDiceBand);
+    EXPECT_TRUE(sampled) << "no held-out slab within slices " << band << " to " << band + train::kDiceBand - 1;
+  }
   EXPECT_EQ(train::SegmentationConfig::from_json(c.to_json()).to_json(), c.to_json()) << "checkpoints record it";
   EXPECT_TRUE(train::is_segmentation_model("iunet3d"));
   EXPECT_FALSE(train::is_segmentation_model("revnet38"));
@@ -112,7 +145,35 @@ TEST(Segmentation, DiceScore) {
   EXPECT_THROW(train::dice_score(a, torch::zeros({3})), c10::Error);
 }
 
-TEST(Segmentation, PatchesAvoidTheHeldOutSlabsAndAreAPureFunctionOfTheIteration) {
+// metrics.csv has a column for the whole-volume Dice; a file written before it (7 columns) still
+// reads, and a resumed run's rewrite keeps its rows.
+TEST(Segmentation, MetricsCsvHoldsTheWholeVolumeDiceAndReadsOlderFiles) {
+  const auto dir = fresh_folder("metrics");
+  {
+    std::ofstream old(dir / "metrics.csv");
+    old << "iteration,loss,train_accuracy,lr,iterations_per_second,activation_bytes,test_accuracy\n"
+        << "10,0.5,0.8,0.001,2,100,\n20,0.4,0.9,0.001,2,100,0.85\n";
+  }
+  train::MetricsLog log(dir.string());
+  train::MetricsRow row;
+  row.iteration = 30;
+  row.test_accuracy = 0.9;
+  row.whole_accuracy = 0.95;
+  log.append(row);
+  log.truncate_after(30);
+  const auto rows = log.read();
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_FALSE(rows[0].test_accuracy.has_value());
+  EXPECT_DOUBLE_EQ(*rows[1].test_accuracy, 0.85);
+  EXPECT_FALSE(rows[1].whole_accuracy.has_value());
+  EXPECT_DOUBLE_EQ(*rows[2].whole_accuracy, 0.95);
+  std::ifstream csv(dir / "metrics.csv");
+  std::string header;
+  std::getline(csv, header);
+  EXPECT_EQ(header.substr(header.rfind(',') + 1), "whole_accuracy");
+}
+
+TEST(Segmentation, PatchesMaskTheHeldOutLabelsCoverTheEdgesAndAreAPureFunctionOfTheIteration) {
   memcnn::enable_cpu_memory_tracking();
   const auto data = synthetic_volumes("patches");
   std::ostringstream out;
@@ -120,11 +181,51 @@ TEST(Segmentation, PatchesAvoidTheHeldOutSlabsAndAreAPureFunctionOfTheIteration)
                                      options_for(data, fresh_folder("patches_results"), out));
   for (const auto slice : trainer.training_slices()) EXPECT_TRUE(slice < 10 || slice >= 16) << slice;
   EXPECT_EQ(trainer.training_slices().size(), 28u - 6u);
-  const auto [images, masks] = trainer.training_batch(7);
-  EXPECT_EQ(images.sizes(), c10::IntArrayRef({2, 1, 16, 16, 8}));
-  EXPECT_TRUE(torch::equal(trainer.training_batch(7).first, images));
-  EXPECT_FALSE(torch::equal(trainer.training_batch(8).first, images));
-  EXPECT_GT(masks.sum().item<double>(), 0);
+  const auto batch = trainer.training_batch(7);
+  EXPECT_EQ(batch.images.sizes(), c10::IntArrayRef({2, 1, 16, 16, 8}));
+  EXPECT_EQ(batch.labelled.sizes(), batch.images.sizes());
+  EXPECT_TRUE(torch::equal(trainer.training_batch(7).images, batch.images));
+  EXPECT_FALSE(torch::equal(trainer.training_batch(8).images, batch.images));
+  EXPECT_GT(batch.masks.sum().item<double>(), 0);
+
+  // Patches go anywhere; the loss's labels stop at the held-out slabs. The first and last slices
+  // are covered more than a third as often as the middle one (expected: 5/8; a start drawn
+  // uniformly among the 21 covers slice 0 an eighth as often as slice 14).
+  std::vector<int64_t> covered(28, 0);
+  bool crossed_a_slab = false;
+  for (int64_t iteration = 0; iteration < 300; ++iteration) {
+    const auto b = trainer.training_batch(iteration);
+    for (std::size_t i = 0; i < b.origins.size(); ++i) {
+      const int64_t z0 = b.origins[i][2];
+      for (int64_t k = 0; k < 8; ++k) {
+        const bool held_out = z0 + k >= 10 && z0 + k < 16;
+        crossed_a_slab = crossed_a_slab || held_out;
+        ++covered[static_cast<std::size_t>(z0 + k)];
+        const auto labels = b.labelled[static_cast<int64_t>(i)][0].select(2, k);
+        ASSERT_TRUE(torch::equal(labels, torch::full_like(labels, held_out ? 0.0 : 1.0))) << "slice " << z0 + k;
+      }
+    }
+  }
+  EXPECT_TRUE(crossed_a_slab);
+  const auto middle = covered[14];
+  EXPECT_GT(3 * covered.front(), middle) << "slice 0 covered " << covered.front() << " times, slice 14 " << middle;
+  EXPECT_GT(3 * covered.back(), middle) << "slice 27 covered " << covered.back() << " times, slice 14 " << middle;
+}
+
+TEST(Segmentation, AMaskOnAnotherGridIsRefused) {
+  memcnn::enable_cpu_memory_tracking();
+  const auto data = synthetic_volumes("grid");
+  const auto mask = data::read_nifti((data / "mask.nii.gz").string());
+  data::write_nifti((data / "mask.nii.gz").string(), mask.data, std::vector<double>{1.2, 0.9, 1.5});
+  std::ostringstream out;
+  try {
+    train::SegmentationTrainer trainer(train::SegmentationConfig::from_json(small_experiment()),
+                                       options_for(data, fresh_folder("grid_results"), out));
+    ADD_FAILURE() << "a mask without the image's orientation was accepted";
+  } catch (const c10::Error& error) {
+    EXPECT_NE(std::string(error.what_without_backtrace()).find("not on the grid of"), std::string::npos)
+        << error.what_without_backtrace();
+  }
 }
 
 TEST(Segmentation, LearnsResumesAndWritesThePredictionOnTheInputsGrid) {
@@ -134,7 +235,7 @@ TEST(Segmentation, LearnsResumesAndWritesThePredictionOnTheInputsGrid) {
   const auto results = fresh_folder("learn_results");
   auto config = train::SegmentationConfig::from_json(small_experiment());
   std::ostringstream out;
-  double dice = 0;
+  train::SegmentationEvaluation evaluation;
   torch::Tensor weights;
   {
     train::SegmentationTrainer trainer(config, options_for(data, results, out));
@@ -142,17 +243,47 @@ TEST(Segmentation, LearnsResumesAndWritesThePredictionOnTheInputsGrid) {
     EXPECT_FALSE(summary.interrupted);
     EXPECT_EQ(summary.final_iteration, 30);
     EXPECT_GT(summary.activation_bytes, 0);
-    dice = summary.held_out_dice;
+    evaluation = summary.evaluation;
     weights = trainer.model()->parameters().front().detach().clone();
   }
-  EXPECT_GT(dice, 0.8) << out.str();
+  EXPECT_GT(evaluation.held_out_dice, 0.8) << out.str();
+  EXPECT_GT(evaluation.whole_volume_dice, 0.8) << out.str();
   EXPECT_NE(out.str().find("held-out dice"), std::string::npos);
+  EXPECT_NE(out.str().find("whole-volume dice"), std::string::npos);
+
+  // The prediction is written on the input's oblique grid, and the whole-volume Dice is its Dice
+  // against the mask file.
   const auto written = data::read_nifti((results / "prediction.nii.gz").string());
   const auto input = data::read_nifti((data / "head.nii.gz").string());
+  ASSERT_EQ(input.sform_code, 4);
+  ASSERT_EQ(input.qform_code, 1);
+  ASSERT_NE(input.sform[0][1], 0.0);
+  ASSERT_NE(input.qform[0][1], 0.0);
   EXPECT_EQ(written.data.sizes(), input.data.sizes());
+  EXPECT_EQ(written.sform_code, input.sform_code);
+  EXPECT_EQ(written.qform_code, input.qform_code);
+  EXPECT_EQ(written.sform, input.sform);
+  EXPECT_EQ(written.qform, input.qform);
+  EXPECT_EQ(written.spacing, input.spacing);
   EXPECT_TRUE(torch::equal(written.affine(), input.affine()));
   EXPECT_EQ(written.data.scalar_type(), torch::kUInt8);
-  EXPECT_TRUE(fs::exists(results / "metrics.csv"));
+  const auto truth = data::read_nifti((data / "mask.nii.gz").string()).data.gt(0);
+  EXPECT_DOUBLE_EQ(evaluation.whole_volume_dice, train::dice_score(written.data.gt(0), truth));
+  ASSERT_EQ(evaluation.bands.size(), 2u);  // 28 slices: 0-19 and 20-27
+  EXPECT_EQ(evaluation.bands[1].begin, 20);
+  EXPECT_EQ(evaluation.bands[1].end, 28);
+  EXPECT_DOUBLE_EQ(evaluation.bands[1].dice,
+                   train::dice_score(written.data.gt(0).narrow(2, 20, 8), truth.narrow(2, 20, 8)));
+  const auto held_out = written.data.gt(0).narrow(2, 10, 6), held_out_truth = truth.narrow(2, 10, 6);
+  EXPECT_DOUBLE_EQ(evaluation.held_out_dice, train::dice_score(held_out, held_out_truth));
+
+  // metrics.csv: the last row holds both Dice scores.
+  const auto rows = train::MetricsLog(results.string()).read();
+  ASSERT_FALSE(rows.empty());
+  EXPECT_EQ(rows.back().iteration, 30);
+  ASSERT_TRUE(rows.back().test_accuracy && rows.back().whole_accuracy);
+  EXPECT_NEAR(*rows.back().test_accuracy, evaluation.held_out_dice, 1e-5);
+  EXPECT_NEAR(*rows.back().whole_accuracy, evaluation.whole_volume_dice, 1e-5);
   EXPECT_TRUE(fs::exists(results / "metrics.svg"));
 
   // Stopped by a request after its first iteration, then resumed: the same weights as the

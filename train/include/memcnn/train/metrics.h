@@ -18,6 +18,9 @@ struct MetricsRow {
   double iterations_per_second = 0;
   int64_t activation_bytes = 0;
   std::optional<double> test_accuracy;  // only where a validation ran
+  // Only where a validation ran and the job measures it: the segmentation's Dice on the whole
+  // volume (held-out and training voxels alike), beside test_accuracy's held-out Dice.
+  std::optional<double> whole_accuracy;
 };
 
 class MetricsLog {

@@ -1,10 +1,12 @@
 #pragma once
 // Volume segmentation with an iUNet (models/iunet.h): the brain-extraction job of memcnn-train
 // (`memcnn-train iunet3d brain-extraction`). One NIfTI volume and its mask; the network trains
-// on random patches (with augmentation) drawn from the volume outside the held-out slabs, and is
-// evaluated by Dice on those slabs, which no training patch ever touched. It writes the
-// predicted mask of the whole volume as NIfTI on the input's grid and orientation. Checkpoints,
-// resume, metrics (Dice in the accuracy columns) and the plot are the classification trainer's.
+// on random patches (with augmentation) drawn from the whole volume, with the labels of thin
+// held-out slabs spread from one end of the volume to the other left out of the loss. It is
+// evaluated by Dice on those slabs, whose labels no training step used, and by Dice on the whole
+// volume, and writes the predicted mask of the whole volume as NIfTI on the input's grid and
+// orientation. Checkpoints, resume, metrics (Dice in the accuracy columns) and the plot are the
+// classification trainer's.
 
 #include "memcnn/train/config.h"
 
@@ -30,15 +32,18 @@ struct SegmentationConfig {
   std::string mask = "ch2bet.nii.gz";  // the label is mask > mask_threshold
   double mask_threshold = 0;
   int64_t axis = 2;  // the axis the held-out slabs cut (2: axial, z)
-  std::vector<std::array<int64_t, 2>> held_out{{64, 80}, {112, 128}};  // [begin, end) along axis
+  // [begin, end) along axis: slices whose labels the loss never sees. Patches may cross them (the
+  // image is the network's input at every slice, as when it predicts the whole volume).
+  std::vector<std::array<int64_t, 2>> held_out{{7, 13},    {27, 33},   {47, 53},   {67, 73},  {87, 93},
+                                               {107, 113}, {127, 133}, {147, 153}, {167, 173}};
   std::vector<int64_t> patch{72, 72, 24};
   int64_t batch_size = 2;
-  int64_t max_iterations = 600;
+  int64_t max_iterations = 3000;
   double lr = 2e-3;
   double weight_decay = 0;
   int64_t warmup_iterations = 50;  // linear warm-up, then cosine decay to 0
-  int64_t checkpoint_every = 100;
-  int64_t validate_every = 300;
+  int64_t checkpoint_every = 500;
+  int64_t validate_every = 500;
   int64_t log_every = 10;
   uint64_t seed = 0;
   bool augment = true;  // flips along x, intensity scale and shift
@@ -59,6 +64,30 @@ models::IUNetSegmentation build_segmentation_model(const SegmentationConfig& con
 // 2|A n B| / (|A| + |B|) of two boolean masks; 1 when both are empty.
 double dice_score(const torch::Tensor& prediction, const torch::Tensor& target);
 
+// Dice of a band of slices [begin, end) along the held-out axis.
+struct BandDice {
+  int64_t begin = 0, end = 0;
+  double dice = 0;
+};
+
+// The whole-volume prediction against the mask.
+struct SegmentationEvaluation {
+  double held_out_dice = -1;      // over the held-out slabs' voxels (labels no training step used)
+  double whole_volume_dice = -1;  // over every voxel: what prediction.nii.gz scores against the mask
+  std::vector<BandDice> bands;    // whole-volume Dice per band of kDiceBand slices along the axis
+};
+
+// Slices per band of SegmentationEvaluation::bands.
+constexpr int64_t kDiceBand = 20;
+
+// Patches of the image and the mask, and where the loss may use the mask: [B, 1, patch...] each,
+// float32; `labelled` is 0 on held-out slices, 1 elsewhere. `origins`: each patch's first voxel in
+// the volume.
+struct SegmentationBatch {
+  torch::Tensor images, masks, labelled;
+  std::vector<std::array<int64_t, 3>> origins;
+};
+
 struct SegmentationTrainerOptions {
   std::string results_dir;
   std::string data_dir;  // where config.image and config.mask are
@@ -74,8 +103,8 @@ struct SegmentationSummary {
   bool interrupted = false;
   double seconds = 0;
   std::optional<double> total_seconds;  // as TrainSummary::total_seconds
-  double held_out_dice = -1;     // at the end; -1 when interrupted
-  int64_t activation_bytes = 0;  // of the last training step
+  SegmentationEvaluation evaluation;  // at the end; Dice -1 when interrupted
+  int64_t activation_bytes = 0;       // of the last training step
   std::string prediction_path;
 };
 
@@ -84,14 +113,14 @@ class SegmentationTrainer {
   SegmentationTrainer(SegmentationConfig config, SegmentationTrainerOptions options);
   ~SegmentationTrainer();
   SegmentationSummary run();
-  // Dice on the held-out slabs of the whole-volume prediction; writes prediction.nii.gz.
-  double evaluate(bool write_prediction);
+  // Predicts the whole volume and scores it; writes prediction.nii.gz if asked.
+  SegmentationEvaluation evaluate(bool write_prediction);
   int64_t restore();  // the checkpoint's iteration, or -1
   models::IUNetSegmentation& model();
-  // The (augmented) patches and masks of an iteration: [B, 1, patch...] each; a pure function
-  // of the seed and the iteration, so a resumed run trains on what the uninterrupted one would.
-  std::pair<torch::Tensor, torch::Tensor> training_batch(int64_t iteration) const;
-  // Indices along the held-out axis that training patches may cover.
+  // The (augmented) patches of an iteration; a pure function of the seed and the iteration, so a
+  // resumed run trains on what the uninterrupted one would.
+  SegmentationBatch training_batch(int64_t iteration) const;
+  // Indices along the held-out axis whose labels the loss uses (every slice outside the slabs).
   std::vector<int64_t> training_slices() const;
 
   static void request_stop();
