@@ -17,6 +17,14 @@ namespace train {
 
 using Json = nlohmann::json;
 
+// The deepest nesting of arrays and objects the trainer reads (the shipped experiments nest 4
+// levels): merging, comparing and printing recipes recurse through them, and a file nested
+// 50000 levels deep overflowed the stack.
+constexpr int kMaxJsonDepth = 64;
+// Parses JSON the trainer reads (experiments files, a checkpoint's recipe); std::runtime_error
+// starting with `what` when it is not JSON or nests deeper than kMaxJsonDepth.
+Json parse_json(const std::string& text, const std::string& what);
+
 // The experiments shipped with memcnn (train/experiments.json, built into the program).
 Json default_experiments();
 // Reads a file; a clear error names the file and what is wrong.
