@@ -55,29 +55,6 @@ Json resolve(const Json& experiments, const std::string& name, std::vector<std::
   return result;
 }
 
-// A whole number of type T. nlohmann's get<T> casts any JSON number, which is undefined for a
-// float beyond T's range (1e300) and wraps a value beyond it (-1 as an unsigned seed): each is
-// refused here instead.
-template <typename T>
-T whole_number(const Json& value, const std::string& key) {
-  using limits = std::numeric_limits<T>;
-  bool in_range = false;
-  if (value.is_number_unsigned()) {
-    in_range = value.get<uint64_t>() <= static_cast<uint64_t>(limits::max());
-  } else if (value.is_number_integer()) {
-    const auto number = value.get<int64_t>();
-    in_range = number >= 0 ? static_cast<uint64_t>(number) <= static_cast<uint64_t>(limits::max())
-                           : std::is_signed_v<T>;
-  } else {
-    throw std::invalid_argument("experiment field '" + key + "' must be a whole number, not " + value.dump());
-  }
-  if (!in_range)
-    throw std::invalid_argument("experiment field '" + key + "' is " + value.dump() + ", outside the range of " +
-                                (std::is_signed_v<T> ? "a signed" : "an unsigned") + " " +
-                                std::to_string(8 * sizeof(T)) + "-bit integer");
-  return value.get<T>();
-}
-
 template <typename T>
 T field(const Json& j, const char* key, T fallback) {
   if (!j.contains(key)) return fallback;
