@@ -82,12 +82,14 @@ for target in "${targets[@]}"; do
   echo "=== $target: fuzzing for $seconds s (log: $log)"
   executions=0
   found=()
+  # The regression inputs are replayed first; after a finding the target restarts without them,
+  # so that one still failing does not stop it again at once.
+  seeds=("$root/fuzz/corpus/$target" "$regressions")
   start=$SECONDS
   while [ $((SECONDS - start)) -lt "$seconds" ]; do
     left=$((seconds - (SECONDS - start)))
-    before=$(ls "$findings" | sort)
     status=0
-    "$build_dir/fuzz/fuzz_$target" "$corpus" "$root/fuzz/corpus/$target" "$regressions" \
+    "$build_dir/fuzz/fuzz_$target" "$corpus" "${seeds[@]}" \
       -max_total_time="$left" -timeout="$timeout" -malloc_limit_mb="$malloc_limit_mb" \
       -rss_limit_mb="$rss_limit_mb" -artifact_prefix="$findings/" -close_fd_mask=3 \
       -print_final_stats=1 >"$scratch/run.log" 2>&1 || status=$?
@@ -96,18 +98,22 @@ for target in "${targets[@]}"; do
     [ -n "$run" ] || run=$(grep -o '^#[0-9]*' "$scratch/run.log" | tail -n 1 | tr -d '#' || true)
     executions=$((executions + ${run:-0}))
     cat "$scratch/run.log" >>"$log"
-    echo "--- run ended (status $status, $run executions)" >>"$log"
-    new=$(comm -13 <(echo "$before") <(ls "$findings" | sort) | grep -E '^(crash|leak|timeout|oom)-' || true)
-    for artifact in $new; do
-      cp "$findings/$artifact" "$regressions/$artifact"
-      found+=("$artifact")
-    done
+    echo "--- run ended (status $status, ${run:-0} executions)" >>"$log"
     if [ "$status" -eq 0 ]; then break; fi
-    if [ -z "$new" ]; then
+    artifact=$(grep -o 'Test unit written to .*' "$scratch/run.log" | tail -n 1 | sed 's/^Test unit written to //' || true)
+    if [ -z "$artifact" ] || [ ! -f "$artifact" ]; then
       echo "fuzz.sh: $target stopped (status $status) without leaving an input; see $log" >&2
       found+=("status-$status-without-input")
       break
     fi
+    name=$(basename "$artifact")
+    if [ -f "$regressions/$name" ]; then
+      found+=("$name (a regression input, failing again)")
+    else
+      cp "$artifact" "$regressions/$name"
+      found+=("$name")
+    fi
+    seeds=("$root/fuzz/corpus/$target")
   done
   elapsed=$((SECONDS - start))
   inputs=$(find "$corpus" -type f | wc -l)

@@ -32,7 +32,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const fs::path scratch = fuzz::scratch_dir();
   const fs::path archive = scratch / "cifar-10-binary.tar.gz";
   const fs::path destination = scratch / "extracted";
-  fs::remove_all(destination);
+  fs::remove_all(destination);  // what an input that failed the checks below left
   fs::create_directory(destination);
   if (fuzz::looks_gzipped(data, size)) {
     fuzz::write_input(archive.string(), data, size);
@@ -56,5 +56,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (name.rfind(".extract-", 0) == 0) throw std::logic_error("extract_tar_gz left its staging folder " + name);
     if (!extracted) throw std::logic_error("extract_tar_gz failed but left " + name + " in the destination");
   }
+  fs::remove_all(destination);
+  fs::remove(archive);
   return 0;
 }

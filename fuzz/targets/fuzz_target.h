@@ -22,9 +22,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace memcnn::fuzz {
 
-// A folder of the target's own for the files it writes (most readers take paths): under
-// $MEMCNN_FUZZ_SCRATCH when set, else /dev/shm when present (no disk write per execution), else
-// the system's temporary folder. Made on first use, removed with everything in it at exit.
+// A folder of the target's own for the files it writes (most readers take paths; each target
+// removes its files after each input): under $MEMCNN_FUZZ_SCRATCH when set, else /dev/shm when
+// present (no disk write per execution), else the system's temporary folder. Made on first use,
+// removed at a normal exit; libFuzzer ends with _Exit, which leaves it (empty), so scripts/fuzz.sh
+// runs the targets in a folder of its own that it removes.
 const std::string& scratch_dir();
 
 // Writes bytes to path (replacing it); throws std::runtime_error when it cannot.

@@ -47,12 +47,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint8_t* images = data + 5;
   const size_t images_size = std::min(declared, size - 5);
   const std::string& dir = fuzz::scratch_dir();
+  place(dir + kImages, images, images_size, (flags & 1) != 0);
+  place(dir + kLabels, images + images_size, size - 5 - images_size, (flags & 2) != 0);
+  fuzz::refusing_clearly([&] { check_dataset(memcnn::data::read_fashion_mnist(dir, false)); });
   for (const char* base : {kImages, kLabels}) {
     fs::remove(dir + base);
     fs::remove(dir + base + std::string(".gz"));
   }
-  place(dir + kImages, images, images_size, (flags & 1) != 0);
-  place(dir + kLabels, images + images_size, size - 5 - images_size, (flags & 2) != 0);
-  fuzz::refusing_clearly([&] { check_dataset(memcnn::data::read_fashion_mnist(dir, false)); });
   return 0;
 }

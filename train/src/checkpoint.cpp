@@ -2,12 +2,13 @@
 
 #include "memcnn/train/config.h"
 
+#include <caffe2/serialize/versions.h>
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -39,8 +40,9 @@ std::string temporary_name(const std::string& path) { return path + ".tmp." + st
 // LibTorch 1.13 reads the records of a checkpoint (a zip archive) without checking their CRC-32,
 // and parses the TorchScript code among them: a damaged record crashed it (SEGV in
 // torch::jit::ScriptTypeParser) instead of raising an error. Every record's size and CRC-32 is
-// verified here first, by streaming through it, so a damaged or truncated checkpoint is reported
-// and skipped; nothing is allocated from the sizes the archive declares.
+// verified here first, by streaming through it, and what LibTorch needs to open the archive
+// without leaking (verify_version), so a damaged or truncated checkpoint is reported and skipped;
+// nothing is allocated from the sizes the archive declares.
 
 // memcnn's checkpoints compress only their TorchScript code (kilobytes); tensors are stored.
 constexpr uint64_t kMaxCompressedRecordBytes = uint64_t{16} << 20;
@@ -58,7 +60,7 @@ class ArchiveCheck {
     size_ = fs::file_size(path);
   }
 
-  void verify_every_record() {
+  void verify() {
     const uint64_t tail_size = std::min<uint64_t>(size_, 22 + 65535);  // end record and its comment
     const std::string tail = read_at(size_ - tail_size, tail_size, "the end of the archive");
     size_t end = std::string::npos;
@@ -86,11 +88,54 @@ class ArchiveCheck {
     const std::string directory = read_at(directory_offset, directory_size, "its directory");
     size_t at = 0;
     for (uint64_t i = 0; i < entries; ++i) at = verify_record(directory, at, i);
+    verify_version();
   }
 
  private:
+  struct Record {
+    std::string name;
+    uint16_t method;
+    uint64_t data;  // offset of its bytes
+    uint64_t size;  // as stored
+  };
+
   [[noreturn]] void damaged(const std::string& what) const {
     throw std::runtime_error("the archive is damaged: " + what);
+  }
+
+  // What LibTorch's PyTorchStreamReader requires as it opens an archive: records in one folder,
+  // named by the first, and a version record it reads (its lookups ignore case). It throws from
+  // its constructor otherwise, which leaks its zip reader's state (LibTorch 1.13).
+  void verify_version() {
+    if (records_.empty()) damaged("it holds no records");
+    const std::string& first = records_.front().name;
+    const size_t slash = first.find('/');
+    if (slash == std::string::npos) damaged("its first record '" + first + "' is not in a folder");
+    const auto lower = [](std::string text) {
+      std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+      return text;
+    };
+    const std::string folder = lower(first.substr(0, slash + 1));
+    bool found = false;
+    for (const Record& record : records_) {
+      const std::string name = lower(record.name);
+      if (name != folder + "version" && name != folder + ".data/version") continue;
+      found = true;
+      if (record.method != 0 || record.size > 20) damaged("its version record is not a short stored number");
+      const std::string text = read_at(record.data, record.size, "its version record");
+      uint64_t version = 0;
+      try {
+        version = std::stoull(text);
+      } catch (const std::exception&) {
+        damaged("its version record holds '" + text + "', not a number");
+      }
+      if (version < caffe2::serialize::kMinSupportedFileFormatVersion ||
+          version > caffe2::serialize::kMaxSupportedFileFormatVersion)
+        damaged("its format version " + std::to_string(version) + " is not one this LibTorch reads (" +
+                std::to_string(caffe2::serialize::kMinSupportedFileFormatVersion) + " to " +
+                std::to_string(caffe2::serialize::kMaxSupportedFileFormatVersion) + ")");
+    }
+    if (!found) damaged("it has no record '" + first.substr(0, slash + 1) + "version'");
   }
 
   std::string read_at(uint64_t offset, uint64_t count, const std::string& what) {
@@ -148,6 +193,7 @@ class ArchiveCheck {
     if (actual != crc)
       damaged("record '" + name + "' has CRC-32 " + std::to_string(actual) + ", the archive records " +
               std::to_string(crc));
+    records_.push_back({name, method, data, compressed});
     return at + 46 + name_size + extra_size + comment_size;
   }
 
@@ -194,6 +240,7 @@ class ArchiveCheck {
   std::string path_;
   std::ifstream file_;
   uint64_t size_ = 0;
+  std::vector<Record> records_;  // in the directory's order
 };
 
 // Every parameter and buffer of module (and its submodules) must be in the archive with its
@@ -264,7 +311,7 @@ std::optional<CheckpointInfo> Checkpointer::load(torch::nn::Module& model, torch
   for (const auto& path : {latest_path(), previous_path()}) {
     if (!fs::exists(path)) continue;
     try {
-      ArchiveCheck(path).verify_every_record();
+      ArchiveCheck(path).verify();
       torch::serialize::InputArchive archive, model_archive, optimizer_archive;
       archive.load_from(path);
       torch::Tensor iteration;
@@ -279,7 +326,13 @@ std::optional<CheckpointInfo> Checkpointer::load(torch::nn::Module& model, torch
       // Everything that can be checked first is, and the model is loaded last: a checkpoint that
       // fails leaves the model as it was.
       check_same_tensors(model, model_archive, "");
-      optimizer.load(optimizer_archive);
+      try {
+        optimizer.load(optimizer_archive);
+      } catch (const c10::Error& e) {
+        // LibTorch reports another optimizer's state as an internal assertion.
+        throw std::runtime_error(std::string("its optimizer state does not fit this optimizer (saved by another "
+                                             "one, such as AdamW for SGD?): ") + e.what_without_backtrace());
+      }
       model.load(model_archive);
       return info;
     } catch (const std::exception& e) {
