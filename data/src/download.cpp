@@ -184,27 +184,30 @@ fs::path safe_relative_path(const std::string& archive, const std::string& name)
 }
 
 // The regular files of a gzip'd tar archive (ustar, GNU, pax or v7, as tar writes them), read by
-// libarchive; every failure is a std::runtime_error naming the archive and what libarchive said.
+// libarchive within ExtractLimits; every failure is a std::runtime_error naming the archive and
+// what libarchive said or which limit it reached.
 class TarGzReader {
  public:
-  explicit TarGzReader(const std::string& archive) : archive_(archive), handle_(archive_read_new()) {
-    if (handle_ == nullptr) throw std::runtime_error("libarchive could not allocate a reader for " + archive);
-    archive_read_support_filter_gzip(handle_);
-    archive_read_support_format_tar(handle_);
-    if (archive_read_open_filename(handle_, archive.c_str(), 1 << 16) != ARCHIVE_OK) corrupt();
+  TarGzReader(const std::string& archive, const ExtractLimits& limits)
+      : archive_(archive), limits_(limits), handle_(archive_read_new(), archive_read_free) {
+    if (!handle_) throw std::runtime_error("libarchive could not allocate a reader for " + archive);
+    archive_read_support_filter_gzip(handle_.get());
+    archive_read_support_format_tar(handle_.get());
+    if (archive_read_open_filename(handle_.get(), archive.c_str(), 1 << 16) != ARCHIVE_OK) corrupt();
   }
-  ~TarGzReader() { archive_read_free(handle_); }
-  TarGzReader(const TarGzReader&) = delete;
-  TarGzReader& operator=(const TarGzReader&) = delete;
 
   // Calls on_file(relative path) for every regular file, which reads it with read(); links,
   // directories and devices are skipped (not needed, not extracted).
   void for_each_file(const std::function<void(const fs::path&)>& on_file) {
     archive_entry* entry = nullptr;
-    for (;;) {
-      const int status = archive_read_next_header(handle_, &entry);
+    for (int64_t entries = 0;; ++entries) {
+      const int status = archive_read_next_header(handle_.get(), &entry);
       if (status == ARCHIVE_EOF) return;
       if (status < ARCHIVE_WARN) corrupt();
+      check_unpacked();
+      if (entries == limits_.max_entries)
+        throw std::runtime_error("archive " + archive_ + " holds more than " + std::to_string(limits_.max_entries) +
+                                 " entries, the limit (ExtractLimits::max_entries): not extracted");
       if (archive_entry_filetype(entry) != AE_IFREG) continue;
       const char* name = archive_entry_pathname(entry);
       on_file(safe_relative_path(archive_, name != nullptr ? name : ""));
@@ -213,19 +216,29 @@ class TarGzReader {
 
   // Reads the current file's data; returns 0 at its end.
   size_t read(uint8_t* out, size_t n) {
-    const la_ssize_t got = archive_read_data(handle_, out, n);
+    const la_ssize_t got = archive_read_data(handle_.get(), out, n);
     if (got < 0) corrupt();
+    check_unpacked();
     return static_cast<size_t>(got);
   }
 
  private:
   [[noreturn]] void corrupt() const {
-    const char* why = archive_error_string(handle_);
+    const char* why = archive_error_string(handle_.get());
     throw std::runtime_error("archive " + archive_ + " is not a valid tar.gz: " + (why != nullptr ? why : "unreadable"));
   }
 
+  // The uncompressed stream read so far, skipped entries included, against the limit.
+  void check_unpacked() const {
+    const auto unpacked = static_cast<uint64_t>(std::max<la_int64_t>(archive_filter_bytes(handle_.get(), 0), 0));
+    if (unpacked > limits_.max_bytes)
+      throw std::runtime_error("archive " + archive_ + " unpacks to more than " + std::to_string(limits_.max_bytes) +
+                               " bytes, the limit (ExtractLimits::max_bytes): not extracted");
+  }
+
   std::string archive_;
-  struct archive* handle_;
+  ExtractLimits limits_;
+  std::unique_ptr<struct archive, decltype(&archive_read_free)> handle_;
 };
 
 void write_member(TarGzReader& reader, const fs::path& target) {
@@ -301,13 +314,13 @@ std::string md5_file(const std::string& path) {
   return md5.hex_digest();
 }
 
-void extract_tar_gz(const std::string& archive, const std::string& dest_dir) {
+void extract_tar_gz(const std::string& archive, const std::string& dest_dir, const ExtractLimits& limits) {
   const fs::path staging = fs::path(dest_dir) / (".extract-" + fs::path(archive).filename().string() + "-" + unique_suffix());
   std::vector<fs::path> extracted;
   try {
     fs::remove_all(staging);
     fs::create_directories(staging);
-    TarGzReader reader(archive);
+    TarGzReader reader(archive, limits);
     reader.for_each_file([&](const fs::path& relative) {
       write_member(reader, staging / relative);
       extracted.push_back(relative);

@@ -28,10 +28,29 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return bytes;
 }
 
-GzipReader::GzipReader(const std::string& path) : path_(path), input_(1 << 16) {
+namespace {
+
+std::FILE* open_for_reading(const std::string& path) {
   if (!is_regular_file(path)) throw std::runtime_error("file " + path + " is missing");
-  file_ = std::fopen(path.c_str(), "rb");
-  if (!file_) throw std::runtime_error("cannot open file " + path + ": " + std::strerror(errno));
+  std::FILE* file = std::fopen(path.c_str(), "rb");
+  if (!file) throw std::runtime_error("cannot open file " + path + ": " + std::strerror(errno));
+  return file;
+}
+
+}  // namespace
+
+FileReader::FileReader(const std::string& path) : ByteReader(path), file_(open_for_reading(path)) {}
+
+FileReader::~FileReader() { std::fclose(file_); }
+
+size_t FileReader::read(uint8_t* out, size_t n) {
+  const size_t got = std::fread(out, 1, n, file_);
+  if (got < n && std::ferror(file_)) throw std::runtime_error("error reading file " + path_);
+  return got;
+}
+
+GzipReader::GzipReader(const std::string& path) : ByteReader(path), input_(1 << 16) {
+  file_ = open_for_reading(path);
   // 16 + MAX_WBITS: accept only a gzip wrapper, so a non-gzip file is reported, not passed through.
   if (inflateInit2(&stream_, 16 + MAX_WBITS) != Z_OK) {
     std::fclose(file_);
@@ -87,16 +106,17 @@ size_t GzipReader::read(uint8_t* out, size_t n) {
   return produced;
 }
 
-std::vector<uint8_t> read_gzip_file(const std::string& path) {
-  GzipReader reader(path);
+std::vector<uint8_t> read_bytes(ByteReader& reader, size_t count) {
+  constexpr size_t kFirstChunk = size_t{1} << 20;
   std::vector<uint8_t> bytes;
-  size_t got = 0;
-  do {
-    const size_t old_size = bytes.size();
-    bytes.resize(old_size + (1 << 20));
-    got = reader.read(bytes.data() + old_size, 1 << 20);
-    bytes.resize(old_size + got);
-  } while (got > 0);
+  while (bytes.size() < count) {
+    const size_t have = bytes.size();
+    const size_t want = std::min(count, std::max(kFirstChunk, 2 * have));
+    bytes.resize(want);
+    const size_t got = reader.read(bytes.data() + have, want - have);
+    bytes.resize(have + got);
+    if (got < want - have) break;
+  }
   return bytes;
 }
 

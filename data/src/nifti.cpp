@@ -9,13 +9,18 @@
 #include <nifti2_io.h>
 #include <zlib.h>
 
+#include <ATen/ops/from_blob.h>
+#include <c10/util/accumulate.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <system_error>
@@ -55,6 +60,10 @@ struct ZnzCloser {
 constexpr int64_t kNifti1HeaderBytes = 348;
 constexpr int64_t kNifti2HeaderBytes = 540;
 constexpr int64_t kNifti1MaxDim = 32767;  // dims are int16 in a NIfTI-1 header
+// The most bytes of extensions read (nifti.h); real ones (AFNI, CIFTI-2 XML) hold kilobytes.
+constexpr int64_t kMaxExtensionBytes = int64_t{64} << 20;
+// A .nii.gz's voxel buffer starts this large and doubles as voxels arrive.
+constexpr int64_t kFirstVoxelBytes = int64_t{1} << 20;
 
 // At its default level (1) nifticlib prints warnings and progress to stderr; at 0 it prints
 // only some errors, and read_nifti checks the header first so that bad files rarely reach it.
@@ -154,7 +163,7 @@ void check_readable(const std::string& path) {
 // each check here names the problem instead. Read through nifticlib's znz layer and laid out,
 // and byte-swapped, by its own header structs and functions.
 // Returns the NIfTI version, 1 or 2.
-int check_header(const std::string& path, bool gz) {
+int check_header(const std::string& path, bool gz, const NiftiReadOptions& options) {
   ZnzCloser in{znzopen(path.c_str(), "rb", gz ? 1 : 0)};
   TORCH_CHECK(!znz_isnull(in.file), where(path), "cannot be opened");
   unsigned char bytes[kNifti2HeaderBytes] = {};
@@ -190,6 +199,7 @@ int check_header(const std::string& path, bool gz) {
   size_t magic_size = 0;
   int64_t dims[8] = {};
   int datatype = 0;
+  double vox_offset = 0;
   nifti_1_header h1;
   nifti_2_header h2;
   if (version == 1) {
@@ -199,6 +209,7 @@ int check_header(const std::string& path, bool gz) {
     magic_size = sizeof(h1.magic);
     for (int i = 0; i < 8; ++i) dims[i] = h1.dim[i];
     datatype = h1.datatype;
+    vox_offset = h1.vox_offset;
   } else {
     std::memcpy(&h2, bytes, sizeof(h2));
     if (swapped) nifti_swap_as_nifti2(&h2);
@@ -206,6 +217,7 @@ int check_header(const std::string& path, bool gz) {
     magic_size = sizeof(h2.magic);
     for (int i = 0; i < 8; ++i) dims[i] = h2.dim[i];
     datatype = h2.datatype;
+    vox_offset = static_cast<double>(h2.vox_offset);
   }
   const std::string single = version == 1 ? "n+1" : "n+2";
   const std::string pair = version == 1 ? "ni1" : "ni2";
@@ -231,6 +243,25 @@ int check_header(const std::string& path, bool gz) {
               " (NIfTI's codes: 2 uint8, 4 int16, 8 int32, 16 float32, 64 float64, 256 int8, 512 uint16, ...)");
   TORCH_CHECK(buffer_dtype(datatype).has_value(), where(path), "datatype ", datatype_name(datatype),
               " is not supported; supported are: ", kSupported);
+  int bytes_per_voxel = 0, swap_size = 0;
+  nifti_datatype_sizes(datatype, &bytes_per_voxel, &swap_size);
+  const int64_t volume_bytes = voxels * bytes_per_voxel;
+  TORCH_CHECK(volume_bytes <= options.max_bytes, where(path), "its header declares ", voxels, " voxels of ",
+              datatype_name(datatype), ", ", volume_bytes, " bytes, more than NiftiReadOptions::max_bytes (",
+              options.max_bytes, "); raise it to read a volume this large");
+
+  // nifticlib reads the extensions between the header and vox_offset into memory before the
+  // voxels: bounded here, and within the file when its size is known.
+  TORCH_CHECK(std::isfinite(vox_offset) && vox_offset >= 0, where(path), "vox_offset ", vox_offset,
+              " is not a byte offset");
+  TORCH_CHECK(vox_offset <= static_cast<double>(sizeof_hdr + kMaxExtensionBytes), where(path), "vox_offset ",
+              vox_offset, " puts the voxels more than ", kMaxExtensionBytes >> 20,
+              " MiB after the header; extensions that large are not read");
+  if (!gz) {
+    const auto size = static_cast<double>(fs::file_size(path));
+    TORCH_CHECK(vox_offset <= size, where(path), "truncated: vox_offset ", vox_offset,
+                " (where the voxels start) lies beyond the end of the file, ", size, " bytes");
+  }
   return version;
 }
 
@@ -264,9 +295,12 @@ void check_gzip_end(znzFile in, const std::string& path) {
               gzip_status(in), ")");
 }
 
-// Reads the voxels of the image whose header nifticlib read, straight into a tensor: through
-// nifticlib's znz stream and nifti_read_buffer, which fails on a short read, swaps bytes and
-// zeroes non-finite floats (nifti_image_load does the same into a buffer of its own).
+// Reads the voxels of the image whose header nifticlib read into a tensor, through nifticlib's znz
+// stream and nifti_read_buffer, which fails on a short read, swaps bytes and zeroes non-finite
+// floats (nifti_image_load does the same into a buffer of its own). A plain file's size is checked
+// before its buffer is allocated; a gzip'd file's length is known only once read, so its buffer
+// grows with the voxels read (to twice what arrived at most), and a header that promises more than
+// the file holds costs no more than what it holds.
 torch::Tensor read_voxels(const std::string& path, bool gz, nifti_image& image, torch::Dtype dtype) {
   const int64_t ndim = image.ndim;
   std::vector<int64_t> file_order(ndim);  // slowest first: {..., nz, ny, nx}
@@ -277,22 +311,39 @@ torch::Tensor read_voxels(const std::string& path, bool gz, nifti_image& image, 
   }
   const int64_t bytes = nifti_get_volsize(&image);
   const int64_t offset = image.iname_offset;
+  TORCH_CHECK(c10::multiply_integers(file_order) * static_cast<int64_t>(c10::elementSize(dtype)) == bytes,
+              where(path), "nifticlib's voxel size disagrees with the datatype");
   if (!gz) {
     const auto size = static_cast<int64_t>(fs::file_size(path));
     TORCH_CHECK(size >= offset + bytes, where(path), "truncated: the header promises ", bytes,
                 " bytes of voxels from byte ", offset, ", but the file has ", size, " bytes");
   }
-  auto voxels = at::empty(file_order, at::TensorOptions().dtype(dtype));
-  TORCH_CHECK(voxels.numel() * static_cast<int64_t>(voxels.element_size()) == bytes, where(path),
-              "nifticlib's voxel size disagrees with the datatype");
   ZnzCloser in{znzopen(path.c_str(), "rb", gz ? 1 : 0)};
   TORCH_CHECK(!znz_isnull(in.file), where(path), "cannot be opened");
   const bool placed = znzseek(in.file, offset, SEEK_SET) >= 0;
-  const int64_t got = placed ? nifti_read_buffer(in.file, voxels.data_ptr(), bytes, &image) : -1;
-  TORCH_CHECK(got == bytes, where(path), gz ? "truncated or corrupt gzip data: " : "", "reading the ", bytes,
-              " bytes of voxels the header promises from byte ", offset, " failed",
+  int64_t capacity = gz ? std::min(bytes, kFirstVoxelBytes) : bytes;
+  std::unique_ptr<void, decltype(&std::free)> buffer(std::malloc(static_cast<size_t>(capacity)), std::free);
+  TORCH_CHECK(buffer, where(path), "out of memory for ", capacity, " bytes of voxels");
+  int64_t read = 0;
+  while (placed && read < bytes) {
+    if (read == capacity) {
+      capacity = std::min(bytes, 2 * capacity);
+      void* grown = std::realloc(buffer.get(), static_cast<size_t>(capacity));
+      TORCH_CHECK(grown != nullptr, where(path), "out of memory for ", capacity, " bytes of voxels");
+      buffer.release();
+      buffer.reset(grown);
+    }
+    // Whole voxels: capacities are the volume's size or multiples of 1 MiB.
+    const int64_t chunk = capacity - read;
+    if (nifti_read_buffer(in.file, static_cast<char*>(buffer.get()) + read, chunk, &image) != chunk) break;
+    read += chunk;
+  }
+  TORCH_CHECK(read == bytes, where(path), gz ? "truncated or corrupt gzip data: " : "", "reading the ", bytes,
+              " bytes of voxels the header promises from byte ", offset, " failed after ", read, " bytes",
               gz ? " (" + gzip_status(in.file) + ")" : "");
   if (gz) check_gzip_end(in.file, path);
+  auto voxels = at::from_blob(buffer.get(), file_order, std::free, at::TensorOptions().dtype(dtype));
+  buffer.release();  // now the tensor's
   return voxels.permute(nifti_order);
 }
 
@@ -418,7 +469,8 @@ NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options)
   const bool gz = is_gzip_name(path, "read_nifti");
   TORCH_CHECK(!gz || nifti_compiled_with_zlib(), where(path), "this nifticlib was built without zlib: no .nii.gz");
   check_readable(path);
-  const int version = check_header(path, gz);
+  TORCH_CHECK_VALUE(options.max_bytes > 0, "read_nifti('", path, "'): max_bytes must be positive");
+  const int version = check_header(path, gz, options);
 
   ImagePtr image(nifti_image_read(path.c_str(), 0));
   TORCH_CHECK(image, where(path), "nifticlib could not read the header (its reason, if any, is on stderr)");

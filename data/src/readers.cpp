@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <filesystem>
+#include <memory>
 #include <stdexcept>
 #include <vector>
 
@@ -17,6 +18,8 @@ namespace fs = std::filesystem;
 
 constexpr int64_t kCifarSide = 32;
 constexpr int64_t kCifarPixels = 3 * kCifarSide * kCifarSide;
+// The largest batch file read (cifar.h): CIFAR-100's train.bin holds 154 MB.
+constexpr uintmax_t kMaxCifarFileBytes = uintmax_t{1} << 30;
 
 struct CifarLayout {
   const char* title;      // for messages
@@ -52,6 +55,12 @@ std::string find_folder(const std::string& dir, const std::string& subfolder,
 // Appends the records of one file to images/labels, checking size and label range.
 void append_cifar_file(const std::string& path, const CifarLayout& layout,
                        std::vector<uint8_t>& pixels, std::vector<int64_t>& labels) {
+  std::error_code error;
+  const uintmax_t stored = fs::file_size(path, error);
+  if (!error && stored > kMaxCifarFileBytes)
+    throw std::runtime_error(std::string(layout.title) + " file " + path + " has " + std::to_string(stored) +
+                             " bytes, more than the reader's limit of " + std::to_string(kMaxCifarFileBytes >> 20) +
+                             " MiB per file (the official files hold 30 or 154 MB): not a CIFAR batch");
   const std::vector<uint8_t> bytes = detail::read_file(path);
   const int64_t record = layout.label_bytes + kCifarPixels;
   const int64_t size = static_cast<int64_t>(bytes.size());
@@ -101,46 +110,72 @@ Dataset read_cifar(const std::string& dir, const std::vector<std::string>& files
 
 constexpr uint32_t kIdxImagesMagic = 2051;
 constexpr uint32_t kIdxLabelsMagic = 2049;
+// The most item bytes an IDX file may declare (fashion_mnist.h): Fashion-MNIST's largest file
+// holds 47 MB, EMNIST's 550 MB.
+constexpr uint64_t kMaxIdxBytes = uint64_t{2} << 30;
 
-uint32_t big_endian_u32(const std::vector<uint8_t>& bytes, size_t offset) {
-  return (uint32_t{bytes[offset]} << 24) | (uint32_t{bytes[offset + 1]} << 16) | (uint32_t{bytes[offset + 2]} << 8) |
-         uint32_t{bytes[offset + 3]};
+uint32_t big_endian_u32(const uint8_t* bytes) {
+  return (uint32_t{bytes[0]} << 24) | (uint32_t{bytes[1]} << 16) | (uint32_t{bytes[2]} << 8) | uint32_t{bytes[3]};
 }
 
-// Reads base.gz when present (the distributed form), else the uncompressed base.
-std::pair<std::string, std::vector<uint8_t>> read_idx_file(const std::string& dir, const std::string& base) {
+// An IDX file's dims (slowest first) and the bytes of its items.
+struct IdxFile {
+  std::string path;
+  std::vector<int64_t> dims;
+  std::vector<uint8_t> items;
+};
+
+// base.gz when present (the distributed form), else the uncompressed base.
+std::unique_ptr<detail::ByteReader> open_idx_file(const std::string& dir, const std::string& base) {
   const std::string gz = (fs::path(dir) / (base + ".gz")).string();
   const std::string raw = (fs::path(dir) / base).string();
-  if (detail::is_regular_file(gz)) return {gz, detail::read_gzip_file(gz)};
-  if (detail::is_regular_file(raw)) return {raw, detail::read_file(raw)};
+  if (detail::is_regular_file(gz)) return std::make_unique<detail::GzipReader>(gz);
+  if (detail::is_regular_file(raw)) return std::make_unique<detail::FileReader>(raw);
   throw std::runtime_error("Fashion-MNIST file " + gz + " is missing (nor is the uncompressed " + raw + " there)");
 }
 
-// Checks the header of an IDX file and returns its dimensions.
-std::vector<int64_t> idx_dims(const std::string& path, const std::vector<uint8_t>& bytes, uint32_t magic,
-                              size_t rank) {
-  const size_t header = 4 * (rank + 1);
-  if (bytes.size() < header)
-    throw std::runtime_error("Fashion-MNIST file " + path + " is truncated: " + std::to_string(bytes.size()) +
-                             " bytes, shorter than its header");
-  const uint32_t found = big_endian_u32(bytes, 0);
+// Reads an IDX file of unsigned bytes with `rank` dims: its header is checked (magic, dims, the
+// size they declare against kMaxIdxBytes) before its items are read, and the file must end with
+// its last item (a gzip'd file's checksum is verified there).
+IdxFile read_idx_file(const std::string& dir, const std::string& base, uint32_t magic, size_t rank) {
+  const auto reader = open_idx_file(dir, base);
+  IdxFile file{reader->path(), {}, {}};
+  const std::string what = "Fashion-MNIST file " + file.path;
+  std::vector<uint8_t> header(4 * (rank + 1));
+  const size_t got = reader->read(header.data(), header.size());
+  if (got < header.size())
+    throw std::runtime_error(what + " is truncated: " + std::to_string(got) + " bytes, shorter than its " +
+                             std::to_string(header.size()) + "-byte header");
+  const uint32_t found = big_endian_u32(header.data());
   if (found != magic)
-    throw std::runtime_error("Fashion-MNIST file " + path + " has wrong magic number " + std::to_string(found) +
-                             " (expected " + std::to_string(magic) + ")");
-  const auto available = static_cast<int64_t>(bytes.size() - header);
-  std::vector<int64_t> dims;
-  int64_t items = 1;
-  bool too_few = false;
+    throw std::runtime_error(what + " has wrong magic number " + std::to_string(found) + " (expected " +
+                             std::to_string(magic) + ")");
+  // At most 2^31 after each step and a dim below 2^32: the product cannot overflow.
+  uint64_t bytes = 1;
+  std::string shape;
   for (size_t i = 0; i < rank; ++i) {
-    dims.push_back(big_endian_u32(bytes, 4 * (i + 1)));
-    // Compared step by step so that absurd header values cannot overflow.
-    too_few = too_few || (dims.back() > 0 && items > available / dims.back());
-    if (!too_few) items *= dims.back();
+    const uint32_t dim = big_endian_u32(header.data() + 4 * (i + 1));
+    file.dims.push_back(dim);
+    shape += (i ? " x " : "") + std::to_string(dim);
+    if (dim == 0)
+      throw std::runtime_error(what + ": dim " + std::to_string(i) +
+                               " of its header is 0; every dim must be at least 1");
+    bytes *= dim;
+    if (bytes > kMaxIdxBytes)
+      throw std::runtime_error(what + ": its header declares dims " + shape + (i + 1 < rank ? " x ..." : "") +
+                               ", more than the reader's limit of " + std::to_string(kMaxIdxBytes >> 30) +
+                               " GiB of items; not a Fashion-MNIST file");
   }
-  if (too_few || available < items)
-    throw std::runtime_error("Fashion-MNIST file " + path + " is truncated: the header promises " +
-                             std::to_string(dims[0]) + " items but the data holds fewer");
-  return dims;
+  file.items = detail::read_bytes(*reader, bytes);
+  if (file.items.size() < bytes)
+    throw std::runtime_error(what + " is truncated: the header promises " + std::to_string(file.dims[0]) +
+                             " items (" + std::to_string(bytes) + " bytes) but the data holds " +
+                             std::to_string(file.items.size()) + " bytes");
+  uint8_t extra = 0;
+  if (reader->read(&extra, 1) != 0)
+    throw std::runtime_error(what + " is longer than its header declares: data follows its " +
+                             std::to_string(file.dims[0]) + " items");
+  return file;
 }
 
 }  // namespace
@@ -165,23 +200,21 @@ std::string default_fashion_mnist_dir() { return "/usr/share/datasets/fashion-mn
 
 Dataset read_fashion_mnist(const std::string& dir, bool train) {
   const std::string prefix = train ? "train" : "t10k";
-  const auto [image_path, image_bytes] = read_idx_file(dir, prefix + "-images-idx3-ubyte");
-  const auto [label_path, label_bytes] = read_idx_file(dir, prefix + "-labels-idx1-ubyte");
-  const std::vector<int64_t> image_dims = idx_dims(image_path, image_bytes, kIdxImagesMagic, 3);
-  const std::vector<int64_t> label_dims = idx_dims(label_path, label_bytes, kIdxLabelsMagic, 1);
-  if (image_dims[0] != label_dims[0])
-    throw std::runtime_error("Fashion-MNIST files " + image_path + " and " + label_path + " disagree: " +
-                             std::to_string(image_dims[0]) + " images but " + std::to_string(label_dims[0]) +
+  const IdxFile images = read_idx_file(dir, prefix + "-images-idx3-ubyte", kIdxImagesMagic, 3);
+  const IdxFile labels_file = read_idx_file(dir, prefix + "-labels-idx1-ubyte", kIdxLabelsMagic, 1);
+  if (images.dims[0] != labels_file.dims[0])
+    throw std::runtime_error("Fashion-MNIST files " + images.path + " and " + labels_file.path + " disagree: " +
+                             std::to_string(images.dims[0]) + " images but " + std::to_string(labels_file.dims[0]) +
                              " labels");
   constexpr int64_t kClasses = 10;
-  std::vector<int64_t> labels(static_cast<size_t>(label_dims[0]));
+  std::vector<int64_t> labels(labels_file.items.size());
   for (size_t i = 0; i < labels.size(); ++i) {
-    labels[i] = label_bytes[8 + i];
+    labels[i] = labels_file.items[i];
     if (labels[i] >= kClasses)
-      throw std::runtime_error("Fashion-MNIST file " + label_path + ": label " + std::to_string(labels[i]) +
+      throw std::runtime_error("Fashion-MNIST file " + labels_file.path + ": label " + std::to_string(labels[i]) +
                                " of item " + std::to_string(i) + " is out of range [0, 10)");
   }
-  return make_dataset(image_bytes.data() + 16, labels, 1, image_dims[1], image_dims[2], kClasses, "fashion-mnist");
+  return make_dataset(images.items.data(), labels, 1, images.dims[1], images.dims[2], kClasses, "fashion-mnist");
 }
 
 Dataset load_dataset(const std::string& name, const std::string& data_dir, bool train,

@@ -128,6 +128,35 @@ TEST(ExtractTarGz, RejectsATruncatedArchiveAndLeavesNothing) {
   EXPECT_TRUE(list_tree(dir / "out").empty());
 }
 
+// A tar bomb: gzip packs the zeros of a large file into little, and an archive may hold any number
+// of entries. Both limits stop extraction with nothing left behind; the defaults pass CIFAR.
+TEST(ExtractTarGz, StopsAtItsLimitsAndLeavesNothing) {
+  TempDir dir;
+  write_file(dir / "big.tar.gz",
+             gzip(make_tar({{"small.bin", Bytes(100, 1), '0'}, {"zeros.bin", Bytes(40000, 0), '0'}})));
+  fs::create_directories(dir / "out");
+  ExtractLimits limits;
+  limits.max_bytes = 20000;
+  std::string message = error_of([&] { extract_tar_gz(dir / "big.tar.gz", dir / "out", limits); });
+  EXPECT_NE(message.find("unpacks to more than 20000 bytes"), std::string::npos) << message;
+  EXPECT_NE(message.find("ExtractLimits::max_bytes"), std::string::npos) << message;
+  EXPECT_TRUE(list_tree(dir / "out").empty());
+
+  write_file(dir / "many.tar.gz", gzip(make_tar({{"a", {'1'}, '0'}, {"d/", {}, '5'}, {"d/b", {'2'}, '0'}})));
+  limits = ExtractLimits();
+  limits.max_entries = 2;
+  message = error_of([&] { extract_tar_gz(dir / "many.tar.gz", dir / "out", limits); });
+  EXPECT_NE(message.find("more than 2 entries"), std::string::npos) << message;
+  EXPECT_NE(message.find("ExtractLimits::max_entries"), std::string::npos) << message;
+  EXPECT_TRUE(list_tree(dir / "out").empty());
+
+  limits.max_entries = 3;
+  extract_tar_gz(dir / "many.tar.gz", dir / "out", limits);
+  EXPECT_EQ(list_tree(dir / "out"), (std::vector<std::string>{"a", "d", "d/b"}));
+  extract_tar_gz(dir / "big.tar.gz", dir / "out-default");
+  EXPECT_EQ(read_whole_file(dir / "out-default/zeros.bin"), Bytes(40000, 0));
+}
+
 // Interoperability with archives GNU tar writes (the official ones were made with it),
 // including names longer than the 100 bytes of a ustar name field.
 TEST(ExtractTarGz, ReadsArchivesWrittenByGnuTar) {

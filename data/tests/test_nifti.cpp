@@ -610,6 +610,45 @@ TEST(Nifti, BadFilesAreClearErrorsNamingTheFile) {
   expect_error([&] { read_nifti(big); }, {"too-big.nii", "truncated"});
 }
 
+// What a header declares is checked before anything is allocated: a volume over
+// NiftiReadOptions::max_bytes, a vox_offset past the end of the file or leaving more than 64 MiB
+// for extensions. A .nii.gz that promises more voxels than it holds fails once it has read what
+// it holds (its buffer grows with the voxels read, so the 2 GB promised here are never allocated).
+TEST(Nifti, HeadersAreCheckedAgainstTheLimitsBeforeAllocating) {
+  TempDir dir;
+  write_nifti(dir / "small.nii", torch::zeros({5, 4, 3}, torch::kUInt8), {1.0, 1.0, 1.0});
+  NiftiReadOptions options;
+  options.max_bytes = 59;
+  expect_error([&] { read_nifti(dir / "small.nii", options); }, {"small.nii", "60 bytes", "max_bytes (59)"});
+  options.max_bytes = 60;
+  EXPECT_EQ(read_nifti(dir / "small.nii", options).data.numel(), 60);
+
+  const Bytes file = read_whole_file(dir / "small.nii");
+  const auto edited = [&](const std::function<void(nifti_1_header&)>& edit) {
+    Bytes copy = file;
+    nifti_1_header header = header_of(copy);
+    edit(header);
+    put_header(copy, header);
+    return copy;
+  };
+  write_file(dir / "huge.nii.gz", gzip(edited([](nifti_1_header& h) {
+               h.dim[1] = h.dim[2] = h.dim[3] = 32767;
+               h.datatype = DT_FLOAT64;
+               h.bitpix = 64;
+             })));
+  expect_error([&] { read_nifti(dir / "huge.nii.gz"); }, {"huge.nii.gz", "more than NiftiReadOptions::max_bytes"});
+  write_file(dir / "promises.nii.gz", gzip(edited([](nifti_1_header& h) {
+               h.dim[1] = 2000;
+               h.dim[2] = 2000;
+               h.dim[3] = 500;
+             })));
+  expect_error([&] { read_nifti(dir / "promises.nii.gz"); }, {"promises.nii.gz", "truncated or corrupt gzip"});
+  write_file(dir / "offset.nii", edited([](nifti_1_header& h) { h.vox_offset = 100000; }));
+  expect_error([&] { read_nifti(dir / "offset.nii"); }, {"offset.nii", "vox_offset 100000", "beyond the end"});
+  write_file(dir / "extensions.nii.gz", gzip(edited([](nifti_1_header& h) { h.vox_offset = 1e9f; })));
+  expect_error([&] { read_nifti(dir / "extensions.nii.gz"); }, {"extensions.nii.gz", "more than 64 MiB"});
+}
+
 TEST(Nifti, BadWritesAreClearErrorsAndLeaveNoFile) {
   TempDir dir;
   const NiftiVolume like = read_nifti(write_oriented(dir));

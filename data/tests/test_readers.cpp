@@ -243,6 +243,40 @@ TEST(ReaderErrors, FashionLabelOutOfRange) {
   expect_error([&] { read_fashion_mnist(dir.path(), false); }, {dir / "t10k-labels-idx1-ubyte.gz", "label 10", "out of range"});
 }
 
+// An IDX header is checked before its items are read: a declared size over the reader's limit
+// (2 GiB) or a dim of 0 is refused at once, and a file must end where its header says.
+TEST(ReaderErrors, FashionHeaderOverTheLimitOrEmptyOrWithTrailingData) {
+  TempDir dir;
+  write_fashion(dir.path(), true);
+  Bytes huge = idx_images(1);
+  huge[5] = 0x01;  // 65537 images ...
+  huge[9] = 0x01;
+  huge[11] = 0x00;  // ... of 65536 x 28 pixels: 120 GB declared
+  write_file(dir / "t10k-images-idx3-ubyte.gz", gzip(huge));
+  expect_error([&] { read_fashion_mnist(dir.path(), false); },
+               {dir / "t10k-images-idx3-ubyte.gz", "65537 x 65536 x ...", "limit of 2 GiB"});
+
+  write_fashion(dir.path(), true);
+  write_file(dir / "t10k-images-idx3-ubyte.gz", gzip(idx_images(0)));
+  write_file(dir / "t10k-labels-idx1-ubyte.gz", gzip(idx_labels({})));
+  expect_error([&] { read_fashion_mnist(dir.path(), false); }, {"t10k-images-idx3-ubyte.gz", "dim 0", "is 0"});
+
+  write_fashion(dir.path(), true);
+  Bytes longer = idx_labels({1, 2});
+  longer.push_back(3);
+  write_file(dir / "t10k-labels-idx1-ubyte.gz", gzip(longer));
+  expect_error([&] { read_fashion_mnist(dir.path(), false); },
+               {dir / "t10k-labels-idx1-ubyte.gz", "longer than its header declares"});
+}
+
+TEST(ReaderErrors, CifarFileOverTheLimitIsRefusedUnread) {
+  TempDir dir;
+  write_file(dir / "test_batch.bin", cifar_records(single_labels({1}), 0));
+  // Sparse: 1 GiB + one record, without writing it.
+  std::filesystem::resize_file(dir / "test_batch.bin", (uintmax_t{1} << 30) + 3073);
+  expect_error([&] { read_cifar10(dir.path(), false); }, {dir / "test_batch.bin", "limit of 1024 MiB"});
+}
+
 TEST(ReaderErrors, FashionMissingFile) {
   TempDir dir;
   expect_error([&] { read_fashion_mnist(dir.path(), true); }, {dir / "train-images-idx3-ubyte.gz", "missing"});

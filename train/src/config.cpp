@@ -2,9 +2,11 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <type_traits>
 
 namespace memcnn {
 namespace train {
@@ -56,10 +58,20 @@ Json resolve(const Json& experiments, const std::string& name, std::vector<std::
 template <typename T>
 T field(const Json& j, const char* key, T fallback) {
   if (!j.contains(key)) return fallback;
-  try {
-    return j.at(key).get<T>();
-  } catch (const Json::exception& e) {
-    throw std::invalid_argument(std::string("experiment field '") + key + "' has the wrong type: " + e.what());
+  const Json& value = j.at(key);
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    return whole_number<T>(value, key);
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    if (!value.is_array()) throw std::invalid_argument(std::string("experiment field '") + key + "' must be a list");
+    std::vector<int64_t> numbers;
+    for (const Json& item : value) numbers.push_back(whole_number<int64_t>(item, key));
+    return numbers;
+  } else {
+    try {
+      return value.get<T>();
+    } catch (const Json::exception& e) {
+      throw std::invalid_argument(std::string("experiment field '") + key + "' has the wrong type: " + e.what());
+    }
   }
 }
 
@@ -69,18 +81,32 @@ void require(bool condition, const std::string& message) {
 
 }  // namespace
 
+Json parse_json(const std::string& text, const std::string& what) {
+  const auto within_depth = [&](int depth, Json::parse_event_t, Json&) {
+    if (depth > kMaxJsonDepth)
+      throw std::runtime_error(what + " nests arrays and objects more than " + std::to_string(kMaxJsonDepth) +
+                               " levels deep, deeper than the trainer reads");
+    return true;
+  };
+  try {
+    return Json::parse(text, within_depth);
+  } catch (const Json::exception& e) {
+    throw std::runtime_error(what + " is not valid JSON: " + e.what());
+  }
+}
+
 Json default_experiments() { return Json::parse(kDefaultExperimentsJson); }
 
 Json load_experiments(const std::string& path) {
-  std::ifstream file(path);
+  std::ifstream file(path, std::ios::binary);
   if (!file) throw std::runtime_error("cannot open experiments file '" + path + "'");
-  try {
-    Json j = Json::parse(file);
-    if (!j.is_object()) throw std::runtime_error("the top level must be an object of named experiments");
-    return j;
-  } catch (const Json::exception& e) {
-    throw std::runtime_error("experiments file '" + path + "' is not valid JSON: " + e.what());
-  }
+  std::ostringstream text;
+  text << file.rdbuf();
+  if (!file) throw std::runtime_error("error reading experiments file '" + path + "'");
+  Json j = parse_json(text.str(), "experiments file '" + path + "'");
+  if (!j.is_object())
+    throw std::runtime_error("experiments file '" + path + "': the top level must be an object of named experiments");
+  return j;
 }
 
 Json resolve_experiment(const Json& experiments, const std::string& name) {
@@ -136,6 +162,13 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   c.loader_workers = field(j, "loader_workers", c.loader_workers);
   c.autocast = field<std::string>(j, "autocast", "");
   c.model_options = field(j, "model_options", Json::object());
+  for (const auto& [name, value] :
+       {std::pair<const char*, double>{"optimizer.lr", c.lr}, {"optimizer.momentum", c.momentum},
+        {"optimizer.weight_decay", c.weight_decay}, {"optimizer.betas", c.beta1}, {"optimizer.betas", c.beta2},
+        {"optimizer.eps", c.eps}, {"lr_gamma", c.lr_gamma}, {"min_lr", c.min_lr},
+        {"label_smoothing", c.label_smoothing}, {"gradient_clipping", c.gradient_clipping},
+        {"random_erasing", c.random_erasing}})
+    require(std::isfinite(value), std::string(name) + " must be a finite number (JSON reads 1e400 as infinity)");
   require(c.num_classes > 1, "num_classes must be at least 2");
   require(c.in_channels > 0, "in_channels must be positive");
   require(c.batch_size > 0, "batch_size must be positive");
@@ -148,6 +181,8 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   require(c.eps > 0, "optimizer.eps must be positive");
   require(c.lr_schedule == "multistep" || c.lr_schedule == "cosine",
           "lr_schedule must be \"multistep\" or \"cosine\", not \"" + c.lr_schedule + "\"");
+  require(c.lr_gamma > 0, "lr_gamma (the factor of the learning rate at each milestone) must be positive, not " +
+                              std::to_string(c.lr_gamma));
   require(c.warmup_iterations >= 0 && c.warmup_iterations < c.max_iterations,
           "warmup_iterations must be at least 0 and below max_iterations (" + std::to_string(c.max_iterations) +
               "), got " + std::to_string(c.warmup_iterations));

@@ -2,7 +2,8 @@
 // Readers for the "binary version" of CIFAR-10 and CIFAR-100
 // (https://www.cs.toronto.edu/~kriz/cifar.html). Both look in `dir` itself and in the folder
 // the official archive extracts to (cifar-10-batches-bin / cifar-100-binary).
-// Errors throw std::runtime_error naming the file and the problem.
+// Errors throw std::runtime_error naming the file and the problem; a file of more than 1 GiB
+// (the official ones hold 30 or 154 MB) is refused before it is read.
 
 #include <memcnn/data/dataset.h>
 

@@ -2,6 +2,7 @@
 // Fetching the CIFAR archives: download over HTTP(S), MD5 verification, and extraction.
 // Nothing here depends on LibTorch.
 
+#include <cstdint>
 #include <string>
 
 namespace memcnn::data {
@@ -28,9 +29,20 @@ void ensure_cifar(const std::string& name, const std::string& dir,
 // Lower-case hex MD5 of a file's contents.
 std::string md5_file(const std::string& path);
 
+// How much extract_tar_gz unpacks before it gives up, so that a damaged or hostile archive (a
+// "tar bomb": gzip packs a gigabyte of zeros in a megabyte) cannot fill the disk or run for long.
+// Both official CIFAR archives unpack to 184 MB in fewer than 10 entries.
+struct ExtractLimits {
+  // Bytes of the uncompressed tar stream: every entry's header and data, skipped ones too.
+  uint64_t max_bytes = uint64_t{1} << 30;
+  // Entries of any kind (files, folders, links).
+  int64_t max_entries = 1000;
+};
+
 // Extracts the regular files of a .tar.gz (ustar/GNU tar) into dest_dir. Entries with absolute
-// paths or ".." are rejected. On failure nothing is left in dest_dir: files are written into a
-// staging folder and moved into place only once the whole archive has been read.
-void extract_tar_gz(const std::string& archive, const std::string& dest_dir);
+// paths or ".." are rejected, and an archive over the limits is refused (std::runtime_error
+// naming the limit) once it reaches them. On failure nothing is left in dest_dir: files are
+// written into a staging folder and moved into place only once the whole archive has been read.
+void extract_tar_gz(const std::string& archive, const std::string& dest_dir, const ExtractLimits& limits = {});
 
 }  // namespace memcnn::data

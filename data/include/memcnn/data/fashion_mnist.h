@@ -11,7 +11,10 @@ namespace memcnn::data {
 std::string default_fashion_mnist_dir();
 
 // Reads {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] from dir: images [N,1,28,28] uint8,
-// 10 classes. Errors throw std::runtime_error naming the file and the problem.
+// 10 classes. Errors throw std::runtime_error naming the file and the problem: among them a
+// header that declares a dim of 0 or more than 2 GiB of items (Fashion-MNIST's largest file holds
+// 47 MB), refused before anything is allocated, and a file shorter or longer than its header
+// declares. A gzip'd file is read as it decompresses, so a short one costs no large buffer.
 Dataset read_fashion_mnist(const std::string& dir, bool train);
 
 }  // namespace memcnn::data

@@ -62,6 +62,11 @@ struct NiftiReadOptions {
   // stored values come back in their own dtype.
   bool apply_scaling = true;
   torch::Dtype scaled_dtype = torch::kFloat32;  // kFloat32 or kFloat64
+  // The largest volume read, in bytes as stored (voxels times the datatype's size): a header that
+  // declares more is refused before anything is allocated. 8 GiB covers real data with a wide
+  // margin (mricron's largest template holds 35 MB, a long 4-D fMRI run a few GiB); raise it for
+  // larger volumes.
+  int64_t max_bytes = int64_t{8} << 30;
 };
 
 // Reads a single-file NIfTI-1 or NIfTI-2 volume (.nii, or gzip'd .nii.gz) with nifticlib.
@@ -70,9 +75,11 @@ struct NiftiReadOptions {
 // big-endian files, and sets non-finite float voxels (NaN, inf) to 0 as it reads. A .nii.gz is
 // read to its end, so its gzip checksum is verified.
 // A missing file, a wrong extension, a truncated or corrupt file, a wrong magic, an unknown or
-// unsupported datatype throw c10::Error naming the file and the cause. Not read: ANALYZE 7.5 and
-// .hdr/.img pairs (nifti_tool -copy_im -prefix out.nii -infiles in.hdr, in Debian's nifti-bin,
-// makes a .nii of a pair).
+// unsupported datatype, a volume over options.max_bytes, and a vox_offset that leaves more than
+// 64 MiB for extensions throw c10::Error naming the file and the cause, before more is allocated
+// than the file holds (a .nii.gz's voxels go to a buffer that grows as they arrive). Not read:
+// ANALYZE 7.5 and .hdr/.img pairs (nifti_tool -copy_im -prefix out.nii -infiles in.hdr, in
+// Debian's nifti-bin, makes a .nii of a pair).
 NiftiVolume read_nifti(const std::string& path, const NiftiReadOptions& options = {});
 
 struct NiftiWriteOptions {

@@ -9,13 +9,49 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <limits>
+#include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace memcnn {
 namespace train {
 
 using Json = nlohmann::json;
+
+// The deepest nesting of arrays and objects the trainer reads (the shipped experiments nest 4
+// levels): merging, comparing and printing recipes recurse through them, and a file nested
+// 50000 levels deep overflowed the stack.
+constexpr int kMaxJsonDepth = 64;
+// Parses JSON the trainer reads (experiments files, a checkpoint's recipe); std::runtime_error
+// starting with `what` when it is not JSON or nests deeper than kMaxJsonDepth.
+Json parse_json(const std::string& text, const std::string& what);
+
+// The value of an integer field of type T (named `key` in messages). nlohmann's get<T> casts any
+// JSON number, which is undefined for a float beyond T's range (1e300 as int64_t) and wraps an
+// integer beyond it (-1 as an unsigned seed); here a non-integer or an integer out of range is a
+// std::invalid_argument naming the field.
+template <typename T>
+T whole_number(const Json& value, const std::string& key) {
+  static_assert(std::is_integral_v<T> && !std::is_same_v<T, bool>, "whole_number reads integer types");
+  using limits = std::numeric_limits<T>;
+  bool in_range = false;
+  if (value.is_number_unsigned()) {
+    in_range = value.get<uint64_t>() <= static_cast<uint64_t>(limits::max());
+  } else if (value.is_number_integer()) {
+    const auto number = value.get<int64_t>();
+    in_range = number >= 0 ? static_cast<uint64_t>(number) <= static_cast<uint64_t>(limits::max())
+                           : std::is_signed_v<T> && number >= static_cast<int64_t>(limits::min());
+  } else {
+    throw std::invalid_argument("experiment field '" + key + "' must be a whole number, not " + value.dump());
+  }
+  if (!in_range)
+    throw std::invalid_argument("experiment field '" + key + "' is " + value.dump() + ", outside the range of " +
+                                (std::is_signed_v<T> ? "a signed " : "an unsigned ") +
+                                std::to_string(8 * sizeof(T)) + "-bit integer");
+  return value.get<T>();
+}
 
 // The experiments shipped with memcnn (train/experiments.json, built into the program).
 Json default_experiments();
