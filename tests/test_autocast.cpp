@@ -165,6 +165,34 @@ TEST(Autocast, GuardRestoresSettingsAndRefusesWhatAutocastCannotDo) {
   EXPECT_TRUE(same(memcnn::compat::AutocastState::current(), before));
 }
 
+// The CUDA settings are thread-local flags: a guard for CUDA sets and restores them without a
+// device (so this runs everywhere), and leaves the CPU's alone; AutocastDisabled turns off both.
+TEST(Autocast, CudaGuardSetsOnlyTheCudaSettingsAndDisabledTurnsOffBoth) {
+  const auto before = memcnn::compat::AutocastState::current();
+  {
+    memcnn::Autocast cuda(torch::kCUDA, torch::kHalf);
+    const auto inside = memcnn::compat::AutocastState::current();
+    EXPECT_TRUE(inside.cuda_enabled);
+    EXPECT_EQ(inside.cuda_dtype, torch::kHalf);
+    EXPECT_EQ(inside.cpu_enabled, before.cpu_enabled);
+    {
+      memcnn::Autocast cpu(torch::kCPU);
+      memcnn::AutocastDisabled off;
+      const auto disabled = memcnn::compat::AutocastState::current();
+      EXPECT_FALSE(disabled.cuda_enabled);
+      EXPECT_FALSE(disabled.cpu_enabled);
+      EXPECT_EQ(torch::mm(torch::rand({2, 2}), torch::rand({2, 2})).scalar_type(), torch::kFloat32);
+    }
+    EXPECT_TRUE(memcnn::compat::AutocastState::current().cuda_enabled);
+    EXPECT_EQ(memcnn::compat::AutocastState::current().cpu_enabled, before.cpu_enabled);
+  }
+  EXPECT_TRUE(same(memcnn::compat::AutocastState::current(), before));
+  const auto message = error_message([] { memcnn::Autocast bad(torch::kCUDA, torch::kFloat64); });
+  EXPECT_NE(message.find("use BFloat16 or Half"), std::string::npos) << message;
+  const auto other_device = error_message([] { memcnn::Autocast bad(c10::DeviceType::Meta); });
+  EXPECT_NE(other_device.find("autocast is for CPU or CUDA, not meta"), std::string::npos) << other_device;
+}
+
 TEST(Autocast, DifferentiateUsesTheSettingsBackwardBeganWith) {
   auto at_forward = memcnn::compat::AutocastState::current();
   at_forward.cpu_enabled = true;

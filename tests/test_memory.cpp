@@ -114,6 +114,24 @@ TEST(MemoryDeathTest, QueriesWithoutTrackingFailAndInstallNothing) {
   EXPECT_EXIT(expect_queries_without_tracking_fail_and_install_nothing(), testing::ExitedWithCode(0), "");
 }
 
+TEST(Memory, FormatMibCountsMebibytes) {
+  EXPECT_EQ(memcnn::format_mib(3 * (1 << 20) + (1 << 19)), "3.5 MiB");
+  EXPECT_EQ(memcnn::format_mib(1 << 20, 3), "1.000 MiB");
+  EXPECT_EQ(memcnn::format_mib(1000000, 2), "0.95 MiB");  // a million bytes are not a MiB
+  EXPECT_EQ(memcnn::format_mib(-(1 << 21), 0), "-2 MiB");  // a drop, as a difference of two readings
+}
+
+// A device without statistics (here the meta device, which holds no bytes) is refused, naming
+// the caller, the device and what this build supports, before anything is changed.
+TEST(Memory, DeviceWithoutStatisticsIsRefusedByName) {
+  const c10::Device meta(c10::kMeta);
+  expect_error_contains([&] { memcnn::memory_stats(meta); },
+                        "memcnn::memory_stats: no memory statistics for device meta; this build of memcnn supports ");
+  expect_error_contains([&] { memcnn::reset_peak_memory(meta); },
+                        "memcnn::reset_peak_memory: no memory statistics for device meta");
+  expect_error_contains([&] { memcnn::MemoryProbe probe(meta); }, "memcnn::MemoryProbe: no memory statistics");
+}
+
 TEST(Memory, WrappedInputsHoldNoBytesAfterForward) {
   memcnn::enable_cpu_memory_tracking();
   torch::manual_seed(0);

@@ -131,6 +131,20 @@ TEST(FashionMnistReader, GzipIdxFiles) {
   EXPECT_TRUE(at::equal(test.labels, at::tensor({4, 8}, at::kLong)));
 }
 
+// gzip allows members back to back (what `cat a.gz b.gz > c.gz` gives): all of them are read,
+// and zeros some tools pad the file with after the last member end the data.
+TEST(FashionMnistReader, ConcatenatedGzipMembersAndTrailingZeros) {
+  TempDir dir;
+  write_fashion(dir.path(), true);
+  const Bytes labels = idx_labels({9, 0, 3, 3, 1});
+  Bytes file = gzip(Bytes(labels.begin(), labels.begin() + 10));  // the header and two labels
+  const Bytes second_member = gzip(Bytes(labels.begin() + 10, labels.end()));
+  file.insert(file.end(), second_member.begin(), second_member.end());
+  file.insert(file.end(), 16, 0);
+  write_file(dir / "train-labels-idx1-ubyte.gz", file);
+  EXPECT_TRUE(at::equal(read_fashion_mnist(dir.path(), true).labels, at::tensor({9, 0, 3, 3, 1}, at::kLong)));
+}
+
 TEST(FashionMnistReader, UncompressedIdxFiles) {
   TempDir dir;
   write_fashion(dir.path(), false);
@@ -206,6 +220,14 @@ TEST(ReaderErrors, FashionFewerItemsThanHeader) {
   write_file(dir / "t10k-images-idx3-ubyte", images);
   std::filesystem::remove(dir / "t10k-images-idx3-ubyte.gz");
   expect_error([&] { read_fashion_mnist(dir.path(), false); }, {dir / "t10k-images-idx3-ubyte", "truncated"});
+}
+
+TEST(ReaderErrors, FashionFileShorterThanItsHeader) {
+  TempDir dir;
+  write_fashion(dir.path(), false);
+  write_file(dir / "t10k-labels-idx1-ubyte", Bytes{0, 0, 8, 1, 0});
+  expect_error([&] { read_fashion_mnist(dir.path(), false); },
+               {dir / "t10k-labels-idx1-ubyte", "5 bytes, shorter than its header"});
 }
 
 TEST(ReaderErrors, FashionImageLabelCountMismatch) {
