@@ -227,7 +227,7 @@ TEST(ReaderErrors, FashionFileShorterThanItsHeader) {
   write_fashion(dir.path(), false);
   write_file(dir / "t10k-labels-idx1-ubyte", Bytes{0, 0, 8, 1, 0});
   expect_error([&] { read_fashion_mnist(dir.path(), false); },
-               {dir / "t10k-labels-idx1-ubyte", "5 bytes, shorter than its header"});
+               {dir / "t10k-labels-idx1-ubyte", "5 bytes, shorter than its 8-byte header"});
 }
 
 TEST(ReaderErrors, FashionImageLabelCountMismatch) {
