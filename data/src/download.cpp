@@ -301,6 +301,24 @@ void download_verified(const std::string& url, const std::string& archive_path, 
   fs::rename(part, archive_path);
 }
 
+// Moves the extracted files from staging into dest_dir; when one move fails, the ones already
+// made are undone, so that a failed extraction leaves nothing in dest_dir.
+void move_into(const fs::path& staging, const fs::path& dest_dir, const std::vector<fs::path>& relatives) {
+  std::vector<fs::path> moved;
+  try {
+    for (const auto& relative : relatives) {
+      const fs::path target = dest_dir / relative;
+      fs::create_directories(target.parent_path());
+      fs::rename(staging / relative, target);
+      moved.push_back(target);
+    }
+  } catch (...) {
+    std::error_code ignored;
+    for (const auto& target : moved) fs::remove(target, ignored);
+    throw;
+  }
+}
+
 }  // namespace
 
 std::string md5_file(const std::string& path) {
@@ -323,13 +341,11 @@ void extract_tar_gz(const std::string& archive, const std::string& dest_dir, con
     TarGzReader reader(archive, limits);
     reader.for_each_file([&](const fs::path& relative) {
       write_member(reader, staging / relative);
-      extracted.push_back(relative);
+      // A tar may hold a name twice; the later entry replaced the earlier one in staging, and the
+      // name is moved once (moving it twice failed halfway, leaving the first move behind).
+      if (std::find(extracted.begin(), extracted.end(), relative) == extracted.end()) extracted.push_back(relative);
     });
-    for (const auto& relative : extracted) {
-      const fs::path target = fs::path(dest_dir) / relative;
-      fs::create_directories(target.parent_path());
-      fs::rename(staging / relative, target);
-    }
+    move_into(staging, dest_dir, extracted);
   } catch (...) {
     std::error_code ignored;
     fs::remove_all(staging, ignored);

@@ -98,6 +98,18 @@ TEST(ExtractTarGz, WritesRegularFilesOnly) {
   EXPECT_EQ(read_whole_file(dir / "out/top/sub/y.txt"), (Bytes{'h', 'i'}));
 }
 
+// A tar may hold a name twice (tar -r appends); the later entry wins, as with tar -x. Moving the
+// name twice failed halfway and left the first move in the destination (found by fuzzing:
+// fuzz/regressions/cifar_targz/crash-*).
+TEST(ExtractTarGz, ANameHeldTwiceIsExtractedOnceWithTheLaterContent) {
+  TempDir dir;
+  write_file(dir / "twice.tar.gz", gzip(make_tar({{"a.bin", {'1'}, '0'}, {"b.bin", {'b'}, '0'},
+                                                  {"a.bin", {'2', '2'}, '0'}})));
+  extract_tar_gz(dir / "twice.tar.gz", dir / "out");
+  EXPECT_EQ(list_tree(dir / "out"), (std::vector<std::string>{"a.bin", "b.bin"}));
+  EXPECT_EQ(read_whole_file(dir / "out/a.bin"), (Bytes{'2', '2'}));
+}
+
 TEST(ExtractTarGz, RejectsDotDotAndLeavesNothing) {
   TempDir dir;
   write_file(dir / "evil.tar.gz", gzip(make_tar({{"ok.txt", {'1'}, '0'}, {"../escape.txt", {'2'}, '0'}})));
