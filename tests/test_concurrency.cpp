@@ -83,6 +83,24 @@ std::vector<torch::Tensor> step(memcnn::InvertibleModule& module, const torch::T
 
 // The worst relative difference between two steps' results; infinity when they differ in shape
 // or in which gradients are defined.
+// Runs body(t, s) for kStepsPerThread steps on each of kThreads threads at once; what each thread
+// threw, "" where nothing.
+std::vector<std::string> run_in_threads(const std::function<void(int thread, int step)>& body) {
+  std::vector<std::string> errors(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      try {
+        for (int s = 0; s < kStepsPerThread; ++s) body(t, s);
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  return errors;
+}
+
 double worst_difference(const std::vector<torch::Tensor>& a, const std::vector<torch::Tensor>& b) {
   if (a.size() != b.size()) return std::numeric_limits<double>::infinity();
   double worst = 0;
@@ -118,20 +136,9 @@ TEST_P(SharedModule, ThreadsSteppingAtOnceGetTheSingleThreadedResults) {
   }
 
   std::vector<double> worst(kThreads, 0.0);
-  std::vector<std::string> errors(kThreads);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      try {
-        for (int s = 0; s < kStepsPerThread; ++s) {
-          worst[t] = std::max(worst[t], worst_difference(step(*module, inputs[t], weights[t]), expected[t]));
-        }
-      } catch (const std::exception& e) {
-        errors[t] = e.what();
-      }
-    });
-  }
-  for (auto& thread : threads) thread.join();
+  const auto errors = run_in_threads([&](int t, int) {
+    worst[t] = std::max(worst[t], worst_difference(step(*module, inputs[t], weights[t]), expected[t]));
+  });
   for (int t = 0; t < kThreads; ++t) {
     EXPECT_EQ(errors[t], "") << "thread " << t;
     EXPECT_LT(worst[t], 1e-12) << "thread " << t;
@@ -152,25 +159,12 @@ TEST(SharedModuleWithReboundParameters, ThreadsComputingTheMatricesOnAnotherDevi
   memcnn::OrthogonalChannelMixing mixing(memcnn::OrthogonalChannelMixingOptions(12));
   down->free = down->free.detach().to(meta).requires_grad_();
   mixing->free = mixing->free.detach().to(meta).requires_grad_();
-  std::vector<std::string> errors(kThreads);
-  std::vector<std::thread> threads;
-  for (int t = 0; t < kThreads; ++t) {
-    threads.emplace_back([&, t] {
-      try {
-        for (int s = 0; s < kStepsPerThread; ++s) {
-          const auto q = down->matrices();
-          TORCH_CHECK(q.device() == meta && q.sizes() == c10::IntArrayRef({3, 4, 4}), "got ", q.sizes(), " on ",
-                      q.device());
-          const auto m = mixing->matrix();
-          TORCH_CHECK(m.device() == meta && m.sizes() == c10::IntArrayRef({12, 12}), "got ", m.sizes(), " on ",
-                      m.device());
-        }
-      } catch (const std::exception& e) {
-        errors[t] = e.what();
-      }
-    });
-  }
-  for (auto& thread : threads) thread.join();
+  const auto errors = run_in_threads([&](int, int) {
+    const auto q = down->matrices();
+    TORCH_CHECK(q.device() == meta && q.sizes() == c10::IntArrayRef({3, 4, 4}), "got ", q.sizes(), " on ", q.device());
+    const auto m = mixing->matrix();
+    TORCH_CHECK(m.device() == meta && m.sizes() == c10::IntArrayRef({12, 12}), "got ", m.sizes(), " on ", m.device());
+  });
   for (int t = 0; t < kThreads; ++t) EXPECT_EQ(errors[t], "") << "thread " << t;
 }
 
