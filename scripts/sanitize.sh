@@ -29,19 +29,5 @@ cmake --build "$build_dir" -j "$jobs" --target "${suites[@]}"
 export ASAN_OPTIONS=halt_on_error=1:detect_leaks=1:check_initialization_order=1:strict_string_checks=1
 export LSAN_OPTIONS=suppressions=$root/scripts/sanitize-lsan.supp:print_suppressions=0
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-failed=()
-for suite in "${suites[@]}"; do
-  echo "=== $suite"
-  start=$SECONDS
-  if "$build_dir/tests/$suite"; then
-    echo "=== $suite: clean ($((SECONDS - start)) s)"
-  else
-    echo "=== $suite: FAILED ($((SECONDS - start)) s)"
-    failed+=("$suite")
-  fi
-done
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "sanitize: findings or failures in: ${failed[*]}"
-  exit 1
-fi
-echo "sanitize: ${#suites[@]} suites clean"
+source "$root/scripts/run-suites.sh"
+run_suites sanitize "findings or failures" "$build_dir" "${suites[@]}"

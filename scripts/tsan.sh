@@ -32,19 +32,5 @@ cmake -S "$root" -B "$build_dir" -DCMAKE_BUILD_TYPE="${BUILD_TYPE:-RelWithDebInf
 cmake --build "$build_dir" -j "$jobs" --target "${suites[@]}"
 
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 ${TSAN_OPTIONS:-}"
-failed=()
-for suite in "${suites[@]}"; do
-  echo "=== $suite"
-  start=$SECONDS
-  if "$build_dir/tests/$suite"; then
-    echo "=== $suite: clean ($((SECONDS - start)) s)"
-  else
-    echo "=== $suite: FAILED ($((SECONDS - start)) s)"
-    failed+=("$suite")
-  fi
-done
-if [ ${#failed[@]} -gt 0 ]; then
-  echo "tsan: races or failures in: ${failed[*]}"
-  exit 1
-fi
-echo "tsan: ${#suites[@]} suites clean"
+source "$root/scripts/run-suites.sh"
+run_suites tsan "races or failures" "$build_dir" "${suites[@]}"
