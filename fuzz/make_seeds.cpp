@@ -97,28 +97,12 @@ void nifti_seeds() {
   seed("nifti", "extension.nii", with_header(plain, extended));
 
   // NIfTI-2, plain and gzip'd.
-  nifti_2_header h;
-  std::memset(&h, 0, sizeof(h));
-  h.sizeof_hdr = 540;
-  std::memcpy(h.magic, "n+2\0\r\n\032\n", 8);
-  h.datatype = DT_INT16;
-  h.bitpix = 16;
-  const int64_t dims[8] = {3, 3, 2, 2, 1, 1, 1, 1};
-  std::memcpy(h.dim, dims, sizeof(dims));
-  const double pixdim[8] = {1.0, 0.5, 0.6, 0.7, 1, 1, 1, 1};
-  std::memcpy(h.pixdim, pixdim, sizeof(pixdim));
-  h.vox_offset = 544;
-  h.sform_code = NIFTI_XFORM_ALIGNED_ANAT;
-  h.srow_x[0] = 0.5;
-  h.srow_y[1] = 0.6;
-  h.srow_z[2] = 0.7;
-  h.xyzt_units = NIFTI_UNITS_MM;
-  Bytes two(reinterpret_cast<const uint8_t*>(&h), reinterpret_cast<const uint8_t*>(&h) + sizeof(h));
-  two.resize(544, 0);
+  Bytes voxels;
   for (int16_t v = 0; v < 12; ++v) {
-    two.push_back(static_cast<uint8_t>(v * 37));
-    two.push_back(static_cast<uint8_t>(v));
+    voxels.push_back(static_cast<uint8_t>(v * 37));
+    voxels.push_back(static_cast<uint8_t>(v));
   }
+  const Bytes two = test::nifti2_int16_file({3, 2, 2}, {{{0.5, 0, 0, 0}, {0, 0.6, 0, 0}, {0, 0, 0.7, 0}}}, voxels);
   seed("nifti", "nifti2-int16.nii", two);
   seed("nifti", "nifti2-int16.nii.gz", test::gzip(two));
 

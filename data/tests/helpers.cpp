@@ -1,5 +1,6 @@
 #include "helpers.h"
 
+#include <nifti2_io.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -48,6 +49,30 @@ std::vector<std::string> list_tree(const std::string& dir) {
     names.push_back(fs::relative(entry.path(), dir).string());
   std::sort(names.begin(), names.end());
   return names;
+}
+
+Bytes nifti2_int16_file(const std::array<int64_t, 3>& dims, const std::array<std::array<double, 4>, 3>& sform,
+                        const Bytes& voxels) {
+  nifti_2_header h;
+  std::memset(&h, 0, sizeof(h));
+  h.sizeof_hdr = 540;
+  std::memcpy(h.magic, "n+2\0\r\n\032\n", 8);
+  h.datatype = DT_INT16;
+  h.bitpix = 16;
+  const int64_t dim[8] = {3, dims[0], dims[1], dims[2], 1, 1, 1, 1};
+  std::memcpy(h.dim, dim, sizeof(dim));
+  const double pixdim[8] = {1.0, 0.5, 0.6, 0.7, 1, 1, 1, 1};
+  std::memcpy(h.pixdim, pixdim, sizeof(pixdim));
+  h.vox_offset = 544;
+  h.sform_code = NIFTI_XFORM_ALIGNED_ANAT;
+  std::memcpy(h.srow_x, sform[0].data(), sizeof(h.srow_x));
+  std::memcpy(h.srow_y, sform[1].data(), sizeof(h.srow_y));
+  std::memcpy(h.srow_z, sform[2].data(), sizeof(h.srow_z));
+  h.xyzt_units = NIFTI_UNITS_MM;
+  Bytes file(reinterpret_cast<const uint8_t*>(&h), reinterpret_cast<const uint8_t*>(&h) + sizeof(h));
+  file.resize(544, 0);  // the extender: no extensions
+  file.insert(file.end(), voxels.begin(), voxels.end());
+  return file;
 }
 
 Bytes gzip(const Bytes& bytes) {

@@ -2,6 +2,7 @@
 // Test fixtures: temporary folders, generated files in the standard formats, a tar/gzip
 // writer and a tiny loopback HTTP server.
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -32,6 +33,11 @@ Bytes read_whole_file(const std::string& path);
 std::vector<std::string> list_tree(const std::string& dir);  // relative paths, sorted
 
 Bytes gzip(const Bytes& bytes);
+
+// A NIfTI-2 file (.nii) of an int16 volume: dims {nx, ny, nz}, voxel sizes 0.5, 0.6, 0.7 mm, the
+// sform (code aligned-anat) with rows `sform`, no extensions, then `voxels` (file order, as stored).
+Bytes nifti2_int16_file(const std::array<int64_t, 3>& dims, const std::array<std::array<double, 4>, 3>& sform,
+                        const Bytes& voxels);
 
 struct TarEntry {
   std::string name;

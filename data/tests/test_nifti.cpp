@@ -458,28 +458,10 @@ TEST(Nifti, ReadsBigEndianFiles) {
 
 TEST(Nifti, ReadsNifti2) {
   TempDir dir;
-  nifti_2_header h;
-  std::memset(&h, 0, sizeof(h));
-  h.sizeof_hdr = 540;
-  std::memcpy(h.magic, "n+2\0\r\n\032\n", 8);
-  h.datatype = DT_INT16;
-  h.bitpix = 16;
-  const int64_t dims[8] = {3, 5, 4, 3, 1, 1, 1, 1};
-  std::memcpy(h.dim, dims, sizeof(dims));
-  const double pixdim[8] = {1.0, 0.5, 0.6, 0.7, 1, 1, 1, 1};
-  std::memcpy(h.pixdim, pixdim, sizeof(pixdim));
-  h.vox_offset = 544;
-  h.sform_code = NIFTI_XFORM_ALIGNED_ANAT;
-  const double rows[3][4] = {{0.5, 0.1, 0.0, -10.123456789}, {0.0, 0.6, 0.2, 20.5}, {0.3, 0.0, 0.7, 1e-9}};
-  std::memcpy(h.srow_x, rows[0], sizeof(h.srow_x));
-  std::memcpy(h.srow_y, rows[1], sizeof(h.srow_y));
-  std::memcpy(h.srow_z, rows[2], sizeof(h.srow_z));
-  h.xyzt_units = NIFTI_UNITS_MM;
+  const std::array<std::array<double, 4>, 3> rows = {
+      {{0.5, 0.1, 0.0, -10.123456789}, {0.0, 0.6, 0.2, 20.5}, {0.3, 0.0, 0.7, 1e-9}}};
   const torch::Tensor data = sample(torch::kInt16, {5, 4, 3});
-  Bytes file(reinterpret_cast<const uint8_t*>(&h), reinterpret_cast<const uint8_t*>(&h) + sizeof(h));
-  file.resize(544, 0);  // the extender: no extensions
-  const Bytes voxels = file_order_bytes(data);
-  file.insert(file.end(), voxels.begin(), voxels.end());
+  const Bytes file = nifti2_int16_file({5, 4, 3}, rows, file_order_bytes(data));
   write_file(dir / "two.nii.gz", gzip(file));
 
   const NiftiVolume back = read_nifti(dir / "two.nii.gz");
