@@ -336,13 +336,15 @@ SegmentationSummary SegmentationTrainer::run() {
     s.set_lr(lr);
     zero_gradients(*s.model);
     MemoryProbe probe(s.options.device);
-    torch::Tensor logits;
+    torch::Tensor logits, loss_value;
     {
       logits = s.model->forward(images);
-      segmentation_loss(logits, masks, labelled).backward();
+      const auto loss_tensor = segmentation_loss(logits, masks, labelled);
+      loss_tensor.backward();
+      loss_value = loss_tensor.detach();
     }
     summary.activation_bytes = probe.peak_above_start();
-    const double loss = segmentation_loss(logits.detach(), masks, labelled).item<double>();
+    const double loss = loss_value.item<double>();
     if (!std::isfinite(loss)) {
       std::ostringstream message;
       message << "the loss became " << loss << " at iteration " << iteration << " (learning rate " << lr
