@@ -24,14 +24,36 @@ namespace memcnn {
 namespace train {
 namespace {
 
+[[noreturn]] void wrong_field(const char* name, const std::string& what) {
+  throw std::invalid_argument(std::string("segmentation experiment: field \"") + name + "\" " + what);
+}
+
+// Integers, alone or in lists, go through whole_number (config.h) as the classification recipe's
+// do: nlohmann's get<T> casts any number, which is undefined for one beyond T's range.
 template <typename T>
 T field(const Json& json, const char* name, const T& fallback) {
   if (!json.contains(name)) return fallback;
-  try {
-    return json.at(name).get<T>();
-  } catch (const Json::exception& e) {
-    throw std::invalid_argument(std::string("segmentation experiment: field \"") + name + "\" has the wrong type: " +
-                                e.what());
+  const Json& value = json.at(name);
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    return whole_number<T>(value, name);
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>> || std::is_same_v<T, std::vector<std::array<int64_t, 2>>>) {
+    if (!value.is_array()) wrong_field(name, "must be a list, not " + value.dump());
+    T list;
+    for (const Json& item : value) {
+      if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+        list.push_back(whole_number<int64_t>(item, name));
+      } else {
+        if (!item.is_array() || item.size() != 2) wrong_field(name, "must hold pairs [begin, end], not " + item.dump());
+        list.push_back({whole_number<int64_t>(item[0], name), whole_number<int64_t>(item[1], name)});
+      }
+    }
+    return list;
+  } else {
+    try {
+      return value.get<T>();
+    } catch (const Json::exception& e) {
+      wrong_field(name, std::string("has the wrong type: ") + e.what());
+    }
   }
 }
 

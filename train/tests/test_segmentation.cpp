@@ -122,6 +122,12 @@ TEST(Segmentation, InvalidFieldsAreNamed) {
   EXPECT_NE(error_of([](train::Json& e) { e["held_out"] = train::Json::array(); }).find("held_out"), std::string::npos);
   EXPECT_NE(error_of([](train::Json& e) { e["patch"] = {16, 16}; }).find("patch"), std::string::npos);
   EXPECT_NE(error_of([](train::Json& e) { e["lr"] = "fast"; }).find("\"lr\""), std::string::npos);
+  // Integers beyond their type (a cast nlohmann leaves undefined) and non-integers are refused.
+  EXPECT_NE(error_of([](train::Json& e) { e["max_iterations"] = 1e45; }).find("max_iterations"), std::string::npos);
+  EXPECT_NE(error_of([](train::Json& e) { e["seed"] = -1; }).find("seed"), std::string::npos);
+  EXPECT_NE(error_of([](train::Json& e) { e["patch"] = {16, 16.5, 8}; }).find("patch"), std::string::npos);
+  EXPECT_NE(error_of([](train::Json& e) { e["held_out"] = {{1e45, 2}}; }).find("held_out"), std::string::npos);
+  EXPECT_NE(error_of([](train::Json& e) { e["held_out"] = {{1, 2, 3}}; }).find("pairs"), std::string::npos);
   EXPECT_NE(error_of([](train::Json& e) { e["model_options"]["norm"] = "layer"; }).find("norm"), std::string::npos);
   EXPECT_NE(error_of([](train::Json& e) { e["model_options"]["channels"] = {4, 6}; }).find("model_options"),
             std::string::npos);
