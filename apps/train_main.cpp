@@ -362,10 +362,26 @@ int main(int argc, char** argv) {
     // A rank (of --nproc's launcher, of torchrun): stop when the launcher is gone.
     if (std::getenv("WORLD_SIZE") != nullptr) distributed::stop_when_parent_exits(&train::Trainer::request_stop);
     if (segmentation) {
-      SegmentationRun run_options{args.model, args.dataset, args.data_dir, args.results_dir, args.experiments_file,
-                                  args.fresh, args.evaluate, args.no_cuda, args.max_iterations, args.batch_size,
-                                  args.threads};
+      SegmentationRun run_options;
+      run_options.model = args.model;
+      run_options.dataset = args.dataset;
+      run_options.data_dir = args.data_dir;
+      run_options.results_dir = args.results_dir;
+      run_options.experiments_file = args.experiments_file;
+      run_options.fresh = args.fresh;
+      run_options.evaluate = args.evaluate;
+      run_options.no_cuda = args.no_cuda;
+      run_options.max_iterations = args.max_iterations;
+      run_options.batch_size = args.batch_size;
+      run_options.threads = args.threads;
       run_options.allow_recipe_change = args.allow_recipe_change;
+      run_options.weights = args.weights;
+      run_options.export_weights = args.export_weights;
+      if (!args.optimizer_state.empty() || !args.logits.empty()) {
+        std::cerr << "memcnn-train: --optimizer-state and --logits are for the classifiers; iunet3d takes --weights "
+                     "and --export-weights" << std::endl;
+        return 2;
+      }
       return run_segmentation(run_options);
     }
     return run(args);

@@ -1,6 +1,8 @@
 #include "train_segmentation.h"
 
 #include <memcnn/memory.h>
+#include <memcnn/models/python_keys.h>
+#include <memcnn/state_dict.h>
 #include <memcnn/train/config.h>
 #include <memcnn/train/progress.h>
 #include <memcnn/train/results_lock.h>
@@ -63,7 +65,7 @@ int run_segmentation(const SegmentationRun& run) {
 
   const fs::path results = fs::path(run.results_dir) / (run.model + "_" + run.dataset);
   std::optional<train::ResultsLock> lock;
-  if (!run.evaluate) {
+  if (!run.evaluate && run.export_weights.empty()) {
     lock.emplace(results.string());
     if (const auto previous = lock->taken_over_from()) {
       std::cout << "[memcnn-train] took over " << lock->path() << " from process " << *previous
@@ -83,21 +85,55 @@ int run_segmentation(const SegmentationRun& run) {
   options.live_line = ::isatty(STDOUT_FILENO) != 0;
   options.allow_recipe_change = run.allow_recipe_change;
   train::SegmentationTrainer trainer(config, options);
+  const KeyMap key_map = models::python_key_map(*trainer.model());
+  const auto load_weights = [&] {
+    const auto result = load_state_dict(*trainer.model(), run.weights, LoadStateDictOptions().key_map(key_map));
+    std::cout << "[memcnn-train] weights: " << result.loaded << " tensors from " << run.weights << std::endl;
+  };
 
-  if (run.evaluate) {
+  if (!run.export_weights.empty()) {
     const int64_t iteration = trainer.restore();
     if (iteration < 0) {
-      std::cerr << "memcnn-train: no checkpoint in " << results.string() << " to evaluate; train first" << std::endl;
+      std::cerr << "memcnn-train: no checkpoint in " << results.string() << " to export; train first" << std::endl;
       return 1;
     }
+    trainer.model()->to(torch::kCPU);
+    const StateDict tensors = module_state_dict(*trainer.model(), key_map);
+    write_state_dict(tensors, run.export_weights);
+    std::cout << "[memcnn-train] wrote " << tensors.size() << " tensors of " << run.model << " at iteration "
+              << iteration << " to " << run.export_weights << " (Python: model.load_state_dict(torch.load(path)))"
+              << std::endl;
+    return 0;
+  }
+
+  if (run.evaluate) {
+    std::string evaluated;
+    if (!run.weights.empty()) {
+      load_weights();
+      evaluated = run.weights;
+    } else {
+      const int64_t iteration = trainer.restore();
+      if (iteration < 0) {
+        std::cerr << "memcnn-train: no checkpoint in " << results.string() << " to evaluate; train first" << std::endl;
+        return 1;
+      }
+      evaluated = "checkpoint at iteration " + std::to_string(iteration);
+    }
     const auto evaluation = trainer.evaluate(/*write_prediction=*/true);
-    std::cout << "[memcnn-train] " << run.model << " on " << run.dataset << ", checkpoint at iteration " << iteration
-              << ": ";
+    std::cout << "[memcnn-train] " << run.model << " on " << run.dataset << ", " << evaluated << ": ";
     print_dice(std::cout, evaluation, config.axis);
     std::cout << "[memcnn-train] predicted mask written to " << (results / "prediction.nii.gz").string() << std::endl;
     return 0;
   }
 
+  if (!run.weights.empty()) {
+    if (trainer.restore() >= 0) {
+      std::cerr << "memcnn-train: " << results.string() << " holds checkpoints of an earlier run; add --fresh to "
+                << "start over from " << run.weights << ", or leave out --weights to resume that run" << std::endl;
+      return 2;
+    }
+    load_weights();
+  }
   const auto summary = trainer.run();
   if (summary.interrupted) return 130;
   std::cout << std::fixed << std::setprecision(2) << "\n[memcnn-train] done: " << run.model << " on " << run.dataset

@@ -9,6 +9,7 @@ struct SegmentationRun {
   bool fresh = false, evaluate = false, no_cuda = false;
   int64_t max_iterations = 0, batch_size = 0, threads = 0;
   bool allow_recipe_change = false;
+  std::string weights, export_weights;  // torch.save'd state dicts with the Python twin's names
 };
 
 // The default folder of the volumes: Debian's mricron-data.
