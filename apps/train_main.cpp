@@ -58,6 +58,7 @@ std::string counterpart(const std::string& model) {
 struct Arguments {
   std::string model, dataset, data_dir, results_dir = "results", experiments_file, autocast, dist_backend = "auto";
   std::string weights, optimizer_state, export_weights, logits;  // torch.save files (Python's names)
+  std::string inputs;  // overrides the recipe's
   bool fresh = false, no_cuda = false, evaluate = false, exact = false, allow_recipe_change = false;
   int64_t max_iterations = 0, batch_size = 0, threads = 0, nproc = 0, anchor_every = 0, fraction_bits = -1;
   double dist_timeout = 120;
@@ -130,6 +131,11 @@ int run(const Arguments& args) {
     json["autocast"] = args.autocast == "float32" ? "" : args.autocast;
     config = train::TrainConfig::from_json(json);  // validates it
   }
+  if (!args.inputs.empty()) {
+    auto json = config.to_json();
+    json["inputs"] = args.inputs;
+    config = train::TrainConfig::from_json(json);
+  }
   if (args.exact) config.model_options["exact"] = true;
   if (args.fraction_bits >= 0) config.model_options["fraction_bits"] = args.fraction_bits;
   if (args.anchor_every > 0) config.model_options["anchor_every"] = args.anchor_every;
@@ -189,19 +195,23 @@ int run(const Arguments& args) {
       }
       evaluated = "checkpoint at iteration " + std::to_string(iteration);
     }
-    const double accuracy = trainer.evaluate();
-    if (rank0) {
-      std::cout << "[memcnn-train] " << args.model << " on " << args.dataset << ", " << evaluated << ": test accuracy "
-                << std::fixed << std::setprecision(2) << 100 * accuracy << "%"
-                << (group ? " (" + std::to_string(group->size()) + " ranks)" : std::string()) << std::endl;
-    }
+    // With --logits, one pass gives both the logits and the accuracy.
+    double accuracy = 0;
     if (!args.logits.empty()) {
       const auto [logits, labels] = trainer.test_logits();
+      accuracy = logits.argmax(1).eq(labels).to(torch::kDouble).mean().item<double>();
       c10::impl::GenericDict out(c10::StringType::get(), c10::TensorType::get());
       out.insert("logits", logits);
       out.insert("labels", labels);
       write_torch_file(out, args.logits);
       std::cout << "[memcnn-train] test logits " << logits.sizes() << " and labels: " << args.logits << std::endl;
+    } else {
+      accuracy = trainer.evaluate();
+    }
+    if (rank0) {
+      std::cout << "[memcnn-train] " << args.model << " on " << args.dataset << ", " << evaluated << ": test accuracy "
+                << std::fixed << std::setprecision(2) << 100 * accuracy << "%"
+                << (group ? " (" + std::to_string(group->size()) + " ranks)" : std::string()) << std::endl;
     }
     return 0;
   }
@@ -322,6 +332,11 @@ int main(int argc, char** argv) {
   app.add_option("--logits", args.logits, "with --evaluate: also write the test set's logits and labels (torch.save "
                                           "file of a dict: 'logits' [N, classes], 'labels' [N])")
       ->needs(evaluate);
+  app.add_option("--inputs", args.inputs,
+                 "how images are prepared, overriding the experiment's: unit (pixels/255 minus the training mean "
+                 "image; memcnn-train's) or memcnn (pixels 0..255 minus the mean of training and test images, as "
+                 "MemCNN's own trainer: for weights trained with it)")
+      ->check(CLI::IsMember({"unit", "memcnn"}));
   app.add_option("--export-weights", args.export_weights,
                  "write the last checkpoint's weights as a torch.save'd state_dict with the Python twin's names "
                  "(for torch.load and load_state_dict) and exit")

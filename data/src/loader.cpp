@@ -128,7 +128,7 @@ struct BatchLoader::Impl {
   at::Tensor mean;
   LoaderOptions options;
   int64_t n = 0, channels = 0, height = 0, width = 0, batches = 0;
-  std::array<float, 256> unit{};  // byte / 255, exactly as a float division gives it
+  std::array<float, 256> unit{};  // byte / 255, exactly as a float division gives it (byte_range: byte)
 
   std::mutex permutation_mutex;
   std::map<int64_t, std::shared_ptr<const std::vector<int64_t>>> permutations;
@@ -211,7 +211,7 @@ BatchLoader::Impl::Impl(Dataset dataset, at::Tensor mean_image, LoaderOptions op
   height = data.images.size(2);
   width = data.images.size(3);
   batches = options.drop_last() ? n / options.batch_size() : (n + options.batch_size() - 1) / options.batch_size();
-  for (int v = 0; v < 256; ++v) unit[v] = static_cast<float>(v) / 255.0f;
+  for (int v = 0; v < 256; ++v) unit[v] = options.byte_range() ? static_cast<float>(v) : static_cast<float>(v) / 255.0f;
   if (options.workers() > 0 && options.prefetch() > 0) {
     // Most runs start at iteration 0, so its batches are worth preparing straight away.
     schedule(0, options.prefetch() - 1);

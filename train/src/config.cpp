@@ -161,6 +161,7 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   c.seed = field(j, "seed", c.seed);
   c.loader_workers = field(j, "loader_workers", c.loader_workers);
   c.autocast = field<std::string>(j, "autocast", "");
+  c.inputs = field<std::string>(j, "inputs", c.inputs);
   c.model_options = field(j, "model_options", Json::object());
   for (const auto& [name, value] :
        {std::pair<const char*, double>{"optimizer.lr", c.lr}, {"optimizer.momentum", c.momentum},
@@ -201,6 +202,9 @@ TrainConfig TrainConfig::from_json(const Json& j) {
           "provide; use \"bfloat16\" (same range as float32)");
   require(c.autocast.empty() || c.autocast == "bfloat16",
           "autocast must be \"bfloat16\" or absent (float32), not \"" + c.autocast + "\"");
+  require(c.inputs == "unit" || c.inputs == "memcnn",
+          "inputs must be \"unit\" (pixels/255 minus the training mean) or \"memcnn\" (MemCNN's own trainer's: "
+          "pixels 0..255 minus the mean of training and test images), not \"" + c.inputs + "\"");
   return c;
 }
 
@@ -216,7 +220,7 @@ Json TrainConfig::to_json() const {
               {"checkpoint_every", checkpoint_every},
               {"validate_every", validate_every}, {"validation_batches", validation_batches},
               {"log_every", log_every}, {"seed", seed}, {"loader_workers", loader_workers},
-              {"autocast", autocast}, {"model_options", model_options}};
+              {"autocast", autocast}, {"inputs", inputs}, {"model_options", model_options}};
 }
 
 ResumeRules TrainConfig::resume_rules(bool allow_changes) {

@@ -247,16 +247,20 @@ struct Trainer::State {
     model = build_classifier(config);
     model->to(options.device);
     optimizer = make_optimizer(config, model);
-    const auto mean = data::mean_image(train_set);
+    const bool memcnn_inputs = config.inputs == "memcnn";
+    data::Dataset all_images;
+    if (memcnn_inputs) all_images.images = torch::cat({train_set.images, test_set.images});
+    const auto mean = memcnn_inputs ? data::mean_image(all_images) * 255 : data::mean_image(train_set);
     const int workers = static_cast<int>(config.loader_workers);
     train_loader = std::make_unique<data::BatchLoader>(
         std::move(train_set), mean,
         data::LoaderOptions().batch_size(config.batch_size).seed(config.seed).workers(workers).shard(rank()).shards(world())
-            .augment(config.augment).crop_padding(config.crop_padding).erase_probability(config.random_erasing));
+            .augment(config.augment).crop_padding(config.crop_padding).erase_probability(config.random_erasing)
+            .byte_range(memcnn_inputs));
     test_loader = std::make_unique<data::BatchLoader>(
         std::move(test_set), mean,
         data::LoaderOptions().batch_size(config.batch_size).augment(false).shuffle(false).drop_last(false).workers(workers)
-            .shard(rank()).shards(world()));
+            .shard(rank()).shards(world()).byte_range(memcnn_inputs));
   }
 
   std::string title() const { return config.model + " on " + config.dataset; }

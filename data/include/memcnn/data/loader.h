@@ -17,7 +17,7 @@ namespace memcnn::data {
 torch::Tensor mean_image(const Dataset& train);
 
 struct Batch {
-  torch::Tensor images;  // float32 [B, C, H, W] = image/255 - mean_image
+  torch::Tensor images;  // float32 [B, C, H, W] = image/255 - mean_image (byte_range: image - mean_image)
   torch::Tensor labels;  // int64 [B]
 };
 
@@ -42,6 +42,9 @@ struct LoaderOptions {
   // (batch_size is the global size; with drop_last it must divide into the parts).
   TORCH_ARG(int64_t, shard) = 0;
   TORCH_ARG(int64_t, shards) = 1;
+  // Pixel values as bytes (0..255) instead of byte/255, the mean image then given in bytes too:
+  // the inputs of MemCNN's own trainer, for weights trained with it.
+  TORCH_ARG(bool, byte_range) = false;
 };
 
 class BatchLoader {

@@ -108,6 +108,10 @@ struct TrainConfig {
   // Mixed precision: "" (float32) or "bfloat16" (autocast on the training device; no loss
   // scaling needed, as float16 would).
   std::string autocast;
+  // What the network sees: "unit" (pixels / 255 minus the training images' mean image) or
+  // "memcnn" (pixels 0..255 minus the mean image of the training and test images together, as
+  // MemCNN's own trainer prepares them: for weights trained with it).
+  std::string inputs = "unit";
   Json model_options = Json::object();  // overrides of the named model's architecture
 
   // Validates every field; std::invalid_argument says which one and why.
