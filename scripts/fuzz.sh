@@ -16,7 +16,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build_dir=${BUILD_DIR:-$root/build-fuzz}
 jobs=${JOBS:-$(nproc)}
-all_targets=(nifti cifar_batch cifar_targz idx checkpoint experiments)
+all_targets=(nifti cifar_batch cifar_targz idx checkpoint experiments torch_file)
 which_target=${1:-all}
 seconds=${2:-600}
 timeout=${TIMEOUT:-20}

@@ -2,7 +2,8 @@
 
 #include "memcnn/train/config.h"
 
-#include <caffe2/serialize/versions.h>
+#include <memcnn/files.h>
+
 #include <torch/serialize.h>
 #include <torch/torch.h>
 
@@ -15,233 +16,11 @@
 #include <sstream>
 #include <stdexcept>
 
-#include <fcntl.h>
-#include <unistd.h>
-#include <zlib.h>
-
 namespace memcnn {
 namespace train {
 namespace fs = std::filesystem;
 
 namespace {
-
-// Flushes a written file to the disk, so a rename never publishes an empty file after a crash.
-void sync_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
-std::string temporary_name(const std::string& path) { return path + ".tmp." + std::to_string(::getpid()); }
-
-// ---- The checkpoint's zip archive, checked before LibTorch reads it.
-// LibTorch 1.13 reads the records of a checkpoint (a zip archive) without checking their CRC-32,
-// and parses the TorchScript code among them: a damaged record crashed it (SEGV in
-// torch::jit::ScriptTypeParser) instead of raising an error. Every record's size and CRC-32 is
-// verified here first, by streaming through it, and what LibTorch needs to open the archive
-// without leaking (verify_version), so a damaged or truncated checkpoint is reported and skipped;
-// nothing is allocated from the sizes the archive declares.
-
-// memcnn's checkpoints compress only their TorchScript code (kilobytes); tensors are stored.
-constexpr uint64_t kMaxCompressedRecordBytes = uint64_t{16} << 20;
-
-uint16_t le16(const char* p) {
-  return static_cast<uint16_t>(static_cast<uint8_t>(p[0]) | static_cast<uint8_t>(p[1]) << 8);
-}
-uint32_t le32(const char* p) { return le16(p) | static_cast<uint32_t>(le16(p + 2)) << 16; }
-uint64_t le64(const char* p) { return le32(p) | static_cast<uint64_t>(le32(p + 4)) << 32; }
-
-class ArchiveCheck {
- public:
-  explicit ArchiveCheck(const std::string& path) : path_(path), file_(path, std::ios::binary) {
-    if (!file_) throw std::runtime_error("cannot open '" + path + "'");
-    size_ = fs::file_size(path);
-  }
-
-  void verify() {
-    const uint64_t tail_size = std::min<uint64_t>(size_, 22 + 65535);  // end record and its comment
-    const std::string tail = read_at(size_ - tail_size, tail_size, "the end of the archive");
-    size_t end = std::string::npos;
-    for (size_t at = tail_size >= 22 ? tail_size - 22 + 1 : 0; at-- > 0;) {
-      if (le32(tail.data() + at) == 0x06054b50) {
-        end = at;
-        break;
-      }
-    }
-    if (end == std::string::npos) damaged("no zip directory at its end (truncated, or not a checkpoint)");
-    uint64_t entries = le16(tail.data() + end + 10);
-    uint64_t directory_size = le32(tail.data() + end + 12);
-    uint64_t directory_offset = le32(tail.data() + end + 16);
-    if (entries == 0xFFFF || directory_size == 0xFFFFFFFF || directory_offset == 0xFFFFFFFF) {
-      const uint64_t end_offset = size_ - tail_size + end;
-      if (end_offset < 20) damaged("its zip64 locator is missing");
-      const std::string locator = read_at(end_offset - 20, 20, "the zip64 locator");
-      if (le32(locator.data()) != 0x07064b50) damaged("its zip64 locator is missing");
-      const std::string record = read_at(le64(locator.data() + 8), 56, "the zip64 end record");
-      if (le32(record.data()) != 0x06064b50) damaged("its zip64 end record is missing");
-      entries = le64(record.data() + 32);
-      directory_size = le64(record.data() + 40);
-      directory_offset = le64(record.data() + 48);
-    }
-    const std::string directory = read_at(directory_offset, directory_size, "its directory");
-    size_t at = 0;
-    for (uint64_t i = 0; i < entries; ++i) at = verify_record(directory, at, i);
-    verify_version();
-  }
-
- private:
-  struct Record {
-    std::string name;
-    uint16_t method;
-    uint64_t data;  // offset of its bytes
-    uint64_t size;  // as stored
-  };
-
-  [[noreturn]] void damaged(const std::string& what) const {
-    throw std::runtime_error("the archive is damaged: " + what);
-  }
-
-  // What LibTorch's PyTorchStreamReader requires as it opens an archive: records in one folder,
-  // named by the first, and a version record it reads (its lookups ignore case). It throws from
-  // its constructor otherwise, which leaks its zip reader's state (LibTorch 1.13).
-  void verify_version() {
-    if (records_.empty()) damaged("it holds no records");
-    const std::string& first = records_.front().name;
-    const size_t slash = first.find('/');
-    if (slash == std::string::npos) damaged("its first record '" + first + "' is not in a folder");
-    const auto lower = [](std::string text) {
-      std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
-      return text;
-    };
-    const std::string folder = lower(first.substr(0, slash + 1));
-    bool found = false;
-    for (const Record& record : records_) {
-      const std::string name = lower(record.name);
-      if (name != folder + "version" && name != folder + ".data/version") continue;
-      found = true;
-      if (record.method != 0 || record.size > 20) damaged("its version record is not a short stored number");
-      const std::string text = read_at(record.data, record.size, "its version record");
-      uint64_t version = 0;
-      try {
-        version = std::stoull(text);
-      } catch (const std::exception&) {
-        damaged("its version record holds '" + text + "', not a number");
-      }
-      if (version < caffe2::serialize::kMinSupportedFileFormatVersion ||
-          version > caffe2::serialize::kMaxSupportedFileFormatVersion)
-        damaged("its format version " + std::to_string(version) + " is not one this LibTorch reads (" +
-                std::to_string(caffe2::serialize::kMinSupportedFileFormatVersion) + " to " +
-                std::to_string(caffe2::serialize::kMaxSupportedFileFormatVersion) + ")");
-    }
-    if (!found) damaged("it has no record '" + first.substr(0, slash + 1) + "version'");
-  }
-
-  std::string read_at(uint64_t offset, uint64_t count, const std::string& what) {
-    if (offset > size_ || count > size_ - offset)
-      damaged(what + " lies beyond the end of the file (truncated)");
-    std::string bytes(static_cast<size_t>(count), '\0');
-    file_.seekg(static_cast<std::streamoff>(offset));
-    file_.read(bytes.data(), static_cast<std::streamsize>(count));
-    if (!file_) throw std::runtime_error("error reading '" + path_ + "'");
-    return bytes;
-  }
-
-  // Checks the directory entry at `at` and its record; returns where the next entry starts.
-  size_t verify_record(const std::string& directory, size_t at, uint64_t index) {
-    const std::string entry = "directory entry " + std::to_string(index);
-    if (directory.size() < 46 || at > directory.size() - 46 || le32(directory.data() + at) != 0x02014b50)
-      damaged(entry + " is missing");
-    const char* e = directory.data() + at;
-    const uint16_t method = le16(e + 10);
-    const uint32_t crc = le32(e + 16);
-    uint64_t compressed = le32(e + 20), uncompressed = le32(e + 24), local = le32(e + 42);
-    const size_t name_size = le16(e + 28), extra_size = le16(e + 30), comment_size = le16(e + 32);
-    if (name_size + extra_size + comment_size > directory.size() - at - 46) damaged(entry + " is cut short");
-    const std::string name = directory.substr(at + 46, name_size);
-    // zip64: the sizes and offset that do not fit 32 bits follow in extra field 1, in this order.
-    const char* extra = e + 46 + name_size;
-    for (size_t x = 0; x + 4 <= extra_size;) {
-      const uint16_t id = le16(extra + x), size = le16(extra + x + 2);
-      if (size > extra_size - x - 4) damaged(entry + " has a cut extra field");
-      if (id == 1) {
-        size_t field = x + 4;
-        for (uint64_t* value : {&uncompressed, &compressed, &local}) {
-          if (*value != 0xFFFFFFFF) continue;
-          if (field + 8 > x + 4 + size) damaged(entry + " has a short zip64 field");
-          *value = le64(extra + field);
-          field += 8;
-        }
-      }
-      x += 4 + size;
-    }
-    const std::string header = read_at(local, 30, "the header of record '" + name + "'");
-    if (le32(header.data()) != 0x04034b50) damaged("record '" + name + "' has no local header");
-    const uint64_t data = local + 30 + le16(header.data() + 26) + le16(header.data() + 28);
-    if (method == 0 && compressed != uncompressed)
-      damaged("stored record '" + name + "' declares " + std::to_string(compressed) + " and " +
-              std::to_string(uncompressed) + " bytes");
-    if (method == 8 && uncompressed > kMaxCompressedRecordBytes)
-      damaged("compressed record '" + name + "' declares " + std::to_string(uncompressed) +
-              " bytes, more than memcnn's checkpoints hold (" + std::to_string(kMaxCompressedRecordBytes >> 20) +
-              " MiB)");
-    if (method != 0 && method != 8)
-      damaged("record '" + name + "' uses compression method " + std::to_string(method));
-    const uint32_t actual =
-        method == 0 ? stored_crc(data, compressed, name) : inflated_crc(data, compressed, uncompressed, name);
-    if (actual != crc)
-      damaged("record '" + name + "' has CRC-32 " + std::to_string(actual) + ", the archive records " +
-              std::to_string(crc));
-    records_.push_back({name, method, data, compressed});
-    return at + 46 + name_size + extra_size + comment_size;
-  }
-
-  uint32_t stored_crc(uint64_t offset, uint64_t count, const std::string& name) {
-    uLong crc = crc32(0, nullptr, 0);
-    for (uint64_t done = 0; done < count;) {
-      const uint64_t chunk = std::min<uint64_t>(count - done, uint64_t{1} << 20);
-      const std::string bytes = read_at(offset + done, chunk, "record '" + name + "'");
-      crc = crc32(crc, reinterpret_cast<const Bytef*>(bytes.data()), static_cast<uInt>(bytes.size()));
-      done += chunk;
-    }
-    return static_cast<uint32_t>(crc);
-  }
-
-  uint32_t inflated_crc(uint64_t offset, uint64_t count, uint64_t expected, const std::string& name) {
-    const std::string input = read_at(offset, std::min(count, kMaxCompressedRecordBytes), "record '" + name + "'");
-    z_stream stream{};
-    if (inflateInit2(&stream, -MAX_WBITS) != Z_OK) throw std::runtime_error("zlib could not be initialised");
-    std::unique_ptr<z_stream, decltype(&inflateEnd)> closer(&stream, inflateEnd);
-    stream.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input.data()));
-    stream.avail_in = static_cast<uInt>(input.size());
-    std::vector<Bytef> output(1 << 16);
-    uLong crc = crc32(0, nullptr, 0);
-    uint64_t produced = 0;
-    for (;;) {
-      stream.next_out = output.data();
-      stream.avail_out = static_cast<uInt>(output.size());
-      const int status = inflate(&stream, Z_NO_FLUSH);
-      const size_t got = output.size() - stream.avail_out;
-      produced += got;
-      if (produced > expected) break;
-      crc = crc32(crc, output.data(), static_cast<uInt>(got));
-      if (status != Z_OK) {
-        if (status == Z_STREAM_END) break;
-        damaged("compressed record '" + name + "' does not inflate (" + (stream.msg ? stream.msg : "cut short") + ")");
-      }
-    }
-    if (produced != expected)
-      damaged("compressed record '" + name + "' inflates to other than the " + std::to_string(expected) +
-              " bytes it declares");
-    return static_cast<uint32_t>(crc);
-  }
-
-  std::string path_;
-  std::ifstream file_;
-  uint64_t size_ = 0;
-  std::vector<Record> records_;  // in the directory's order
-};
 
 // Every parameter and buffer of module (and its submodules) must be in the archive with its
 // shape and dtype: LibTorch's Module::load would take a tensor of another shape as it is (set_),
@@ -271,18 +50,6 @@ void check_same_tensors(const torch::nn::Module& module, torch::serialize::Input
 
 }  // namespace
 
-void write_file_atomically(const std::string& path, const std::string& content) {
-  const std::string tmp = temporary_name(path);
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write '" + tmp + "'");
-    out << content;
-    if (!out.flush()) throw std::runtime_error("writing '" + tmp + "' failed (disk full?)");
-  }
-  sync_file(tmp);
-  fs::rename(tmp, path);
-}
-
 Checkpointer::Checkpointer(std::string directory) : directory_(std::move(directory)) {}
 
 std::string Checkpointer::latest_path() const { return (fs::path(directory_) / "checkpoint.pt").string(); }
@@ -300,7 +67,7 @@ void Checkpointer::save(const torch::nn::Module& model, const torch::optim::Opti
   archive.write("iteration", torch::tensor(info.iteration, torch::kLong));
   if (info.training_seconds) archive.write("training_seconds", c10::IValue(*info.training_seconds));
   if (info.recipe) archive.write("recipe", c10::IValue(info.recipe->dump()));
-  const std::string tmp = temporary_name(latest_path());
+  const std::string tmp = temporary_path_for(latest_path());
   archive.save_to(tmp);
   sync_file(tmp);
   if (fs::exists(latest_path())) fs::rename(latest_path(), previous_path());
@@ -311,7 +78,7 @@ std::optional<CheckpointInfo> Checkpointer::load(torch::nn::Module& model, torch
   for (const auto& path : {latest_path(), previous_path()}) {
     if (!fs::exists(path)) continue;
     try {
-      ArchiveCheck(path).verify();
+      verify_zip_archive(path);
       torch::serialize::InputArchive archive, model_archive, optimizer_archive;
       archive.load_from(path);
       torch::Tensor iteration;

@@ -8,6 +8,7 @@
 // resumed run can refuse to continue under a different recipe (resume.h) and report the time of
 // the whole run.
 
+#include <memcnn/files.h>
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
@@ -21,8 +22,8 @@
 namespace memcnn {
 namespace train {
 
-// Writes `content` to `path` atomically (temporary file in the same folder, then rename).
-void write_file_atomically(const std::string& path, const std::string& content);
+// Writes `content` to `path` atomically (memcnn/files.h).
+using memcnn::write_file_atomically;
 
 // What a checkpoint holds besides the weights and the optimizer's state.
 struct CheckpointInfo {
