@@ -7,10 +7,14 @@
 #include <memcnn/autocast.h>
 #include <memcnn/memory.h>
 #include <memcnn/wrapper.h>
+#include <memcnn/models/python_keys.h>
 #include <memcnn/models/resnet.h>
 #include <memcnn/models/vit.h>
+#include <memcnn/state_dict.h>
+#include <memcnn/train/checkpoint.h>
 #include <memcnn/train/config.h>
 #include <memcnn/train/progress.h>
+#include <memcnn/train/python_weights.h>
 #include <memcnn/train/results_lock.h>
 #include <memcnn/train/segmentation.h>
 #include <memcnn/train/trainer.h>
@@ -53,6 +57,7 @@ std::string counterpart(const std::string& model) {
 
 struct Arguments {
   std::string model, dataset, data_dir, results_dir = "results", experiments_file, autocast, dist_backend = "auto";
+  std::string weights, optimizer_state, export_weights, logits;  // torch.save files (Python's names)
   bool fresh = false, no_cuda = false, evaluate = false, exact = false, allow_recipe_change = false;
   int64_t max_iterations = 0, batch_size = 0, threads = 0, nproc = 0, anchor_every = 0, fraction_bits = -1;
   double dist_timeout = 120;
@@ -63,6 +68,35 @@ int64_t ranks_on_this_machine(const std::shared_ptr<distributed::ProcessGroup>& 
   if (!group) return 1;
   const char* local = std::getenv("LOCAL_WORLD_SIZE");
   return local != nullptr ? std::max(1, std::atoi(local)) : group->size();
+}
+
+// --weights FILE.pt: a state dict with the names of the model's Python twin, loaded strictly.
+void load_weights(train::Trainer& trainer, const Arguments& args, const KeyMap& key_map) {
+  const StateDict weights = read_state_dict(args.weights);
+  load_state_dict(*trainer.model(), weights, LoadStateDictOptions().key_map(key_map).source("'" + args.weights + "'"));
+  std::cout << "[memcnn-train] weights: " << weights.size() << " tensors from " << args.weights << std::endl;
+  if (args.optimizer_state.empty()) return;
+  const auto order = train::python_parameter_order(*trainer.model(), weights, key_map, "'" + args.weights + "'");
+  const std::string groups = train::load_python_optimizer_state(
+      trainer.optimizer(), read_torch_file(args.optimizer_state), order, "'" + args.optimizer_state + "'");
+  std::cout << "[memcnn-train] optimizer state: " << args.optimizer_state << " (its settings, " << groups
+            << "; the recipe's are used)" << std::endl;
+}
+
+// --export-weights FILE.pt: the last checkpoint's weights with the Python twin's names.
+int export_weights(train::Trainer& trainer, const Arguments& args, const fs::path& results, const KeyMap& key_map) {
+  const int64_t iteration = trainer.restore();
+  if (iteration < 0) {
+    std::cerr << "memcnn-train: no checkpoint in " << results.string() << " to export; train first" << std::endl;
+    return 1;
+  }
+  trainer.model()->to(torch::kCPU);
+  const StateDict tensors = module_state_dict(*trainer.model(), key_map);
+  write_state_dict(tensors, args.export_weights);
+  std::cout << "[memcnn-train] wrote " << tensors.size() << " tensors of " << args.model << " at iteration "
+            << iteration << " to " << args.export_weights
+            << " (Python: model.load_state_dict(torch.load(path)))" << std::endl;
+  return 0;
 }
 
 int run(const Arguments& args) {
@@ -107,7 +141,7 @@ int run(const Arguments& args) {
   const fs::path results = fs::path(args.results_dir) / (args.model + "_" + args.dataset);
   // One trainer per experiment (rank 0 speaks for a distributed one); evaluation only reads.
   std::optional<train::ResultsLock> lock;
-  if (rank0 && !args.evaluate) {
+  if (rank0 && !args.evaluate && args.export_weights.empty()) {
     lock.emplace(results.string());
     if (const auto previous = lock->taken_over_from()) {
       std::cout << "[memcnn-train] took over " << lock->path() << " from process " << *previous
@@ -139,20 +173,48 @@ int run(const Arguments& args) {
     }
   }
   train::Trainer trainer(config, std::move(train_set), std::move(test_set), options);
+  const KeyMap key_map = models::python_key_map(*trainer.model());
+  if (!args.export_weights.empty()) return rank0 ? export_weights(trainer, args, results, key_map) : 0;
 
   if (args.evaluate) {
-    const int64_t iteration = trainer.restore();
-    if (iteration < 0) {
-      std::cerr << "memcnn-train: no checkpoint in " << results.string() << " to evaluate; train first" << std::endl;
-      return 1;
+    std::string evaluated;
+    if (!args.weights.empty()) {
+      load_weights(trainer, args, key_map);
+      evaluated = args.weights;
+    } else {
+      const int64_t iteration = trainer.restore();
+      if (iteration < 0) {
+        std::cerr << "memcnn-train: no checkpoint in " << results.string() << " to evaluate; train first" << std::endl;
+        return 1;
+      }
+      evaluated = "checkpoint at iteration " + std::to_string(iteration);
     }
     const double accuracy = trainer.evaluate();
     if (rank0) {
-      std::cout << "[memcnn-train] " << args.model << " on " << args.dataset << ", checkpoint at iteration "
-                << iteration << ": test accuracy " << std::fixed << std::setprecision(2) << 100 * accuracy << "%"
+      std::cout << "[memcnn-train] " << args.model << " on " << args.dataset << ", " << evaluated << ": test accuracy "
+                << std::fixed << std::setprecision(2) << 100 * accuracy << "%"
                 << (group ? " (" + std::to_string(group->size()) + " ranks)" : std::string()) << std::endl;
     }
+    if (!args.logits.empty()) {
+      const auto [logits, labels] = trainer.test_logits();
+      c10::impl::GenericDict out(c10::StringType::get(), c10::TensorType::get());
+      out.insert("logits", logits);
+      out.insert("labels", labels);
+      write_torch_file(out, args.logits);
+      std::cout << "[memcnn-train] test logits " << logits.sizes() << " and labels: " << args.logits << std::endl;
+    }
     return 0;
+  }
+
+  if (!args.weights.empty()) {
+    // Fine-tuning starts a run: a run with checkpoints resumes from them instead.
+    const train::Checkpointer checkpoints(results.string());
+    if (fs::exists(checkpoints.latest_path()) || fs::exists(checkpoints.previous_path())) {
+      std::cerr << "memcnn-train: " << results.string() << " holds checkpoints of an earlier run; add --fresh to "
+                << "start over from " << args.weights << ", or leave out --weights to resume that run" << std::endl;
+      return 2;
+    }
+    load_weights(trainer, args, key_map);
   }
 
   std::signal(SIGINT, on_signal);
@@ -244,7 +306,27 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-recipe-change", args.allow_recipe_change,
                "resume from a checkpoint trained under a different recipe (the changed fields are printed); "
                "without it such a resume is refused");
-  app.add_flag("--evaluate", args.evaluate, "report the test accuracy of the saved checkpoint and exit");
+  auto* evaluate = app.add_flag("--evaluate", args.evaluate,
+                                "report the test accuracy of the saved checkpoint (or of --weights) and exit");
+  auto* weights = app.add_option("--weights", args.weights,
+                                 "a torch.save'd state_dict with the names of the model's Python twin (MemCNN's "
+                                 "memcnn.models.resnet for the ResNets and RevNets): evaluated with --evaluate, "
+                                 "else training starts from it (fine-tuning; a new run)")
+                      ->check(CLI::ExistingFile);
+  app.add_option("--optimizer-state", args.optimizer_state,
+                 "with --weights: the optimizer's state saved with them (torch.save(optimizer.state_dict()), "
+                 "MemCNN's state/optimizer/N.pt; SGD or Adam/AdamW as the recipe)")
+      ->check(CLI::ExistingFile)
+      ->needs(weights)
+      ->excludes(evaluate);
+  app.add_option("--logits", args.logits, "with --evaluate: also write the test set's logits and labels (torch.save "
+                                          "file of a dict: 'logits' [N, classes], 'labels' [N])")
+      ->needs(evaluate);
+  app.add_option("--export-weights", args.export_weights,
+                 "write the last checkpoint's weights as a torch.save'd state_dict with the Python twin's names "
+                 "(for torch.load and load_state_dict) and exit")
+      ->excludes(evaluate)
+      ->excludes(weights);
   app.add_option("--nproc", args.nproc,
                  "data-parallel: start N ranks on this machine (each on batch/N of every batch); under torchrun "
                  "or a scheduler, which set WORLD_SIZE and RANK, leave it out")

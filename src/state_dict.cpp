@@ -54,8 +54,8 @@ std::string LoadStateDictResult::describe() const {
 StateDict module_state_dict(const torch::nn::Module& module, const KeyMap& key_map) {
   StateDict tensors;
   for (const auto& [name, tensor] : named_tensors(module)) {
-    if (!tensor.defined()) continue;
     const std::string key = file_name(key_map, name);
+    if (!tensor.defined() || key.empty()) continue;
     TORCH_CHECK(!tensors.contains(key), "module_state_dict: two tensors are named '", key,
                 "' (the key map sends two names to one)");
     tensors.insert(key, tensor.detach());
@@ -69,8 +69,8 @@ LoadStateDictResult load_state_dict(torch::nn::Module& module, const StateDict& 
   std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;  // module's, file's
   std::unordered_set<std::string> used;
   for (const auto& [name, target] : named_tensors(module)) {
-    if (!target.defined()) continue;
     const std::string key = file_name(options.key_map(), name);
+    if (!target.defined() || key.empty()) continue;
     const torch::Tensor* source = tensors.find(key);
     if (!source) {
       result.missing.push_back(key);

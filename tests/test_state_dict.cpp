@@ -164,6 +164,17 @@ TEST(StateDict, KeyMapRenamesAndReportsUnexpectedKeys) {
   EXPECT_TRUE(torch::equal(module->fc->weight, expected({2, 4}, torch::kFloat, 4)));
 }
 
+TEST(StateDict, AnEmptyMappedNameIsNeitherWrittenNorExpected) {
+  Small module;
+  const memcnn::KeyMap map = [](const std::string& name) { return name == "square_t" ? std::string() : name; };
+  const memcnn::StateDict written = memcnn::module_state_dict(*module, map);
+  EXPECT_FALSE(written.contains("square_t"));
+  EXPECT_EQ(written.size(), kSmallKeys.size() - 1);
+  const auto result = memcnn::load_state_dict(*module, written, memcnn::LoadStateDictOptions().key_map(map));
+  EXPECT_TRUE(result.complete());
+  EXPECT_EQ(result.loaded, static_cast<int64_t>(kSmallKeys.size()) - 1);
+}
+
 TEST(StateDict, ConvertsToTheModulesTypeAndKeepsItsDevice) {
   Small module;
   module->to(torch::kDouble);

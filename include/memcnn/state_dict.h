@@ -28,7 +28,9 @@ namespace memcnn {
 /// Named tensors in the order of the file or of the module, as PyTorch's `state_dict()`.
 using StateDict = torch::OrderedDict<std::string, torch::Tensor>;
 
-/// For a C++ parameter or buffer name, the name it has in the file (Python's); empty: identity.
+/// For a C++ parameter or buffer name, the name it has in the file (Python's). A map that returns
+/// an empty name says that the file does not hold that tensor (one Python rebuilds from options
+/// rather than saving it): it is neither written nor expected. An empty KeyMap: the same names.
 using KeyMap = std::function<std::string(const std::string& cpp_name)>;
 
 /// Reads what torch.save wrote (zip format): tensors, dicts (ordered as written), lists, tuples,

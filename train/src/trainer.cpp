@@ -296,26 +296,51 @@ int64_t Trainer::restore() {
   return checkpoint ? checkpoint->iteration : -1;
 }
 
-double Trainer::evaluate(int64_t max_batches) {
-  auto& s = *state_;
+torch::optim::Optimizer& Trainer::optimizer() { return *state_->optimizer; }
+
+namespace {
+
+// Calls `use(logits, labels)` for the first `max_batches` test batches (0: all) in eval mode,
+// without gradients, under the recipe's precision; the model is back in training mode after.
+template <typename Use>
+void for_test_batches(Trainer::State& s, int64_t max_batches, Use&& use) {
   s.synchronize_buffers();
   torch::NoGradGuard no_grad;
   s.model->eval();
-  int64_t correct = 0, seen = 0;
   const int64_t batches = s.test_loader->batches_per_epoch();
   const int64_t count = max_batches > 0 ? std::min(max_batches, batches) : batches;
   ForwardPrecision precision(s.config.autocast, s.options.device);
   for (int64_t b = 0; b < count; ++b) {
     const auto batch = s.test_loader->batch(b);
     if (batch.labels.size(0) == 0) continue;  // a rank's empty share of a short last batch
-    const auto predictions = s.model->forward(batch.images.to(s.options.device)).argmax(1).cpu();
-    correct += predictions.eq(batch.labels).sum().item<int64_t>();
-    seen += batch.labels.size(0);
+    use(s.model->forward(batch.images.to(s.options.device)).cpu(), batch.labels);
   }
   s.model->train();
+}
+
+}  // namespace
+
+double Trainer::evaluate(int64_t max_batches) {
+  auto& s = *state_;
+  int64_t correct = 0, seen = 0;
+  for_test_batches(s, max_batches, [&](const torch::Tensor& logits, const torch::Tensor& labels) {
+    correct += logits.argmax(1).eq(labels).sum().item<int64_t>();
+    seen += labels.size(0);
+  });
   auto counts = torch::tensor({static_cast<double>(correct), static_cast<double>(seen)}, torch::kFloat64);
   s.sum_over_ranks(counts);
   return counts[1].item<double>() > 0 ? counts[0].item<double>() / counts[1].item<double>() : 0.0;
+}
+
+std::pair<torch::Tensor, torch::Tensor> Trainer::test_logits() {
+  auto& s = *state_;
+  TORCH_CHECK(s.world() == 1, "test_logits: the whole test set's logits are collected in one process only");
+  std::vector<torch::Tensor> logits, labels;
+  for_test_batches(s, 0, [&](const torch::Tensor& batch_logits, const torch::Tensor& batch_labels) {
+    logits.push_back(batch_logits.to(torch::kFloat));
+    labels.push_back(batch_labels.to(torch::kLong));
+  });
+  return {torch::cat(logits), torch::cat(labels)};
 }
 
 TrainSummary Trainer::run() {

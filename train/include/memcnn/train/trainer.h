@@ -13,6 +13,7 @@
 #include <memcnn/models/classifier.h>
 #include <memcnn/models/resnet.h>
 
+#include <torch/optim/optimizer.h>
 #include <torch/types.h>
 
 #include <cstdint>
@@ -20,6 +21,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace memcnn {
 namespace train {
@@ -96,9 +98,13 @@ class Trainer {
   // Accuracy on the test set (max_batches 0: all of it) with the current weights; distributed,
   // each rank evaluates its shard of every test batch with rank 0's BatchNorm statistics.
   double evaluate(int64_t max_batches = 0);
+  // Logits (float32, [N, classes]) and labels (int64, [N]) of the whole test set in its order,
+  // with the current weights in eval mode (one process).
+  std::pair<torch::Tensor, torch::Tensor> test_logits();
   // Loads the newest checkpoint; its iteration, or -1 without one.
   int64_t restore();
   models::Classifier& model();
+  torch::optim::Optimizer& optimizer();
   // The (augmented) training batch of an iteration (this rank's shard of it).
   data::Batch training_batch(int64_t iteration);
 
@@ -106,8 +112,9 @@ class Trainer {
   static void request_stop();
   static void clear_stop_request();
 
+  struct State;  // defined in trainer.cpp
+
  private:
-  struct State;
   std::unique_ptr<State> state_;
 };
 
