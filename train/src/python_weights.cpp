@@ -53,11 +53,11 @@ Key optimizer_state_key(const torch::Tensor& parameter) {
   }
 }
 
-std::string describe_groups(const c10::List<c10::IValue>& groups) {
+std::string describe_groups(c10::ArrayRef<c10::IValue> groups) {
   std::ostringstream text;
   for (size_t g = 0; g < groups.size(); ++g) {
     text << (g ? "; " : "") << "group " << g << ":";
-    for (const auto& item : groups.get(g).toGenericDict()) {
+    for (const auto& item : groups[g].toGenericDict()) {
       if (item.key().isString() && item.key().toStringRef() == "params") continue;
       text << " " << (item.key().isString() ? item.key().toStringRef() : "?") << "=" << item.value();
     }
@@ -93,7 +93,7 @@ std::string load_python_optimizer_state(torch::optim::Optimizer& optimizer, cons
   TORCH_CHECK(per_parameter.isGenericDict() && groups.isList(), source,
               " is not an optimizer's state_dict ('state' must be a dict, 'param_groups' a list)");
   int64_t numbered = 0;
-  for (const auto& group : groups.toList()) {
+  for (const c10::IValue& group : groups.toListRef()) {
     TORCH_CHECK(group.isGenericDict(), source, ": a parameter group is not a dict");
     const c10::IValue params = entry(group.toGenericDict(), std::string("params"), "'params' in a group", source);
     TORCH_CHECK(params.isList(), source, ": a group's 'params' is not a list");
@@ -147,7 +147,7 @@ std::string load_python_optimizer_state(torch::optim::Optimizer& optimizer, cons
   // Only now, when all of it fits: an error above leaves the optimizer as it was.
   states.clear();
   for (auto& [key, param_state] : loaded) states[key] = std::move(param_state);
-  return describe_groups(groups.toList());
+  return describe_groups(groups.toListRef());
 }
 
 }  // namespace train

@@ -162,6 +162,13 @@ models::ResNet build_model(const TrainConfig& config) {
     if (o.contains("exact")) options.exact(o.at("exact").get<bool>());
     if (o.contains("fraction_bits")) options.fraction_bits(o.at("fraction_bits").get<int64_t>());
     if (o.contains("anchor_every")) options.anchor_every(o.at("anchor_every").get<int64_t>());
+    // MemCNN's switch between TensorFlow's BatchNorm settings carried over literally (its ResNet's
+    // default, and ResNetOptions') and PyTorch's, which MemCNN's experiments use: the statistics
+    // and eps a model's weights were trained with, so weights trained by MemCNN evaluate the same.
+    if (o.contains("batch_norm_fix")) {
+      const bool fix = o.at("batch_norm_fix").get<bool>();
+      options.bn_momentum(fix ? 0.99 : 0.1).bn_eps(fix ? 1e-3 : 1e-5);
+    }
   } catch (const Json::exception& e) {
     throw std::invalid_argument(std::string("model_options: wrong type: ") + e.what());
   }

@@ -34,7 +34,9 @@ torch::Tensor smoothed_cross_entropy(const torch::Tensor& logits, const torch::T
 
 // The configured ResNet or RevNet: the named architecture with the overrides of
 // config.model_options (layers, channels_per_layer, strides, init_kernel_size, block, reversible,
-// fused_backward, checkpoint_transitions, exact, fraction_bits, anchor_every). A transformer's name
+// fused_backward, checkpoint_transitions, exact, fraction_bits, anchor_every, and MemCNN's
+// batch_norm_fix: true for TensorFlow's momentum 0.99 and eps 1e-3, false for PyTorch's 0.1 and
+// 1e-5, as MemCNN's experiments and the shipped ones train). A transformer's name
 // is an error (build_classifier builds any model).
 models::ResNet build_model(const TrainConfig& config);
 
