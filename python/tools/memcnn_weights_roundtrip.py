@@ -17,7 +17,8 @@ memcnn._C; default: where `import memcnn` finds it), into which the C++ weights 
    config/config.json names WORK's data and results folders; the added experiment "roundtrip" (in a
    copy of its experiments file) shortens the schedule to --iterations and saves the checkpoint
    state/model/N.pt and state/optimizer/N.pt at the end (for MemCNN, whose data set is torchvision's
-   CIFAR10, it also names synthetic_cifar10.OfflineCIFAR10, which reads the set without download).
+   CIFAR10, it also names synthetic_cifar10.OfflineCIFAR10, which reads the set without download, and
+   ResNetKeepingFirstBlockInput, MemCNN's ResNet working around its issue #70: keep_first_block_input).
    N.pt is evaluated by the Python side's RevNet-38 in eval mode and by
    `memcnn-train revnet38 cifar10 --evaluate --weights N.pt --logits OUT.pt`. Then memcnn-train
    fine-tunes from N.pt and the optimizer's N.pt for two steps of the whole training set without
@@ -56,7 +57,7 @@ import synthetic_cifar10  # noqa: E402
 LOGIT_TOLERANCE = 1e-5
 # The fine-tuning losses: memcnn-train's metrics.csv holds 6 significant digits, and two SGD steps in
 # float32 differ by summation order. (Without the optimizer's state, the second step's loss differs
-# by 1e-2.)
+# by 1.6%.)
 LOSS_TOLERANCE = 1e-4
 EXPERIMENT = ["revnet38", "cifar10"]
 ROUNDTRIP_TAG = "roundtrip"
@@ -431,7 +432,8 @@ def parse(argv):
     parser.add_argument("--train-images", type=int, default=500, help="a multiple of 5 (five batch files)")
     parser.add_argument("--test-images", type=int, default=500)
     parser.add_argument("--threads", type=int, default=1,
-                        help="threads of each program (default 1: OpenMP threads spinning on busy cores slow runs down many times)")
+                        help="threads of each program (default 1: OpenMP threads spinning on busy cores slowed "
+                             "runs down up to tenfold)")
     return parser.parse_args(argv)
 
 
