@@ -1,9 +1,15 @@
 """Modules and reference computations shared by the tests."""
 
 import copy
+import os
+import sys
 
 import torch
 import torch.nn as nn
+
+TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools")
+sys.path.insert(0, TOOLS)
+import synthetic_cifar10  # noqa: E402
 
 
 class ConvBnRelu(nn.Module):
@@ -62,29 +68,8 @@ def write_cifar10(root, per_batch=10, test=20, seed=0, binary=False):
     (root/cifar-10-batches-py/data_batch_1..5, test_batch: pickled dicts of 'data' uint8 [N, 3072] and
     'labels') or the binary one (root/cifar-10-batches-bin/*.bin: records of label byte + 3072 bytes).
     Returns (train images [N, 32, 32, 3], train labels, test images, test labels)."""
-    import os
-    import pickle
-
-    import numpy as np
-
-    rng = np.random.RandomState(seed)
-    folder = os.path.join(str(root), "cifar-10-batches-bin" if binary else "cifar-10-batches-py")
-    os.makedirs(folder, exist_ok=True)
-    result = {True: ([], []), False: ([], [])}
-    names = [("data_batch_{}".format(i), per_batch, True) for i in range(1, 6)] + [("test_batch", test, False)]
-    for name, count, train in names:
-        data = rng.randint(0, 256, size=(count, 3072)).astype(np.uint8)
-        labels = rng.randint(0, 10, size=count)
-        if binary:
-            records = np.concatenate([labels.astype(np.uint8)[:, None], data], axis=1)
-            records.tofile(os.path.join(folder, name + ".bin"))
-        else:
-            with open(os.path.join(folder, name), "wb") as f:
-                pickle.dump({"batch_label": name, "data": data, "labels": labels.tolist()}, f)
-        result[train][0].append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        result[train][1].append(labels)
-    return (np.concatenate(result[True][0]), np.concatenate(result[True][1]),
-            np.concatenate(result[False][0]), np.concatenate(result[False][1]))
+    return synthetic_cifar10.write(root, per_batch=per_batch, test=test, seed=seed,
+                                   layouts=("binary",) if binary else ("python",))
 
 
 def revnet38_state_keys():

@@ -34,6 +34,10 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ElementTree
 
+TOOLS = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, TOOLS)
+import synthetic_cifar10  # noqa: E402
+
 # Test ids (pytest node ids below memcnn/) that fail against this package by design, with the reason.
 DEVIATIONS = {
     "models/tests/test_revop.py::test_chained_invertible_module_wrapper_shared_fwd_and_bwd_train_passes":
@@ -134,41 +138,13 @@ def build_overlay(memcnn_source, package_dir, work):
 SYNTHETIC_PLUGIN = """
 # Loaded by pytest (-p) before collection (run_memcnn_suite.py --synthetic-cifar10): torchvision's CIFAR10
 # reads the synthetic data set from {root!r} whatever root it is given, without checksums or download.
-import torchvision.datasets
-import torchvision.datasets.cifar
+import sys
 
-_Original = torchvision.datasets.cifar.CIFAR10
+sys.path.insert(0, {tools!r})
+import synthetic_cifar10  # noqa: E402
 
-
-class SyntheticCIFAR10(_Original):
-    def __init__(self, root, train=True, transform=None, target_transform=None, download=False):
-        super().__init__({root!r}, train=train, transform=transform, target_transform=target_transform,
-                         download=False)
-
-    def _check_integrity(self):
-        return True
-
-    def _load_meta(self):
-        self.classes = ["class{{}}".format(i) for i in range(10)]
-        self.class_to_idx = {{name: i for i, name in enumerate(self.classes)}}
-
-
-torchvision.datasets.CIFAR10 = SyntheticCIFAR10
-torchvision.datasets.cifar.CIFAR10 = SyntheticCIFAR10
+synthetic_cifar10.patch_torchvision({root!r})
 """
-
-
-def write_synthetic_cifar10(root, per_batch=40, test=20):
-    import pickle
-
-    import numpy as np
-    rng = np.random.RandomState(0)
-    folder = os.path.join(root, "cifar-10-batches-py")
-    os.makedirs(folder, exist_ok=True)
-    for name, count in [("data_batch_{}".format(i), per_batch) for i in range(1, 6)] + [("test_batch", test)]:
-        with open(os.path.join(folder, name), "wb") as f:
-            pickle.dump({"data": rng.randint(0, 256, (count, 3072)).astype(np.uint8),
-                         "labels": rng.randint(0, 10, count).tolist()}, f)
 
 
 def main(argv=None):
@@ -211,9 +187,9 @@ def main(argv=None):
         pytest_prefix = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs"]
         if args.synthetic_cifar10:
             data = os.path.join(work, "synthetic-cifar10")
-            write_synthetic_cifar10(data)
+            synthetic_cifar10.write(data, per_batch=40, test=20, seed=0)
             with open(os.path.join(work, "synthetic_cifar10_plugin.py"), "w") as f:
-                f.write(SYNTHETIC_PLUGIN.format(root=data))
+                f.write(SYNTHETIC_PLUGIN.format(root=data, tools=TOOLS))
             pytest_prefix += ["-p", "synthetic_cifar10_plugin"]
             environment["PYTHONPATH"] = work
             print("diagnostic run: torchvision's CIFAR10 reads a synthetic CIFAR-10 from {}".format(data))
