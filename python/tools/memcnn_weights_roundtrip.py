@@ -20,8 +20,8 @@ memcnn._C; default: where `import memcnn` finds it), into which the C++ weights 
    CIFAR10, it also names synthetic_cifar10.OfflineCIFAR10, which reads the set without download, and
    ResNetKeepingFirstBlockInput, MemCNN's ResNet working around its issue #70: keep_first_block_input).
    N.pt is evaluated by the Python side's RevNet-38 in eval mode and by
-   `memcnn-train revnet38 cifar10 --evaluate --weights N.pt --logits OUT.pt`. Then memcnn-train
-   fine-tunes from N.pt and the optimizer's N.pt for two steps of the whole training set without
+   `memcnn-train revnet38 cifar10 --evaluate --weights N.pt --inputs memcnn --logits OUT.pt`. Then
+   memcnn-train fine-tunes from N.pt and the optimizer's N.pt (--inputs memcnn) for two steps of the whole training set without
    augmentation, whose losses are compared with the same two SGD steps taken in Python.
 3. C++ -> Python: memcnn-train trains RevNet-38 for --iterations, --export-weights W.pt writes its
    checkpoint's weights, which go into the Python side's model and this package's model
@@ -29,10 +29,11 @@ memcnn._C; default: where `import memcnn` finds it), into which the C++ weights 
    `memcnn-train --evaluate --weights W.pt --logits` and with memcnn-train's plain --evaluate of its
    own checkpoint.
 
-The Python evaluations see the test images as memcnn-train's test loader prepares them (byte / 255
-minus the training set's mean image, no augmentation), so that both sides compute on the same
-tensors. (MemCNN's own validation crops and flips the test images at random and scales bytes to
-0..255, not 0..1: see docs/weights.md.)
+Both sides compute on the same tensors: in 2., the images as MemCNN's trainer prepares them (bytes
+0..255 minus the mean image of the training and test images; memcnn-train's --inputs memcnn), in 3.
+as memcnn-train's test loader prepares them (byte / 255 minus the training set's mean image); no
+augmentation (MemCNN's own validation also crops and flips the test images at random: see
+docs/weights.md).
 
 Logits are compared by their relative difference max |c - p| / max |p| over all test images and
 classes (c: C++'s, p: Python's); it must be at most 1e-5, and the accuracies (from the logits, and
@@ -66,9 +67,12 @@ EVALUATION_BATCH = 100
 
 # ---- the Python side, run in a subprocess (the package is imported from a given folder) ----
 
-def prepared(images, mean):
-    """uint8 images [N, C, H, W] as memcnn-train's loader gives them: byte / 255 (float32) minus the mean."""
+def prepared(images, mean, inputs="unit"):
+    """uint8 images [N, C, H, W] as memcnn-train's loader gives them: byte / 255 (float32) minus the mean;
+    inputs "memcnn": as MemCNN's trainer does, float32 bytes minus its float64 mean, cast to float32."""
     import torch
+    if inputs == "memcnn":
+        return (torch.from_numpy(images).float().double() - mean).float()
     return torch.from_numpy(images).float() / 255 - mean
 
 
@@ -78,6 +82,13 @@ def mean_image(images):
     import torch
     sums = images.reshape(images.shape[0], -1).sum(axis=0, dtype=np.float64)
     return torch.from_numpy((sums * (1.0 / (255.0 * images.shape[0]))).astype(np.float32).reshape(images.shape[1:]))
+
+
+def memcnn_mean_image(train_images, test_images):
+    """MemCNN's mean image: of the training and test images together, in bytes, float64."""
+    import numpy as np
+    import torch
+    return torch.from_numpy(np.concatenate((train_images, test_images)).mean(axis=0, dtype=np.float64))
 
 
 def is_memcnn_itself(package_dir):
@@ -130,7 +141,8 @@ def python_revnet38(package_dir):
     return keep_first_block_input(model) if is_memcnn_itself(package_dir) else model, config
 
 
-def evaluate_in_python(package_dir, weights, data, out, optimizer_state=None, finetune_steps=0, threads=None):
+def evaluate_in_python(package_dir, weights, data, out, optimizer_state=None, finetune_steps=0, threads=None,
+                       inputs="unit"):
     """Loads `weights` into the package's RevNet-38 (torch.load, load_state_dict strict) and writes to
     `out` a dict: logits of the test set in eval mode, labels, accuracy; with finetune_steps, also the
     losses of that many SGD steps (the experiment's optimizer settings, its state from optimizer_state)
@@ -144,10 +156,10 @@ def evaluate_in_python(package_dir, weights, data, out, optimizer_state=None, fi
     model.load_state_dict(torch.load(weights, map_location="cpu"), strict=True)
     train_images, train_labels = synthetic_cifar10.read_binary(data, train=True)
     test_images, test_labels = synthetic_cifar10.read_binary(data, train=False)
-    mean = mean_image(train_images)
+    mean = memcnn_mean_image(train_images, test_images) if inputs == "memcnn" else mean_image(train_images)
     model.eval()
     with torch.no_grad():
-        logits = torch.cat([model(prepared(test_images[i:i + EVALUATION_BATCH], mean))
+        logits = torch.cat([model(prepared(test_images[i:i + EVALUATION_BATCH], mean, inputs))
                             for i in range(0, len(test_images), EVALUATION_BATCH)])
     labels = torch.from_numpy(test_labels)
     result = {"logits": logits, "labels": labels,
@@ -157,7 +169,7 @@ def evaluate_in_python(package_dir, weights, data, out, optimizer_state=None, fi
         if optimizer_state:
             optimizer.load_state_dict(torch.load(optimizer_state, map_location="cpu"))
         model.train()
-        images, targets = prepared(train_images, mean), torch.from_numpy(train_labels)
+        images, targets = prepared(train_images, mean, inputs), torch.from_numpy(train_labels)
         for _ in range(finetune_steps):
             optimizer.zero_grad()
             loss = F.cross_entropy(model(images), targets)
@@ -202,11 +214,12 @@ class Run(object):
             environment["OMP_NUM_THREADS"] = str(self.threads)
         return environment
 
-    def evaluate_in_python(self, name, package_dir, weights, data, optimizer_state=None, finetune_steps=0):
+    def evaluate_in_python(self, name, package_dir, weights, data, optimizer_state=None, finetune_steps=0,
+                           inputs="unit"):
         import torch
         out = os.path.join(self.work, name + ".pt")
         command = [sys.executable, os.path.abspath(__file__), "_evaluate", package_dir, weights, data, out,
-                   "--finetune-steps", str(finetune_steps)]
+                   "--finetune-steps", str(finetune_steps), "--inputs", inputs]
         if optimizer_state:
             command += ["--optimizer-state", optimizer_state]
         if self.threads:
@@ -330,11 +343,12 @@ def python_to_cpp(run, checks, args, data):
     state = os.path.join(results, "_".join(EXPERIMENT + [ROUNDTRIP_TAG]), "state")
     weights = os.path.join(state, "model", "{}.pt".format(args.iterations))
     optimizer = os.path.join(state, "optimizer", "{}.pt".format(args.iterations))
+    # The images as MemCNN's trainer prepares them, on both sides (memcnn-train --inputs memcnn).
     python = run.evaluate_in_python("python-side-evaluates-python-weights", side, weights, data,
-                                    optimizer_state=optimizer, finetune_steps=2)
+                                    optimizer_state=optimizer, finetune_steps=2, inputs="memcnn")
     cpp_out = os.path.join(args.work, "cpp-logits-of-python-weights.pt")
     printed = printed_accuracy(run.cpp("cpp-evaluates-python-weights", "--evaluate", "--weights", weights,
-                                       "--logits", cpp_out, "--data-dir", data,
+                                       "--inputs", "memcnn", "--logits", cpp_out, "--data-dir", data,
                                        "--results-dir", os.path.join(args.work, "cpp-evaluate")))
     cpp = cpp_logits(cpp_out)
     name = "Python -> C++ ({} it)".format(args.iterations)
@@ -344,6 +358,7 @@ def python_to_cpp(run, checks, args, data):
 
     finetune = os.path.join(args.work, "cpp-finetune")
     run.cpp("cpp-finetunes-python-weights", "--weights", weights, "--optimizer-state", optimizer, "--fresh",
+            "--inputs", "memcnn",
             "--max-iterations", "2", "--batch-size", str(args.train_images), "--experiments-file",
             cpp_finetune_experiments(args.work), "--data-dir", data, "--results-dir", finetune)
     losses = metrics_losses(finetune)
@@ -446,8 +461,10 @@ def main(argv=None):
         parser.add_argument("--optimizer-state", default=None)
         parser.add_argument("--finetune-steps", type=int, default=0)
         parser.add_argument("--threads", type=int, default=None)
+        parser.add_argument("--inputs", default="unit")
         a = parser.parse_args(argv[1:])
-        evaluate_in_python(a.package_dir, a.weights, a.data, a.out, a.optimizer_state, a.finetune_steps, a.threads)
+        evaluate_in_python(a.package_dir, a.weights, a.data, a.out, a.optimizer_state, a.finetune_steps, a.threads,
+                           a.inputs)
         return 0
     args = parse(argv)
     temporary = args.work is None
