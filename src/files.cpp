@@ -9,6 +9,7 @@
 #include <fstream>
 #include <memory>
 #include <stdexcept>
+#include <unordered_set>
 #include <vector>
 
 #include <fcntl.h>
@@ -37,6 +38,11 @@ uint16_t le16(const char* p) {
 uint32_t le32(const char* p) { return le16(p) | static_cast<uint32_t>(le16(p + 2)) << 16; }
 uint64_t le64(const char* p) { return le32(p) | static_cast<uint64_t>(le32(p + 4)) << 32; }
 
+std::string lower(std::string text) {
+  std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
+  return text;
+}
+
 class ArchiveCheck {
  public:
   explicit ArchiveCheck(const std::string& path) : path_(path), file_(path, std::ios::binary) {
@@ -54,35 +60,51 @@ class ArchiveCheck {
         break;
       }
     }
-    if (end == std::string::npos) damaged("no zip directory at its end (truncated, or not a checkpoint)");
-    uint64_t entries = le16(tail.data() + end + 10);
-    uint64_t directory_size = le32(tail.data() + end + 12);
-    uint64_t directory_offset = le32(tail.data() + end + 16);
-    if (entries == 0xFFFF || directory_size == 0xFFFFFFFF || directory_offset == 0xFFFFFFFF) {
-      const uint64_t end_offset = size_ - tail_size + end;
-      if (end_offset < 20) damaged("its zip64 locator is missing");
+    if (end == std::string::npos) damaged("no zip directory at its end (truncated, or not a zip archive)");
+    const char* e = tail.data() + end;
+    uint64_t this_disk = le16(e + 4), directory_disk = le16(e + 6), entries_here = le16(e + 8), entries = le16(e + 10);
+    uint64_t directory_size = le32(e + 12), directory_offset = le32(e + 16);
+    // A zip64 end record, where its locator precedes the end record, overrides the end record's
+    // numbers, as LibTorch's reader (miniz) takes them; without one, 0xFF.. markers are damage.
+    const uint64_t end_offset = size_ - tail_size + end;
+    bool zip64 = false;
+    if (end_offset >= 20 + 56) {
       const std::string locator = read_at(end_offset - 20, 20, "the zip64 locator");
-      if (le32(locator.data()) != 0x07064b50) damaged("its zip64 locator is missing");
-      const std::string record = read_at(le64(locator.data() + 8), 56, "the zip64 end record");
-      if (le32(record.data()) != 0x06064b50) damaged("its zip64 end record is missing");
-      entries = le64(record.data() + 32);
-      directory_size = le64(record.data() + 40);
-      directory_offset = le64(record.data() + 48);
+      if (le32(locator.data()) == 0x07064b50) {
+        const std::string record = read_at(le64(locator.data() + 8), 56, "the zip64 end record");
+        if (le32(record.data()) == 0x06064b50) {
+          zip64 = true;
+          if (le32(locator.data() + 16) != 1) damaged("its zip64 locator names several disks");
+          this_disk = le32(record.data() + 16);
+          directory_disk = le32(record.data() + 20);
+          entries_here = le64(record.data() + 24);
+          entries = le64(record.data() + 32);
+          directory_size = le64(record.data() + 40);
+          directory_offset = le64(record.data() + 48);
+        }
+      }
     }
+    if (!zip64 && (entries == 0xFFFF || directory_size == 0xFFFFFFFF || directory_offset == 0xFFFFFFFF))
+      damaged("its zip64 end record is missing");
+    if (entries != entries_here || this_disk != directory_disk || this_disk > 1)
+      damaged("it spans several disks (a split archive)");
+    if (entries > directory_size / 46) damaged("its directory is too small for its " + std::to_string(entries) + " entries");
+    disk_ = this_disk;
     const std::string directory = read_at(directory_offset, directory_size, "its directory");
     size_t at = 0;
     for (uint64_t i = 0; i < entries; ++i) at = verify_record(directory, at, i);
     verify_version();
   }
 
- private:
   struct Record {
     std::string name;
     uint16_t method;
     uint64_t data;  // offset of its bytes
     uint64_t size;  // as stored
   };
+  const std::vector<Record>& records() const { return records_; }
 
+ private:
   [[noreturn]] void damaged(const std::string& what) const {
     throw std::runtime_error("the archive is damaged: " + what);
   }
@@ -95,10 +117,6 @@ class ArchiveCheck {
     const std::string& first = records_.front().name;
     const size_t slash = first.find('/');
     if (slash == std::string::npos) damaged("its first record '" + first + "' is not in a folder");
-    const auto lower = [](std::string text) {
-      std::transform(text.begin(), text.end(), text.begin(), [](unsigned char c) { return std::tolower(c); });
-      return text;
-    };
     const std::string folder = lower(first.substr(0, slash + 1));
     bool found = false;
     for (const Record& record : records_) {
@@ -138,12 +156,15 @@ class ArchiveCheck {
     if (directory.size() < 46 || at > directory.size() - 46 || le32(directory.data() + at) != 0x02014b50)
       damaged(entry + " is missing");
     const char* e = directory.data() + at;
-    const uint16_t method = le16(e + 10);
+    const uint16_t flags = le16(e + 8), method = le16(e + 10);
     const uint32_t crc = le32(e + 16);
     uint64_t compressed = le32(e + 20), uncompressed = le32(e + 24), local = le32(e + 42);
     const size_t name_size = le16(e + 28), extra_size = le16(e + 30), comment_size = le16(e + 32);
     if (name_size + extra_size + comment_size > directory.size() - at - 46) damaged(entry + " is cut short");
     const std::string name = directory.substr(at + 46, name_size);
+    if (flags & (0x0001 | 0x0040 | 0x2000)) damaged("record '" + name + "' is encrypted");
+    const uint16_t start_disk = le16(e + 34);
+    if (start_disk != disk_ && start_disk != 1) damaged("record '" + name + "' lies on another disk");
     // zip64: the sizes and offset that do not fit 32 bits follow in extra field 1, in this order.
     const char* extra = e + 46 + name_size;
     for (size_t x = 0; x + 4 <= extra_size;) {
@@ -177,6 +198,8 @@ class ArchiveCheck {
     if (actual != crc)
       damaged("record '" + name + "' has CRC-32 " + std::to_string(actual) + ", the archive records " +
               std::to_string(crc));
+    // LibTorch's reader looks names up ignoring case: two that differ only in case are ambiguous.
+    if (!lower_names_.insert(lower(name)).second) damaged("it holds two records named '" + name + "'");
     records_.push_back({name, method, data, compressed});
     return at + 46 + name_size + extra_size + comment_size;
   }
@@ -225,6 +248,8 @@ class ArchiveCheck {
   std::ifstream file_;
   uint64_t size_ = 0;
   std::vector<Record> records_;  // in the directory's order
+  std::unordered_set<std::string> lower_names_;
+  uint64_t disk_ = 0;
 };
 
 }  // namespace
@@ -252,5 +277,43 @@ void write_file_atomically(const std::string& path, const std::string& content) 
 }
 
 void verify_zip_archive(const std::string& path) { ArchiveCheck(path).verify(); }
+
+ZipArchive::ZipArchive(const std::string& path) : path_(path) {
+  ArchiveCheck check(path);
+  check.verify();
+  const auto& records = check.records();
+  folder_ = records.front().name.substr(0, records.front().name.find('/') + 1);
+  for (const auto& record : records) {
+    if (record.name.rfind(folder_, 0) != 0) continue;  // outside the archive's folder: not LibTorch's
+    records_.emplace(record.name.substr(folder_.size()), Record{record.method, record.data, record.size});
+  }
+}
+
+bool ZipArchive::contains(const std::string& name) const { return records_.count(name) > 0; }
+
+const ZipArchive::Record& ZipArchive::record(const std::string& name) const {
+  const auto found = records_.find(name);
+  if (found == records_.end()) throw std::runtime_error("'" + path_ + "' has no record '" + folder_ + name + "'");
+  if (found->second.method != 0)
+    throw std::runtime_error("'" + path_ + "': record '" + folder_ + name +
+                             "' is compressed, which PyTorch's and LibTorch's archives never are");
+  return found->second;
+}
+
+uint64_t ZipArchive::size_of(const std::string& name) const { return record(name).size; }
+
+void ZipArchive::read(const std::string& name, void* out) const {
+  const Record& r = record(name);
+  std::ifstream file(path_, std::ios::binary);
+  file.seekg(static_cast<std::streamoff>(r.offset));
+  file.read(static_cast<char*>(out), static_cast<std::streamsize>(r.size));
+  if (!file) throw std::runtime_error("error reading record '" + folder_ + name + "' of '" + path_ + "'");
+}
+
+std::string ZipArchive::read(const std::string& name) const {
+  std::string bytes(static_cast<size_t>(size_of(name)), '\0');
+  read(name, bytes.data());
+  return bytes;
+}
 
 }  // namespace memcnn

@@ -10,7 +10,7 @@
 #include "memcnn/files.h"
 #include "memcnn/state_dict.h"
 
-#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/inline_container.h>  // the writer
 #include <torch/torch.h>
 
 #include <cstring>
@@ -67,7 +67,7 @@ struct Item {
 
 class Unpickler {
  public:
-  Unpickler(const std::string& path, const char* data, size_t size, caffe2::serialize::PyTorchStreamReader& archive)
+  Unpickler(const std::string& path, const char* data, size_t size, const ZipArchive& archive)
       : path_(path), data_(data), size_(size), archive_(archive) {}
 
   c10::IValue run() {
@@ -341,15 +341,24 @@ class Unpickler {
     }
     const int64_t numel = integer(fields[4], "a storage's size");
     const std::string record = "data/" + key;
-    if (key.empty() || key.find('/') != std::string::npos || !archive_.hasRecord(record))
+    if (key.empty() || key.find('/') != std::string::npos || !archive_.contains(record))
       fail("it has no record '" + record + "' for a storage");
-    auto [bytes, nbytes] = archive_.getRecord(record);
+    uint64_t nbytes = 0;
+    try {
+      nbytes = archive_.size_of(record);
+    } catch (const std::runtime_error& e) {
+      fail(e.what());
+    }
     const size_t element = c10::elementSize(*dtype);
     if (numel < 0 || static_cast<uint64_t>(numel) * element != nbytes)
       fail("record '" + record + "' holds " + std::to_string(nbytes) + " bytes, not " + std::to_string(numel) +
            " elements of " + std::string(c10::toString(*dtype)));
     torch::Tensor storage = torch::empty({numel}, torch::TensorOptions().dtype(*dtype));
-    if (nbytes > 0) std::memcpy(storage.data_ptr(), bytes.get(), nbytes);
+    try {
+      if (nbytes > 0) archive_.read(record, storage.data_ptr());
+    } catch (const std::runtime_error& e) {
+      fail(e.what());
+    }
     storages_.emplace(key, storage);
     Item item;
     item.kind = Item::Kind::storage;
@@ -516,7 +525,7 @@ class Unpickler {
   const char* data_;
   size_t size_;
   size_t at_ = 0;
-  caffe2::serialize::PyTorchStreamReader& archive_;
+  const ZipArchive& archive_;
   std::vector<Item> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint64_t, Item> memo_;
@@ -697,25 +706,31 @@ c10::IValue read_torch_file(const std::string& path) {
   TORCH_CHECK(std::filesystem::is_regular_file(path), "cannot read '", path, "': no such file");
   const std::string other = describe_other_file(path);
   TORCH_CHECK(other.empty(), "cannot read '", path, "' as a torch.save file: ", other);
+  // Read with memcnn's own zip reader: LibTorch's (miniz) leaked when it refused a damaged archive.
+  std::optional<ZipArchive> opened;
   try {
-    verify_zip_archive(path);
+    opened.emplace(path);
   } catch (const std::runtime_error& e) {
     TORCH_CHECK(false, "cannot read '", path, "' as a torch.save file: ", e.what());
   }
-  caffe2::serialize::PyTorchStreamReader archive(path);
-  TORCH_CHECK(!archive.hasRecord("constants.pkl") && !archive.hasRecord("code/__torch__.py"),
+  const ZipArchive& archive = *opened;
+  TORCH_CHECK(!archive.contains("constants.pkl") && !archive.contains("code/__torch__.py"),
               "cannot read '", path, "' as a torch.save file: it is a TorchScript archive (torch.jit.save, or "
               "LibTorch's torch::save of a module or archive): load it with torch::jit::load or torch::load");
-  TORCH_CHECK(archive.hasRecord("data.pkl"), "cannot read '", path,
+  TORCH_CHECK(archive.contains("data.pkl"), "cannot read '", path,
               "' as a torch.save file: the archive has no data.pkl record (not written by torch.save)");
-  if (archive.hasRecord("byteorder")) {
-    auto [bytes, size] = archive.getRecord("byteorder");
-    const std::string order(static_cast<const char*>(bytes.get()), size);
-    TORCH_CHECK(order == "little", "cannot read '", path, "' as a torch.save file: its tensors are stored '", order,
-                "'-endian; save it on a little-endian machine");
+  std::string pickle;
+  try {
+    if (archive.contains("byteorder")) {
+      const std::string order = archive.read("byteorder");
+      TORCH_CHECK(order == "little", "cannot read '", path, "' as a torch.save file: its tensors are stored '",
+                  order, "'-endian; save it on a little-endian machine");
+    }
+    pickle = archive.read("data.pkl");
+  } catch (const std::runtime_error& e) {
+    TORCH_CHECK(false, "cannot read '", path, "' as a torch.save file: ", e.what());
   }
-  auto [pickle, size] = archive.getRecord("data.pkl");
-  return Unpickler(path, static_cast<const char*>(pickle.get()), size, archive).run();
+  return Unpickler(path, pickle.data(), pickle.size(), archive).run();
 }
 
 StateDict read_state_dict(const std::string& path) {

@@ -5,7 +5,9 @@
 // before LibTorch reads it, since LibTorch 1.13 trusts the sizes and skips the CRC-32 of what it
 // reads and crashed on damaged files instead of raising an error.
 
+#include <cstdint>
 #include <string>
+#include <unordered_map>
 
 namespace memcnn {
 
@@ -23,5 +25,31 @@ void sync_file(const std::string& path);
 /// declares), one folder holding the records, and a format version this LibTorch reads. Throws
 /// std::runtime_error("the archive is damaged: ...") saying what is wrong.
 void verify_zip_archive(const std::string& path);
+
+/// A zip archive as PyTorch and LibTorch write them (every record in one folder, stored), checked
+/// by verify_zip_archive when opened, whose records are read by their names inside that folder
+/// ("data.pkl", "data/0", ...), without LibTorch's reader.
+class ZipArchive {
+ public:
+  explicit ZipArchive(const std::string& path);
+  /// The folder holding the records, with its slash ("archive/").
+  const std::string& folder() const { return folder_; }
+  bool contains(const std::string& name) const;
+  /// A record's size in bytes; std::runtime_error for a missing or compressed one.
+  uint64_t size_of(const std::string& name) const;
+  /// A record's bytes into `out` (size_of(name) bytes), or as a string.
+  void read(const std::string& name, void* out) const;
+  std::string read(const std::string& name) const;
+
+ private:
+  struct Record {
+    uint16_t method;
+    uint64_t offset;
+    uint64_t size;
+  };
+  const Record& record(const std::string& name) const;
+  std::string path_, folder_;
+  std::unordered_map<std::string, Record> records_;
+};
 
 }  // namespace memcnn
