@@ -163,6 +163,9 @@ class ArchiveCheck {
     if (name_size + extra_size + comment_size > directory.size() - at - 46) damaged(entry + " is cut short");
     const std::string name = directory.substr(at + 46, name_size);
     if (flags & (0x0001 | 0x0040 | 0x2000)) damaged("record '" + name + "' is encrypted");
+    // LibTorch's reader (miniz) takes such a record for a folder and returns its bytes unread.
+    if ((le32(e + 38) & 0x10) || (!name.empty() && name.back() == '/'))
+      damaged("record '" + name + "' is marked as a folder");
     const uint16_t start_disk = le16(e + 34);
     if (start_disk != disk_ && start_disk != 1) damaged("record '" + name + "' lies on another disk");
     // zip64: the sizes and offset that do not fit 32 bits follow in extra field 1, in this order.
