@@ -54,6 +54,20 @@ TEST(BatchLoader, MeanSubtractionWithoutAugmentation) {
   EXPECT_EQ(batch.images.scalar_type(), at::kFloat);
 }
 
+// MemCNN's own trainer's inputs: bytes 0..255 minus a mean in bytes (memcnn-train --inputs memcnn).
+TEST(BatchLoader, ByteRangeGivesBytesMinusTheMean) {
+  const Dataset data = random_dataset(10);
+  const at::Tensor mean = mean_image(data) * 255;
+  BatchLoader loader(data, mean, LoaderOptions().batch_size(4).augment(false).shuffle(false).byte_range(true));
+  const at::Tensor expected = data.images.slice(0, 4, 8).to(at::kFloat) - mean;
+  EXPECT_TRUE(at::equal(loader.batch(1).images, expected));
+  // Augmented: the same crops and flips as in unit range, scaled.
+  const auto options = LoaderOptions().batch_size(4).seed(3);
+  const at::Tensor unit = BatchLoader(data, mean / 255, options).batch(2).images;
+  const at::Tensor bytes = BatchLoader(data, mean, LoaderOptions(options).byte_range(true)).batch(2).images;
+  EXPECT_TRUE(at::allclose(bytes, unit * 255, 1e-4, 1e-3));
+}
+
 TEST(BatchLoader, SameIterationSameBatchAcrossLoadersAndAccessOrders) {
   const Dataset data = random_dataset(37);
   const at::Tensor mean = mean_image(data);
