@@ -85,8 +85,7 @@ void apply_memory_budget(train::Trainer& trainer, const Arguments& args, const f
                                   "--fresh to start over");
     }
     apply_memory_plan(model, plan);
-    if (rank0) std::cout << "[memcnn-train] memory plan recorded in " << path << " (resumed run):
-";
+    if (rank0) std::cout << "[memcnn-train] memory plan recorded in " << path << " (resumed run):\n";
   } else {
     auto copy = std::dynamic_pointer_cast<models::ClassifierImpl>(model.clone());
     copy->train();
