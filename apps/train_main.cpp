@@ -6,6 +6,7 @@
 #include <memcnn/distributed/process_group.h>
 #include <memcnn/autocast.h>
 #include <memcnn/memory.h>
+#include <memcnn/memory_plan.h>
 #include <memcnn/wrapper.h>
 #include <memcnn/models/python_keys.h>
 #include <memcnn/models/resnet.h>
@@ -13,6 +14,7 @@
 #include <memcnn/state_dict.h>
 #include <memcnn/train/checkpoint.h>
 #include <memcnn/train/config.h>
+#include <memcnn/train/memory_plan_json.h>
 #include <memcnn/train/progress.h>
 #include <memcnn/train/python_weights.h>
 #include <memcnn/train/results_lock.h>
@@ -62,9 +64,54 @@ struct Arguments {
   bool fresh = false, no_cuda = false, evaluate = false, exact = false, allow_recipe_change = false;
   int64_t max_iterations = 0, batch_size = 0, threads = 0, nproc = 0, anchor_every = 0, fraction_bits = -1;
   double dist_timeout = 120;
+  double memory_budget_mib = 0;  // 0: no memory plan
 };
 
 // Ranks of this machine sharing its cores (torchrun sets LOCAL_WORLD_SIZE).
+// --memory-budget: the plan recorded in the results folder when there is one (a resumed run keeps
+// its plan), else one made now on a copy of the model, so that the profile's steps leave the run's
+// weights and BatchNorm statistics alone, and recorded there.
+void apply_memory_budget(train::Trainer& trainer, const Arguments& args, const fs::path& results,
+                         const torch::Device& device, const std::string& autocast, bool rank0) {
+  const auto budget = static_cast<int64_t>(args.memory_budget_mib * kBytesPerMiB);
+  const auto path = (results / "memory_plan.json").string();
+  auto& model = *trainer.model();
+  MemoryPlan plan;
+  if (fs::exists(path)) {
+    plan = train::load_memory_plan(path);
+    if (plan.budget_bytes != budget) {
+      throw std::invalid_argument(path + " holds a plan for a budget of " + format_mib(plan.budget_bytes, 1) +
+                                  ", not " + format_mib(budget, 1) + "; give that --memory-budget to resume, or add "
+                                  "--fresh to start over");
+    }
+    apply_memory_plan(model, plan);
+    if (rank0) std::cout << "[memcnn-train] memory plan recorded in " << path << " (resumed run):\n";
+  } else {
+    auto copy = std::dynamic_pointer_cast<models::ClassifierImpl>(model.clone());
+    copy->train();
+    const auto batch = trainer.training_batch(0);
+    const auto images = batch.images.to(device), labels = batch.labels.to(device);
+    auto step = [&] {
+      for (auto& p : copy->parameters()) {
+        if (p.grad().defined()) p.grad().zero_();
+      }
+      std::optional<Autocast> mixed;
+      if (autocast == "bfloat16") mixed.emplace(device.type(), torch::kBFloat16);
+      auto logits = copy->forward(images).to(torch::kFloat32);
+      mixed.reset();
+      torch::nn::functional::cross_entropy(logits, labels).backward();
+    };
+    plan = fit_memory_plan(*copy, step, budget, ProfileOptions().device(device));
+    apply_memory_plan(model, plan);
+    if (rank0) {
+      train::save_memory_plan(path, plan);
+      std::cout << "[memcnn-train] memory plan for a budget of " << format_mib(budget, 1) << " (profiled on "
+                << "a copy of the model, batch " << images.size(0) << "; recorded in " << path << "):\n";
+    }
+  }
+  if (rank0) print_memory_plan(std::cout, plan);
+}
+
 int64_t ranks_on_this_machine(const std::shared_ptr<distributed::ProcessGroup>& group) {
   if (!group) return 1;
   const char* local = std::getenv("LOCAL_WORLD_SIZE");
@@ -227,6 +274,8 @@ int run(const Arguments& args) {
     load_weights(trainer, args, key_map);
   }
 
+  if (args.memory_budget_mib > 0) apply_memory_budget(trainer, args, results, device, config.autocast, rank0);
+
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
   const auto summary = trainer.run();
@@ -302,6 +351,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-iterations", args.max_iterations, "stop after this many iterations")->check(CLI::PositiveNumber);
   app.add_option("--batch-size", args.batch_size, "override the experiment's batch size")->check(CLI::PositiveNumber);
   app.add_option("--autocast", args.autocast, "mixed precision: bfloat16, or float32 (off); overrides the experiment's");
+  app.add_option("--memory-budget", args.memory_budget_mib,
+                 "activation memory budget per training step in MiB: profile the model's memory-saving blocks, "
+                 "choose per block keep / recompute / rebuild for the fastest step under it, and record the plan "
+                 "(memory_plan.json in the results folder; a resumed run uses it)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--threads", args.threads, "LibTorch intra-op threads (default: all cores)")->check(CLI::PositiveNumber);
   app.add_flag("--exact", args.exact,
                "bit-exact reversible couplings (fixed point): gradients with memory saving equal the plain "

@@ -8,6 +8,7 @@
 //      without it (ordinary, exact and re-anchored couplings), and exact against ordinary.
 // Writes docs/benchmarks.md (or --output) and prints the tables.
 
+#include "bench_budget.h"
 #include "bench_iunet.h"
 #include "bench_transformers.h"
 #include "report.h"
@@ -190,6 +191,7 @@ struct BenchArgs {
 
 bench::IUNetBenchOptions iunet_options;  // of the iunet section (--iunet-*)
 bench::TransformerBenchOptions transformer_options;  // of the transformers section (--transformer-*)
+bench::BudgetBenchOptions budget_options;  // of the budget section (--budget-*)
 
 // Replaces the sections this run measured and keeps the others; atomically (a rename), so an
 // interrupted run leaves the earlier file whole.
@@ -464,6 +466,12 @@ int run(BenchArgs args) {
     report.markdown << bench::iunet_section(iunet_options);
   }
 
+  if (wanted("budget")) {
+    budget_options.device = device;
+    budget_options.quick = quick;
+    report.markdown << bench::budget_section(budget_options);
+  }
+
   if (wanted("transformers")) {
     transformer_options.device = device;
     transformer_options.quick = quick;
@@ -492,8 +500,17 @@ int main(int argc, char** argv) {
   app.add_option("--fraction-bits", fraction_bits, "fraction bits of the exact models' fixed-point grid");
   app.add_option("--accuracy-seeds", args.accuracy_seeds, "seeds of the gradient accuracy section");
   app.add_option("--sections", args.sections,
-                 "which sections to run: strategies, sweep, models, accuracy (the default), transformers and iunet")
-      ->check(CLI::IsMember({"strategies", "sweep", "models", "accuracy", "transformers", "iunet"}));
+                 "which sections to run: strategies, sweep, models, accuracy (the default), transformers, iunet and "
+                 "budget")
+      ->check(CLI::IsMember({"strategies", "sweep", "models", "accuracy", "transformers", "iunet", "budget"}));
+  app.add_option("--budget-model", budget_options.model, "the budget section's model (a RevNet of model_names())");
+  app.add_option("--budget-batch", budget_options.batch, "batch size of the budget section")->check(CLI::PositiveNumber);
+  app.add_option("--budget-steps", budget_options.budgets,
+                 "budget steps from the all-saving minimum to the plain peak in the budget section")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--budget-repetitions", budget_options.repetitions,
+                 "timed steps per configuration in the budget section (median)")
+      ->check(CLI::PositiveNumber);
   app.add_option("--iunet-layers", iunet_options.layers, "layers per level of the iunet section");
   app.add_option("--iunet-size", iunet_options.size, "side of the iunet section's input cube")->check(CLI::PositiveNumber);
   app.add_option("--iunet-repetitions", iunet_options.repetitions, "timed steps per way in the iunet section (median)")

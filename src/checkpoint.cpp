@@ -7,6 +7,7 @@
 #include "memcnn/invertible_module.h"
 #include "memcnn/rng.h"
 
+#include "block_observer.h"
 #include "recompute.h"
 
 #include <torch/autograd.h>
@@ -154,7 +155,9 @@ std::vector<torch::Tensor> checkpoint(const CheckpointFunction& fn, const std::v
   TORCH_CHECK_VALUE(options.num_bwd_passes() >= 1, "memcnn::checkpoint: num_bwd_passes must be at least 1, got ",
               options.num_bwd_passes());
   // Backward would never run, so there is nothing to save memory for.
-  if (!torch::GradMode::is_enabled() || !anything_requires_grad(inputs, parameters)) return fn(inputs);
+  if (options.disable() || !torch::GradMode::is_enabled() || !anything_requires_grad(inputs, parameters)) {
+    return fn(inputs);
+  }
   if (stateful != nullptr) check_parameters_listed(*stateful, parameters);
   auto call = c10::make_intrusive<CheckpointCall>();
   call->fn = fn;
@@ -211,10 +214,13 @@ void CheckpointedImpl::reset() {
 
 torch::Tensor CheckpointedImpl::forward(const torch::Tensor& x) {
   if (!is_training() || !torch::GradMode::is_enabled()) return module_.forward(x);
-  // The copy shares the module, and keeps it alive until backward.
-  auto fn = [module = module_](const torch::Tensor& input) mutable { return module.forward(input); };
-  auto* inner = module_.ptr().get();
-  return checkpoint(fn, x, inner->parameters(), inner, options);
+  return detail::observed_forward(*this, {x}, [&]() -> std::vector<torch::Tensor> {
+    if (options.disable()) return {module_.forward(x)};
+    // The copy shares the module, and keeps it alive until backward.
+    auto fn = [module = module_](const torch::Tensor& input) mutable { return module.forward(input); };
+    auto* inner = module_.ptr().get();
+    return {checkpoint(fn, x, inner->parameters(), inner, options)};
+  }).front();
 }
 
 std::shared_ptr<torch::nn::Module> CheckpointedImpl::clone(const torch::optional<torch::Device>& device) const {
@@ -224,7 +230,9 @@ std::shared_ptr<torch::nn::Module> CheckpointedImpl::clone(const torch::optional
 }
 
 void CheckpointedImpl::pretty_print(std::ostream& stream) const {
-  stream << "memcnn::Checkpointed(preserve_rng_state=" << options.preserve_rng_state()
+  stream << "memcnn::Checkpointed(";
+  if (options.disable()) stream << "disable=1, ";
+  stream << "preserve_rng_state=" << options.preserve_rng_state()
          << ", num_bwd_passes=" << options.num_bwd_passes() << ")";
 }
 

@@ -1,5 +1,6 @@
 #include "memcnn/wrapper.h"
 
+#include "block_observer.h"
 #include "invertible_function.h"
 
 #include <torch/torch.h>
@@ -51,6 +52,11 @@ bool InvertibleModuleWrapperImpl::saves_memory(const std::vector<torch::Tensor>&
 
 std::vector<torch::Tensor> InvertibleModuleWrapperImpl::run(const std::vector<torch::Tensor>& inputs,
                                                             bool inverse_direction) {
+  return detail::observed_forward(*this, inputs, [&] { return run_unobserved(inputs, inverse_direction); });
+}
+
+std::vector<torch::Tensor> InvertibleModuleWrapperImpl::run_unobserved(const std::vector<torch::Tensor>& inputs,
+                                                                       bool inverse_direction) {
   for (std::size_t i = 0; i < inputs.size(); ++i) {
     TORCH_CHECK(!is_freed(inputs[i]), "InvertibleModuleWrapper: input ", i,
                 " has no storage: it was freed by another memory-saving wrapper, so it cannot be "

@@ -25,6 +25,9 @@ struct CheckpointOptions {
   TORCH_ARG(bool, preserve_rng_state) = true;
   // How many backward passes the graph through this checkpoint may take (retain_graph=true).
   TORCH_ARG(int64_t, num_bwd_passes) = 1;
+  // Plain computation with a full autograd graph: no memory saving (Checkpointed; the memory
+  // planner's "keep"). memcnn::checkpoint then calls the function as it is.
+  TORCH_ARG(bool, disable) = false;
 };
 
 using CheckpointFunction = std::function<std::vector<torch::Tensor>(const std::vector<torch::Tensor>&)>;

@@ -14,6 +14,7 @@
 #include "memcnn/layers.h"
 #include "memcnn/log.h"
 #include "memcnn/memory.h"
+#include "memcnn/memory_plan.h"
 #include "memcnn/orthogonal.h"
 #include "memcnn/resampling.h"
 #include "memcnn/rng.h"

@@ -66,6 +66,7 @@ class InvertibleModuleWrapperImpl : public torch::nn::Cloneable<InvertibleModule
 
  private:
   std::vector<torch::Tensor> run(const std::vector<torch::Tensor>& inputs, bool inverse_direction);
+  std::vector<torch::Tensor> run_unobserved(const std::vector<torch::Tensor>& inputs, bool inverse_direction);
   bool saves_memory(const std::vector<torch::Tensor>& inputs) const;
 
   std::shared_ptr<InvertibleModule> fn_;
