@@ -303,6 +303,17 @@ struct Trainer::State {
     config.autocast = precision.autocast;
   }
 
+  // The plot's labels: the validations' accuracy, and the final evaluation's once the run ends.
+  PlotLabels plot_labels(std::optional<double> final_accuracy = std::nullopt) const {
+    PlotLabels labels;
+    labels.title = title();
+    if (config.validation_batches > 0) {
+      labels.test_series = "test accuracy (first " + std::to_string(config.validation_batches) + " batches)";
+    }
+    labels.final_figure = final_accuracy;
+    return labels;
+  }
+
   void save_checkpoint(int64_t iteration) {
     synchronize_buffers();
     if (!writes_files()) return;
@@ -491,7 +502,7 @@ TrainSummary Trainer::run() {
       window_loss = window_wait = 0;
       window_correct = window_seen = window_steps = 0;
     }
-    if (validate && s.writes_files()) s.metrics.plot(s.title());
+    if (validate && s.writes_files()) s.metrics.plot(s.plot_labels());
     if (iteration % c.checkpoint_every == 0 || iteration == c.max_iterations || stop) s.save_checkpoint(iteration);
     if (stop) {
       summary.interrupted = true;
@@ -507,7 +518,7 @@ TrainSummary Trainer::run() {
   summary.communication_wait_fraction = total_communication_wait / std::max(1e-9, summary.seconds);
   if (!summary.interrupted) {
     summary.test_accuracy = evaluate(0);
-    if (s.writes_files()) s.metrics.plot(s.title());
+    if (s.writes_files()) s.metrics.plot(s.plot_labels(summary.test_accuracy));
   }
   return summary;
 }

@@ -432,7 +432,7 @@ TEST(Metrics, PlotHasTicksLogLossLearningRateStepsAndLastTestAccuracy) {
   for (const char* tick : {">500<", ">1000<", ">2000<", ">3000<"}) EXPECT_NE(svg.find(tick), std::string::npos) << tick;
   EXPECT_NE(svg.find(">lr 0.01<"), std::string::npos);   // the step after 1600
   EXPECT_NE(svg.find(">lr 0.001<"), std::string::npos);  // and after 2100
-  EXPECT_NE(svg.find(">90.0%<"), std::string::npos);     // test accuracy at its last point (3000)
+  EXPECT_NE(svg.find(">test accuracy at iteration 3000: 90.00%<"), std::string::npos);  // its last point
   EXPECT_NE(svg.find("activation memory (MiB)"), std::string::npos);
   EXPECT_NE(svg.find(">94<"), std::string::npos) << "a tick of the flat memory series (95 MiB)";
   EXPECT_EQ(svg.find("e+0"), std::string::npos) << "a coordinate printed in scientific notation";
