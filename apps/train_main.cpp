@@ -4,7 +4,6 @@
 #include <memcnn/data/loader.h>
 #include <memcnn/distributed/launch.h>
 #include <memcnn/distributed/process_group.h>
-#include <memcnn/autocast.h>
 #include <memcnn/memory.h>
 #include <memcnn/memory_plan.h>
 #include <memcnn/wrapper.h>
@@ -220,11 +219,6 @@ int run(const Arguments& args) {
   options.live_line = ::isatty(STDOUT_FILENO) != 0;
   options.group = group;
   options.allow_recipe_change = args.allow_recipe_change;
-  if (rank0 && config.autocast == "bfloat16" && device.is_cpu()) {
-    if (const auto warning = cpu_bfloat16_warning(cpu_bfloat16_support())) {
-      std::cout << "[memcnn-train] warning: " << *warning << std::endl;
-    }
-  }
   train::Trainer trainer(config, std::move(train_set), std::move(test_set), options);
   const KeyMap key_map = models::python_key_map(*trainer.model());
   if (!args.export_weights.empty()) return rank0 ? export_weights(trainer, args, results, key_map) : 0;
@@ -242,6 +236,7 @@ int run(const Arguments& args) {
       }
       evaluated = "checkpoint at iteration " + std::to_string(iteration);
     }
+    if (rank0) train::print_precision(trainer.precision(), std::cout);
     // With --logits, one pass gives both the logits and the accuracy.
     double accuracy = 0;
     if (!args.logits.empty()) {
@@ -318,7 +313,7 @@ int run(const Arguments& args) {
     other_model->to(device);
     const auto batch = trainer.training_batch(0);
     const auto bytes = train::measure_activation_bytes(other_model, batch.images.to(device), batch.labels.to(device),
-                                                       config.autocast);
+                                                       summary.autocast);
     std::cout << ", " << other << " " << format_mib(bytes, 2) << " (measured in this run, same batch)";
   }
   std::cout << "\n[memcnn-train] metrics: " << (results / "metrics.csv").string() << ", plot: "
@@ -350,7 +345,10 @@ int main(int argc, char** argv) {
   app.add_option("--experiments-file", args.experiments_file, "a JSON file of experiments (default: the shipped one)");
   app.add_option("--max-iterations", args.max_iterations, "stop after this many iterations")->check(CLI::PositiveNumber);
   app.add_option("--batch-size", args.batch_size, "override the experiment's batch size")->check(CLI::PositiveNumber);
-  app.add_option("--autocast", args.autocast, "mixed precision: bfloat16, or float32 (off); overrides the experiment's");
+  app.add_option("--autocast", args.autocast,
+                 "mixed precision: auto (bfloat16 where the device computes it natively: CUDA, a CPU with "
+                 "AVX512_BF16 or AMX; else float32), bfloat16, or float32 (off); overrides the experiment's. A "
+                 "resumed run under auto keeps its checkpoint's precision");
   app.add_option("--memory-budget", args.memory_budget_mib,
                  "activation memory budget per training step in MiB: profile the model's memory-saving blocks, "
                  "choose per block keep / recompute / rebuild for the fastest step under it, and record the plan "

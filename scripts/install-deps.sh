@@ -25,6 +25,7 @@ PACKAGES=(
   python3-torchvision     # python: MemCNN's test suite imports it (test_amp.py)
   libnifti2-dev           # data: NIfTI volumes through nifticlib (find_package(NIFTI))
   mricron-data            # data: real MRI volumes (/usr/share/mricron/templates) for the 3-D iUNet job
+  librsvg2-bin            # tests: metrics.svg rendered to PNG (rsvg-convert)
   libopenblas0-openmp     # fast BLAS for LibTorch's matrix products (Debian's default, netlib's reference BLAS, made transformer steps 12x slower)
 )
 

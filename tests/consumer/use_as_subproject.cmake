@@ -1,7 +1,7 @@
 # Configures tests/consumer/subproject (memcnn through add_subdirectory), builds its one program
 # and runs it with ctest there, which must find that program's test and none of memcnn's.
-# Variables: SOURCE_DIR, WORK_DIR, and the enclosing build's BUILD_TYPE, SANITIZE, LAUNCHER,
-# CXX_COMPILER, PREFIX_PATH, TORCH_DIR (the same compiler command lines let ccache answer).
+# Variables: SOURCE_DIR, WORK_DIR, and the enclosing build's BUILD_DIR, BUILD_TYPE, SANITIZE,
+# LAUNCHER, CXX_COMPILER, PREFIX_PATH, TORCH_DIR (the same compiler command lines).
 file(REMOVE_RECURSE "${WORK_DIR}")
 set(configure_args -DMEMCNN_SOURCE_DIR=${SOURCE_DIR} -DCMAKE_BUILD_TYPE=${BUILD_TYPE}
                    -DMEMCNN_SANITIZE=${SANITIZE} -DCMAKE_CXX_COMPILER=${CXX_COMPILER})
@@ -22,8 +22,48 @@ function(run step)
   endif()
 endfunction()
 
+# The core's objects from the enclosing build, when the subproject compiles the core with the same
+# compiler, definitions, include paths and flags (its flags.make, as Makefile generators write it,
+# equals the enclosing build's): the same sources compiled by the same command again cost a 2-core
+# machine 7 minutes, and ccache cannot answer when its base_dir makes the paths relative to two
+# different build folders. Otherwise, or with another generator, the core compiles here.
+function(reuse_core_objects)
+  set(built "${BUILD_DIR}/CMakeFiles/memcnn.dir")
+  set(here "${WORK_DIR}/memcnn/CMakeFiles/memcnn.dir")
+  if(NOT BUILD_DIR OR NOT EXISTS "${built}/flags.make" OR NOT EXISTS "${here}/flags.make")
+    message(STATUS "memcnn as a subproject: no Makefile build of the core to compare with; compiling it")
+    return()
+  endif()
+  file(READ "${built}/flags.make" built_flags)
+  file(READ "${here}/flags.make" here_flags)
+  if(NOT built_flags STREQUAL here_flags)
+    message(STATUS "memcnn as a subproject: the core compiles with other flags here than in ${BUILD_DIR}; compiling it:\n"
+                   "${built_flags}\n${here_flags}")
+    return()
+  endif()
+  file(GLOB_RECURSE objects RELATIVE "${built}" "${built}/*.o")
+  foreach(object IN LISTS objects)
+    get_filename_component(folder "${here}/${object}" DIRECTORY)
+    # Not their dependency files: ccache writes those with paths relative to the enclosing build.
+    file(COPY "${built}/${object}" DESTINATION "${folder}")
+    # Newer than the rules configuring just wrote, so make takes them as built.
+    file(TOUCH "${here}/${object}")
+  endforeach()
+  list(LENGTH objects count)
+  message(STATUS "memcnn as a subproject: the core compiles with the enclosing build's flags; its ${count} objects reused")
+endfunction()
+
 run(configuring ${CMAKE_COMMAND} -S "${SOURCE_DIR}/tests/consumer/subproject" -B "${WORK_DIR}" ${configure_args})
-run(building ${CMAKE_COMMAND} --build "${WORK_DIR}" --target consumer)
+reuse_core_objects()
+execute_process(COMMAND ${CMAKE_COMMAND} --build "${WORK_DIR}" --target consumer RESULT_VARIABLE result
+                OUTPUT_VARIABLE output ERROR_VARIABLE output)
+message("${output}")
+if(result)
+  message(FATAL_ERROR "memcnn as a subproject: building failed")
+endif()
+string(REGEX MATCHALL "Building CXX object memcnn/" compiled "${output}")
+list(LENGTH compiled compiled)
+message(STATUS "memcnn as a subproject: ${compiled} of the core's sources compiled here")
 execute_process(COMMAND ${CMAKE_CTEST_COMMAND} -N WORKING_DIRECTORY "${WORK_DIR}" OUTPUT_VARIABLE listed)
 if(NOT listed MATCHES "Total Tests: 1\n")
   message(FATAL_ERROR "memcnn as a subproject: the parent's ctest lists tests other than its own:\n${listed}")

@@ -3,10 +3,12 @@
 #include <cmath>
 #include <fstream>
 #include <limits>
+#include <ostream>
 #include <set>
 #include <sstream>
 #include <stdexcept>
 #include <type_traits>
+#include <utility>
 
 namespace memcnn {
 namespace train {
@@ -200,8 +202,9 @@ TrainConfig TrainConfig::from_json(const Json& j) {
   require(c.loader_workers >= 1, "loader_workers must be at least 1");
   require(c.autocast != "float16", "autocast \"float16\" needs loss scaling, which LibTorch's C++ API does not "
           "provide; use \"bfloat16\" (same range as float32)");
-  require(c.autocast.empty() || c.autocast == "bfloat16",
-          "autocast must be \"bfloat16\" or absent (float32), not \"" + c.autocast + "\"");
+  require(c.autocast.empty() || c.autocast == "bfloat16" || c.autocast == "auto",
+          "autocast must be \"bfloat16\", \"auto\" (bfloat16 where the device computes it natively) or absent "
+          "(float32), not \"" + c.autocast + "\"");
   require(c.inputs == "unit" || c.inputs == "memcnn",
           "inputs must be \"unit\" (pixels/255 minus the training mean) or \"memcnn\" (MemCNN's own trainer's: "
           "pixels 0..255 minus the mean of training and test images), not \"" + c.inputs + "\"");
@@ -243,6 +246,65 @@ double TrainConfig::lr_at(int64_t iteration) const {
     if (iteration >= milestone) rate *= lr_gamma;
   }
   return rate;
+}
+
+namespace {
+
+std::string precision_name(const std::string& autocast) {
+  return autocast == "bfloat16" ? "bfloat16 autocast" : "float32";
+}
+
+// What "auto" chooses on this machine, and why.
+std::pair<std::string, std::string> automatic_precision(c10::DeviceType device, const CpuBfloat16Support& cpu) {
+  if (device == c10::DeviceType::CUDA) return {"bfloat16", "CUDA computes bfloat16 natively"};
+  if (!cpu.onednn) return {"", "LibTorch was built without oneDNN, whose kernels CPU bfloat16 needs to be fast"};
+  if (cpu.native_bfloat16) return {"bfloat16", "this CPU computes bfloat16 natively (AVX512_BF16 or AMX)"};
+  return {"", std::string("this CPU has no native bfloat16 (AVX512_BF16 or AMX), so bfloat16 would be emulated") +
+                  (cpu.avx512_core ? " with AVX-512, no faster than float32"
+                                   : " by slow fallback kernels, many times slower than float32")};
+}
+
+}  // namespace
+
+PrecisionChoice choose_precision(const std::string& requested, c10::DeviceType device, const CpuBfloat16Support& cpu,
+                                 const std::optional<std::string>& recorded) {
+  PrecisionChoice choice;
+  if (requested == "auto") {
+    const auto [here, why] = automatic_precision(device, cpu);
+    if (recorded) {
+      choice.autocast = *recorded;
+      choice.reason = precision_name(*recorded) + " (autocast \"auto\", kept from the checkpoint, which was trained in "
+                      "it";
+      choice.reason += here == *recorded ? ")"
+                                         : "; on this machine \"auto\" would choose " + precision_name(here) + ": " +
+                                               why + ". To train in " + precision_name(here) +
+                                               ", start over with --fresh)";
+    } else {
+      choice.autocast = here;
+      choice.reason = precision_name(here) + " (autocast \"auto\": " + why + ")";
+    }
+  } else {
+    choice.autocast = requested;
+    choice.reason = precision_name(requested) +
+                    (requested.empty() ? " (the recipe sets no autocast)" : " (the recipe's autocast \"bfloat16\")");
+  }
+  if (choice.autocast == "bfloat16" && device == c10::DeviceType::CPU) choice.warning = cpu_bfloat16_warning(cpu);
+  return choice;
+}
+
+std::optional<std::string> recorded_precision(const CheckpointInfo& checkpoint) {
+  if (!checkpoint.recipe || !checkpoint.recipe->is_object()) return std::nullopt;
+  const auto found = checkpoint.recipe->find("autocast");
+  if (found == checkpoint.recipe->end()) return "";
+  if (!found->is_string()) return std::nullopt;
+  const auto value = found->get<std::string>();
+  if (value.empty() || value == "bfloat16") return value;
+  return std::nullopt;
+}
+
+void print_precision(const PrecisionChoice& choice, std::ostream& out) {
+  out << "[memcnn-train] precision: " << choice.reason << std::endl;
+  if (choice.warning) out << "[memcnn-train] warning: " << *choice.warning << std::endl;
 }
 
 }  // namespace train

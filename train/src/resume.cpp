@@ -102,7 +102,11 @@ std::optional<double> ResumePoint::total_seconds(double this_run) const {
 ResumePoint resume(const Checkpointer& checkpointer, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                    const torch::Device& device, const nlohmann::json& current, const ResumeRules& rules,
                    const std::string& results_dir, std::ostream& out) {
-  const auto checkpoint = checkpointer.restore(model, optimizer, device);
+  return resume_from(checkpointer.restore(model, optimizer, device), current, rules, results_dir, out);
+}
+
+ResumePoint resume_from(const std::optional<CheckpointInfo>& checkpoint, const nlohmann::json& current,
+                        const ResumeRules& rules, const std::string& results_dir, std::ostream& out) {
   if (!checkpoint) return {};
   check_resume(*checkpoint, current, rules, results_dir, out);
   ResumePoint point;

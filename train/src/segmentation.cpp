@@ -86,6 +86,20 @@ void zero_gradients(torch::nn::Module& model) {
   }
 }
 
+// The plot names the job's figure, Dice, and labels the held-out Dice the run reports at its end.
+PlotLabels plot_labels(const std::string& title, std::optional<double> final_held_out_dice = std::nullopt) {
+  PlotLabels labels;
+  labels.title = title;
+  labels.metric = "Dice";
+  labels.train_series = "train Dice";
+  labels.test_series = "held-out Dice";
+  labels.whole_series = "whole-volume Dice";
+  labels.percent = false;
+  labels.final_figure = final_held_out_dice;
+  labels.final_name = "final held-out Dice";
+  return labels;
+}
+
 }  // namespace
 
 bool is_segmentation_model(const std::string& model) { return model.rfind("iunet", 0) == 0; }
@@ -415,7 +429,7 @@ SegmentationSummary SegmentationTrainer::run() {
       window_loss = window_dice = 0;
       window_steps = 0;
     }
-    if (validate) s.metrics.plot(s.title() + " (accuracy: Dice)");
+    if (validate) s.metrics.plot(plot_labels(s.title()));
     if (iteration % c.checkpoint_every == 0 || iteration == c.max_iterations || stop) {
       const auto seconds = s.resume_point.total_seconds(seconds_since(start));
       s.checkpointer.save(*s.model, *s.optimizer, {iteration, seconds, c.to_json()});
@@ -433,7 +447,7 @@ SegmentationSummary SegmentationTrainer::run() {
     // A run resumed at its end trained no iteration, so it has not evaluated yet.
     if (summary.evaluation.whole_volume_dice < 0) summary.evaluation = evaluate(/*write_prediction=*/true);
     summary.prediction_path = (std::filesystem::path(s.options.results_dir) / "prediction.nii.gz").string();
-    s.metrics.plot(s.title() + " (accuracy: Dice)");
+    s.metrics.plot(plot_labels(s.title(), summary.evaluation.held_out_dice));
   }
   return summary;
 }

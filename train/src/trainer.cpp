@@ -231,6 +231,10 @@ struct Trainer::State {
   std::unique_ptr<distributed::DataParallel> parallel;  // attached once the weights are restored
   Checkpointer checkpointer;
   MetricsLog metrics;
+  // The recipe's autocast ("auto" included); config.autocast holds what it resolved to.
+  std::string requested_autocast;
+  CpuBfloat16Support cpu_bfloat16;
+  PrecisionChoice precision;
   // Where this run started and when it began: checkpoints record the training time of both.
   ResumePoint resume_point;
   Clock::time_point run_start = Clock::now();
@@ -238,10 +242,12 @@ struct Trainer::State {
   State(TrainConfig c, data::Dataset train_set, data::Dataset test_set, TrainerOptions o)
       : config(std::move(c)), options(std::move(o)),
         out(rank() != 0 ? silent : options.out ? *options.out : std::cout),
-        checkpointer(options.results_dir), metrics(options.results_dir) {
+        checkpointer(options.results_dir), metrics(options.results_dir), requested_autocast(config.autocast),
+        cpu_bfloat16(options.cpu_bfloat16 ? *options.cpu_bfloat16 : cpu_bfloat16_support()) {
     // Every step measures its activation memory: without CPU tracking, fail here rather than
     // after the data is loaded.
     (void)memory_stats(options.device);
+    settle_precision(std::nullopt);
     if (config.image_size == 0 && train_set.images.dim() == 4) config.image_size = train_set.images.size(2);
     torch::manual_seed(config.seed);
     model = build_classifier(config);
@@ -280,6 +286,34 @@ struct Trainer::State {
     if (options.group) options.group->allreduce_sum(values);
   }
 
+  // Resolves the recipe's autocast, keeping `recorded` (the precision of the checkpoint this
+  // trainer continues) under "auto". Every rank computes in rank 0's choice.
+  void settle_precision(const std::optional<std::string>& recorded) {
+    precision = choose_precision(requested_autocast, options.device.type(), cpu_bfloat16, recorded);
+    if (options.group && requested_autocast == "auto") {
+      std::vector<torch::Tensor> in_bfloat16{
+          torch::full({1}, precision.autocast == "bfloat16" ? 1 : 0, torch::dtype(torch::kInt64).device(options.device))};
+      options.group->broadcast(in_bfloat16, 0);
+      const std::string rank0 = in_bfloat16[0].item<int64_t>() != 0 ? "bfloat16" : "";
+      if (rank0 != precision.autocast) {
+        precision = choose_precision(rank0, options.device.type(), cpu_bfloat16);
+        precision.reason += " (autocast \"auto\" as rank 0 chose it)";
+      }
+    }
+    config.autocast = precision.autocast;
+  }
+
+  // The plot's labels: the validations' accuracy, and the final evaluation's once the run ends.
+  PlotLabels plot_labels(std::optional<double> final_accuracy = std::nullopt) const {
+    PlotLabels labels;
+    labels.title = title();
+    if (config.validation_batches > 0) {
+      labels.test_series = "test accuracy (first " + std::to_string(config.validation_batches) + " batches)";
+    }
+    labels.final_figure = final_accuracy;
+    return labels;
+  }
+
   void save_checkpoint(int64_t iteration) {
     synchronize_buffers();
     if (!writes_files()) return;
@@ -304,8 +338,12 @@ void Trainer::clear_stop_request() { train::clear_stop_request(); }
 int64_t Trainer::restore() {
   auto& s = *state_;
   const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
-  return checkpoint ? checkpoint->iteration : -1;
+  if (!checkpoint) return -1;
+  s.settle_precision(recorded_precision(*checkpoint));
+  return checkpoint->iteration;
 }
+
+const PrecisionChoice& Trainer::precision() const { return state_->precision; }
 
 torch::optim::Optimizer& Trainer::optimizer() { return *state_->optimizer; }
 
@@ -360,6 +398,10 @@ TrainSummary Trainer::run() {
   TrainSummary summary;
   summary.parameters = models::count_parameters(*s.model);
   summary.world_size = s.world();
+  // The checkpoint first: under "auto" a resumed run computes in the precision it started in.
+  const auto checkpoint = s.checkpointer.restore(*s.model, *s.optimizer, s.options.device);
+  s.settle_precision(checkpoint ? recorded_precision(*checkpoint) : std::nullopt);
+  summary.autocast = c.autocast;
   s.out << "[memcnn-train] " << s.title() << ": " << summary.parameters << " parameters, device "
         << s.options.device << ", batch " << c.batch_size;
   if (s.options.group) {
@@ -367,10 +409,10 @@ TrainSummary Trainer::run() {
   }
   s.out << ", " << c.max_iterations << " iterations" << (c.autocast.empty() ? std::string() : ", autocast " + c.autocast)
         << std::endl;
+  print_precision(s.precision, s.out);
 
-  s.resume_point = resume(s.checkpointer, *s.model, *s.optimizer, s.options.device, c.to_json(),
-                          TrainConfig::resume_rules(s.options.allow_recipe_change), s.options.results_dir,
-                          s.out);
+  s.resume_point = resume_from(checkpoint, c.to_json(), TrainConfig::resume_rules(s.options.allow_recipe_change),
+                               s.options.results_dir, s.out);
   summary.start_iteration = s.resume_point.iteration;
   if (s.resume_point.resumed && s.writes_files()) s.metrics.truncate_after(s.resume_point.iteration);
   if (s.options.group && !s.parallel) s.parallel = std::make_unique<distributed::DataParallel>(s.model.ptr(), s.options.group);
@@ -460,7 +502,7 @@ TrainSummary Trainer::run() {
       window_loss = window_wait = 0;
       window_correct = window_seen = window_steps = 0;
     }
-    if (validate && s.writes_files()) s.metrics.plot(s.title());
+    if (validate && s.writes_files()) s.metrics.plot(s.plot_labels());
     if (iteration % c.checkpoint_every == 0 || iteration == c.max_iterations || stop) s.save_checkpoint(iteration);
     if (stop) {
       summary.interrupted = true;
@@ -476,7 +518,7 @@ TrainSummary Trainer::run() {
   summary.communication_wait_fraction = total_communication_wait / std::max(1e-9, summary.seconds);
   if (!summary.interrupted) {
     summary.test_accuracy = evaluate(0);
-    if (s.writes_files()) s.metrics.plot(s.title());
+    if (s.writes_files()) s.metrics.plot(s.plot_labels(summary.test_accuracy));
   }
   return summary;
 }

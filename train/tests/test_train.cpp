@@ -48,12 +48,15 @@ train::TrainConfig tiny_config(int64_t iterations) {
   return c;
 }
 
+// `cpu`: the bfloat16 support autocast "auto" decides by (none: this machine's).
 train::TrainSummary train_tiny(const fs::path& dir, int64_t iterations, std::ostream& log,
-                               const std::string& autocast = "") {
+                               const std::string& autocast = "",
+                               const std::optional<CpuBfloat16Support>& cpu = std::nullopt) {
   memcnn::enable_cpu_memory_tracking();  // the trainer measures each step's activation memory
   train::TrainerOptions options;
   options.results_dir = dir.string();
   options.out = &log;
+  options.cpu_bfloat16 = cpu;
   auto config = tiny_config(iterations);
   config.autocast = autocast;
   train::Trainer trainer(config, bright_channel_dataset(128, 1), bright_channel_dataset(48, 2), options);
@@ -116,7 +119,7 @@ TEST(Config, ShippedExperimentsCoverEveryModelAndDataset) {
   EXPECT_EQ(main_job.in_channels, 1);
 }
 
-TEST(Config, AutocastIsBfloat16OrNothing) {
+TEST(Config, AutocastIsBfloat16AutoOrNothing) {
   const Json base{{"model", "revnet38"}, {"dataset", "cifar10"}};
   auto with = [&](const std::string& value) {
     auto j = base;
@@ -127,6 +130,7 @@ TEST(Config, AutocastIsBfloat16OrNothing) {
   EXPECT_EQ(train::TrainConfig::from_json(train::TrainConfig::from_json(with("bfloat16")).to_json()).autocast,
             "bfloat16");
   EXPECT_EQ(train::TrainConfig::from_json(base).autocast, "");
+  EXPECT_EQ(train::TrainConfig::from_json(with("auto")).autocast, "auto");
   for (const std::string bad : {"float16", "int8"}) {
     try {
       train::TrainConfig::from_json(with(bad));
@@ -136,6 +140,81 @@ TEST(Config, AutocastIsBfloat16OrNothing) {
       EXPECT_NE(std::string(e.what()).find(bad == "float16" ? "loss scaling" : "bfloat16"), std::string::npos) << e.what();
     }
   }
+}
+
+// What cpu_bfloat16_support reads from /proc/cpuinfo on three kinds of CPU.
+const CpuBfloat16Support kAvx2Only = cpu_bfloat16_support("fpu sse2 avx avx2 fma", /*onednn=*/true);
+const CpuBfloat16Support kAvx512Emulated = cpu_bfloat16_support("avx2 avx512f avx512bw avx512vl avx512dq", true);
+const CpuBfloat16Support kNativeBfloat16 = cpu_bfloat16_support("avx2 avx512f avx512bw avx512vl avx512dq avx512_bf16", true);
+
+bool mentions(const std::string& text, const std::string& words) { return text.find(words) != std::string::npos; }
+
+TEST(Precision, AutoIsBfloat16OnlyWhereTheDeviceComputesItNatively) {
+  const auto cpu = c10::DeviceType::CPU;
+  for (const auto& support : {kAvx2Only, kAvx512Emulated}) {
+    const auto choice = train::choose_precision("auto", cpu, support);
+    EXPECT_EQ(choice.autocast, "");
+    EXPECT_TRUE(mentions(choice.reason, "float32 (autocast \"auto\": this CPU has no native bfloat16")) << choice.reason;
+    EXPECT_FALSE(choice.warning.has_value()) << "float32 needs no warning";
+  }
+  EXPECT_TRUE(mentions(train::choose_precision("auto", cpu, kAvx2Only).reason, "many times slower than float32"));
+  EXPECT_TRUE(mentions(train::choose_precision("auto", cpu, kAvx512Emulated).reason, "no faster than float32"));
+  const auto native = train::choose_precision("auto", cpu, kNativeBfloat16);
+  EXPECT_EQ(native.autocast, "bfloat16");
+  EXPECT_TRUE(mentions(native.reason, "bfloat16 autocast (autocast \"auto\": this CPU computes bfloat16 natively"))
+      << native.reason;
+  EXPECT_FALSE(native.warning.has_value());
+  EXPECT_EQ(train::choose_precision("auto", cpu, cpu_bfloat16_support("amx_bf16 amx_tile avx512bw", true)).autocast,
+            "bfloat16");
+  const auto without_onednn = train::choose_precision("auto", cpu, cpu_bfloat16_support("avx512_bf16", false));
+  EXPECT_EQ(without_onednn.autocast, "");
+  EXPECT_TRUE(mentions(without_onednn.reason, "without oneDNN")) << without_onednn.reason;
+  const auto cuda = train::choose_precision("auto", c10::DeviceType::CUDA, kAvx2Only);
+  EXPECT_EQ(cuda.autocast, "bfloat16");
+  EXPECT_TRUE(mentions(cuda.reason, "CUDA")) << cuda.reason;
+  EXPECT_FALSE(cuda.warning.has_value()) << "the CPU's support does not matter on CUDA";
+}
+
+TEST(Precision, AnExplicitSettingStaysAndBfloat16OnANonNativeCpuWarns) {
+  const auto cpu = c10::DeviceType::CPU;
+  for (const auto& support : {kAvx2Only, kAvx512Emulated}) {
+    const auto choice = train::choose_precision("bfloat16", cpu, support);
+    EXPECT_EQ(choice.autocast, "bfloat16");
+    EXPECT_TRUE(mentions(choice.reason, "the recipe's autocast \"bfloat16\"")) << choice.reason;
+    ASSERT_TRUE(choice.warning.has_value());
+    EXPECT_EQ(*choice.warning, *cpu_bfloat16_warning(support));
+  }
+  EXPECT_FALSE(train::choose_precision("bfloat16", cpu, kNativeBfloat16).warning.has_value());
+  const auto float32 = train::choose_precision("", cpu, kNativeBfloat16);
+  EXPECT_EQ(float32.autocast, "");
+  EXPECT_TRUE(mentions(float32.reason, "float32 (the recipe sets no autocast)")) << float32.reason;
+  // An explicit setting does not follow the checkpoint: a difference is a recipe change, which
+  // check_resume refuses.
+  EXPECT_EQ(train::choose_precision("", cpu, kNativeBfloat16, std::string("bfloat16")).autocast, "");
+  EXPECT_EQ(train::choose_precision("bfloat16", cpu, kAvx2Only, std::string("")).autocast, "bfloat16");
+}
+
+TEST(Precision, AutoKeepsThePrecisionTheCheckpointRecorded) {
+  const auto cpu = c10::DeviceType::CPU;
+  const auto kept = train::choose_precision("auto", cpu, kAvx2Only, std::string("bfloat16"));
+  EXPECT_EQ(kept.autocast, "bfloat16");
+  EXPECT_TRUE(mentions(kept.reason, "bfloat16 autocast (autocast \"auto\", kept from the checkpoint")) << kept.reason;
+  EXPECT_TRUE(mentions(kept.reason, "on this machine \"auto\" would choose float32")) << kept.reason;
+  EXPECT_TRUE(mentions(kept.reason, "--fresh")) << kept.reason;
+  EXPECT_TRUE(kept.warning.has_value()) << "bfloat16 on a CPU without it still warns";
+  const auto float32 = train::choose_precision("auto", cpu, kNativeBfloat16, std::string(""));
+  EXPECT_EQ(float32.autocast, "");
+  EXPECT_TRUE(mentions(float32.reason, "would choose bfloat16 autocast")) << float32.reason;
+  const auto same = train::choose_precision("auto", cpu, kNativeBfloat16, std::string("bfloat16"));
+  EXPECT_EQ(same.autocast, "bfloat16");
+  EXPECT_FALSE(mentions(same.reason, "would choose")) << same.reason;
+
+  EXPECT_FALSE(train::recorded_precision(train::CheckpointInfo(5)).has_value()) << "no recipe recorded";
+  EXPECT_EQ(train::recorded_precision(train::CheckpointInfo(5, 1.0, Json{{"autocast", "bfloat16"}})), "bfloat16");
+  EXPECT_EQ(train::recorded_precision(train::CheckpointInfo(5, 1.0, Json{{"autocast", ""}})), "");
+  EXPECT_EQ(train::recorded_precision(train::CheckpointInfo(5, 1.0, Json{{"model", "revnet38"}})), "")
+      << "a recipe from before the field trained in float32";
+  EXPECT_FALSE(train::recorded_precision(train::CheckpointInfo(5, 1.0, Json{{"autocast", "auto"}})).has_value());
 }
 
 TEST(Config, ModelOptionsReachTheModel) {
@@ -353,7 +432,7 @@ TEST(Metrics, PlotHasTicksLogLossLearningRateStepsAndLastTestAccuracy) {
   for (const char* tick : {">500<", ">1000<", ">2000<", ">3000<"}) EXPECT_NE(svg.find(tick), std::string::npos) << tick;
   EXPECT_NE(svg.find(">lr 0.01<"), std::string::npos);   // the step after 1600
   EXPECT_NE(svg.find(">lr 0.001<"), std::string::npos);  // and after 2100
-  EXPECT_NE(svg.find(">90.0%<"), std::string::npos);     // test accuracy at its last point (3000)
+  EXPECT_NE(svg.find(">test accuracy at iteration 3000: 90.00%<"), std::string::npos);  // its last point
   EXPECT_NE(svg.find("activation memory (MiB)"), std::string::npos);
   EXPECT_NE(svg.find(">94<"), std::string::npos) << "a tick of the flat memory series (95 MiB)";
   EXPECT_EQ(svg.find("e+0"), std::string::npos) << "a coordinate printed in scientific notation";
@@ -387,6 +466,56 @@ TEST(Trainer, LearnsInBfloat16WithLessActivationMemory) {
   EXPECT_GT(bfloat16.test_accuracy, 0.4) << log.str();
   EXPECT_LT(bfloat16.activation_bytes, float32.activation_bytes);
   EXPECT_NE(log.str().find("autocast bfloat16"), std::string::npos);
+}
+
+// The recipe's precision under resume/:
+// - "auto" resolves by the CPU, and the checkpoint records what it resolved to;
+// - resumed on a machine where "auto" would choose otherwise, the run keeps its precision and says so;
+// - an explicit other precision is a recipe change, refused with the field named.
+TEST(Trainer, AutoPrecisionIsRecordedAndKeptWhenResumedElsewhere) {
+  const auto started_native = scratch_dir("auto-native");
+  std::ostringstream log;
+  const auto first = train_tiny(started_native, 3, log, "auto", kNativeBfloat16);
+  EXPECT_EQ(first.autocast, "bfloat16");
+  EXPECT_TRUE(mentions(log.str(), "precision: bfloat16 autocast (autocast \"auto\": this CPU computes bfloat16"))
+      << log.str();
+  const auto saved_recipe = [](const fs::path& dir) {
+    memcnn::enable_cpu_memory_tracking();
+    auto model = train::build_classifier(tiny_config(1));
+    torch::optim::SGD optimizer(model->parameters(), 0.1);
+    const auto info = train::Checkpointer(dir.string()).load(*model, optimizer);
+    EXPECT_TRUE(info && info->recipe);
+    return info && info->recipe ? info->recipe->value("autocast", "(absent)") : "(none)";
+  };
+  EXPECT_EQ(saved_recipe(started_native), "bfloat16") << "the checkpoint records the resolved precision";
+
+  std::ostringstream elsewhere;
+  const auto resumed = train_tiny(started_native, 5, elsewhere, "auto", kAvx2Only);
+  EXPECT_EQ(resumed.start_iteration, 3);
+  EXPECT_EQ(resumed.autocast, "bfloat16");
+  EXPECT_TRUE(mentions(elsewhere.str(), "precision: bfloat16 autocast (autocast \"auto\", kept from the checkpoint"))
+      << elsewhere.str();
+  EXPECT_TRUE(mentions(elsewhere.str(), "would choose float32")) << elsewhere.str();
+  EXPECT_TRUE(mentions(elsewhere.str(), "warning: " + *cpu_bfloat16_warning(kAvx2Only))) << elsewhere.str();
+  EXPECT_FALSE(mentions(elsewhere.str(), "autocast: ")) << "not a change of the recipe: " << elsewhere.str();
+  EXPECT_EQ(saved_recipe(started_native), "bfloat16");
+
+  try {
+    train_tiny(started_native, 7, log, "", kAvx2Only);
+    ADD_FAILURE() << "resuming a bfloat16 run in float32 must be refused";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_TRUE(mentions(e.what(), "autocast: \"bfloat16\" -> \"\"")) << e.what();
+  }
+
+  // Started where "auto" is float32, it stays float32 on a machine with native bfloat16.
+  const auto started_emulated = scratch_dir("auto-emulated");
+  EXPECT_EQ(train_tiny(started_emulated, 3, log, "auto", kAvx512Emulated).autocast, "");
+  EXPECT_EQ(saved_recipe(started_emulated), "");
+  std::ostringstream native;
+  const auto kept_float32 = train_tiny(started_emulated, 5, native, "auto", kNativeBfloat16);
+  EXPECT_EQ(kept_float32.start_iteration, 3);
+  EXPECT_EQ(kept_float32.autocast, "");
+  EXPECT_TRUE(mentions(native.str(), "precision: float32 (autocast \"auto\", kept from the checkpoint")) << native.str();
 }
 
 TEST(Trainer, ResumedRunEqualsUninterruptedRun) {

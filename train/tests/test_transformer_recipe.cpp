@@ -51,6 +51,7 @@ TEST(Recipe, ShippedTransformerExperiments) {
       EXPECT_DOUBLE_EQ(c.gradient_clipping, 1.0);
       EXPECT_DOUBLE_EQ(c.weight_decay, 0.05);
       EXPECT_DOUBLE_EQ(c.beta2, 0.999);
+      EXPECT_EQ(c.autocast, "auto") << "bfloat16 only where the device computes it natively";
     }
   }
   // The ResNets keep MemCNN's recipe.
@@ -60,6 +61,7 @@ TEST(Recipe, ShippedTransformerExperiments) {
   EXPECT_EQ(revnet.warmup_iterations, 0);
   EXPECT_DOUBLE_EQ(revnet.label_smoothing, 0);
   EXPECT_DOUBLE_EQ(revnet.gradient_clipping, 0);
+  EXPECT_EQ(revnet.autocast, "") << "float32, as MemCNN trains";
   // ViT and RevViT on Fashion-MNIST: one recipe, one seed.
   auto vit = train::experiment_for(experiments, "vit_tiny", "fashion-mnist");
   auto revvit = train::experiment_for(experiments, "revvit_tiny", "fashion-mnist");

@@ -6,10 +6,14 @@
 
 #include "memcnn/train/resume.h"
 
+#include <memcnn/autocast.h>
 #include <nlohmann/json.hpp>
+#include <c10/core/DeviceType.h>
 
 #include <cstdint>
+#include <iosfwd>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -105,8 +109,10 @@ struct TrainConfig {
   int64_t log_every = 10;
   uint64_t seed = 0;
   int64_t loader_workers = 2;
-  // Mixed precision: "" (float32) or "bfloat16" (autocast on the training device; no loss
-  // scaling needed, as float16 would).
+  // Mixed precision: "" (float32), "bfloat16" (autocast on the training device; no loss
+  // scaling needed, as float16 would) or "auto" (bfloat16 where the device computes it natively,
+  // else float32: choose_precision). A trainer resolves "auto" before it trains, so checkpoints
+  // record "" or "bfloat16".
   std::string autocast;
   // What the network sees: "unit" (pixels / 255 minus the training images' mean image) or
   // "memcnn" (pixels 0..255 minus the mean image of the training and test images together, as
@@ -125,6 +131,27 @@ struct TrainConfig {
   // The learning rate at an iteration (lr_schedule, after the warm-up).
   double lr_at(int64_t iteration) const;
 };
+
+// The precision a run trains under, and why.
+struct PrecisionChoice {
+  std::string autocast;                // TrainConfig::autocast resolved: "" (float32) or "bfloat16"
+  std::string reason;                  // the precision and why, one sentence for the start of the run
+  std::optional<std::string> warning;  // bfloat16 on a CPU that does not compute it natively
+};
+// Resolves a recipe's autocast (`requested`: "", "bfloat16" or "auto") for training on `device`
+// with a CPU that offers `cpu` (cpu_bfloat16_support() on this machine). "auto" is bfloat16 on CUDA
+// and on a CPU with native bfloat16 (oneDNN with AVX512_BF16 or AMX), where it is faster and halves
+// activation memory, and float32 elsewhere, where bfloat16 is emulated and slower. `recorded` is
+// the precision of the checkpoint a resumed run continues (recorded_precision): "auto" keeps it, so
+// that a run started on one machine does not switch precision when it resumes on another; "" and
+// "bfloat16" stay as asked (a change from the checkpoint's is a recipe change, refused on resume).
+PrecisionChoice choose_precision(const std::string& requested, c10::DeviceType device, const CpuBfloat16Support& cpu,
+                                 const std::optional<std::string>& recorded = std::nullopt);
+// The precision a checkpoint was trained under ("" or "bfloat16"; a recipe without the field
+// trained in float32); none when it recorded no recipe or an unknown value.
+std::optional<std::string> recorded_precision(const CheckpointInfo& checkpoint);
+// "[memcnn-train] precision: ..." and the warning, if any, on `out`.
+void print_precision(const PrecisionChoice& choice, std::ostream& out);
 
 }  // namespace train
 }  // namespace memcnn

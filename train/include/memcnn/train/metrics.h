@@ -23,6 +23,20 @@ struct MetricsRow {
   std::optional<double> whole_accuracy;
 };
 
+// What a job's plot calls its figures, and the final evaluation's figure.
+struct PlotLabels {
+  std::string title;
+  std::string metric = "accuracy";  // the panel of the job's figure (segmentation: "Dice")
+  std::string train_series = "train accuracy";
+  std::string test_series = "test accuracy";  // MetricsRow::test_accuracy
+  std::string whole_series;                   // MetricsRow::whole_accuracy, where the job has it
+  bool percent = true;                        // figures printed as percentages; else as fractions (Dice)
+  // The figure the run reported at its end (its final evaluation), labelled at the last iteration
+  // as `final_name`; none (a run still training): the last validation is labelled.
+  std::optional<double> final_figure;
+  std::string final_name = "final test accuracy";
+};
+
 class MetricsLog {
  public:
   explicit MetricsLog(std::string directory);
@@ -30,7 +44,11 @@ class MetricsLog {
   // Drops rows after an iteration (a resumed run repeats them), rewriting the file atomically.
   void truncate_after(int64_t iteration);
   std::vector<MetricsRow> read() const;
-  // Writes metrics.svg from the CSV.
+  // Writes metrics.svg from the CSV: loss, the job's figure and activation memory over iterations.
+  // A learning rate that changes at a few points (steps) is marked in each panel by a dashed,
+  // labelled line; one that changes continuously (warm-up, cosine decay) gets a panel of its own.
+  void plot(const PlotLabels& labels) const;
+  // plot() with a classification job's labels.
   void plot(const std::string& title) const;
   std::string csv_path() const;
   std::string svg_path() const;

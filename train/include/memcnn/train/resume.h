@@ -75,8 +75,13 @@ struct ResumePoint {
   std::optional<double> total_seconds(double this_run) const;
 };
 
+// Where a run starts after restoring `checkpoint` (none: from scratch), checked with check_resume
+// against `current` under `rules`.
+ResumePoint resume_from(const std::optional<CheckpointInfo>& checkpoint, const nlohmann::json& current,
+                        const ResumeRules& rules, const std::string& results_dir, std::ostream& out);
+
 // Restores the newest good checkpoint of `checkpointer` into model and optimizer (the model onto
-// `device`) and checks it with check_resume against `current` under `rules`.
+// `device`), then resume_from.
 ResumePoint resume(const Checkpointer& checkpointer, torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                    const torch::Device& device, const nlohmann::json& current, const ResumeRules& rules,
                    const std::string& results_dir, std::ostream& out);

@@ -71,6 +71,9 @@ struct TrainerOptions {
   // Resume from a checkpoint trained under a different recipe (warning) instead of refusing to
   // (check_resume in checkpoint.h; memcnn-train's --allow-recipe-change).
   bool allow_recipe_change = false;
+  // What the CPU offers bfloat16, by which autocast "auto" chooses (choose_precision); none: this
+  // machine's (cpu_bfloat16_support()). Set, it decides as on another machine.
+  std::optional<CpuBfloat16Support> cpu_bfloat16;
 };
 
 struct TrainSummary {
@@ -83,6 +86,7 @@ struct TrainSummary {
   // absent when it resumed from a checkpoint that did not record it.
   std::optional<double> total_seconds;
   double test_accuracy = -1;    // on the whole test set at the end; -1 when interrupted
+  std::string autocast;         // the precision it trained under: "" (float32) or "bfloat16"
   int64_t activation_bytes = 0; // of the last training step (on this rank, for its shard)
   double data_wait_fraction = 0; // share of the run spent waiting for the batch loader
   int64_t world_size = 1;
@@ -103,8 +107,11 @@ class Trainer {
   // Logits (float32, [N, classes]) and labels (int64, [N]) of the whole test set in its order,
   // with the current weights in eval mode (one process).
   std::pair<torch::Tensor, torch::Tensor> test_logits();
-  // Loads the newest checkpoint; its iteration, or -1 without one.
+  // Loads the newest checkpoint; its iteration, or -1 without one. Under autocast "auto" the
+  // trainer then computes in the checkpoint's precision.
   int64_t restore();
+  // The precision the trainer computes in (TrainConfig::autocast resolved) and why.
+  const PrecisionChoice& precision() const;
   models::Classifier& model();
   torch::optim::Optimizer& optimizer();
   // The (augmented) training batch of an iteration (this rank's shard of it).
