@@ -137,12 +137,7 @@ int export_weights(train::Trainer& trainer, const Arguments& args, const fs::pat
     std::cerr << "memcnn-train: no checkpoint in " << results.string() << " to export; train first" << std::endl;
     return 1;
   }
-  trainer.model()->to(torch::kCPU);
-  const StateDict tensors = module_state_dict(*trainer.model(), key_map);
-  write_state_dict(tensors, args.export_weights);
-  std::cout << "[memcnn-train] wrote " << tensors.size() << " tensors of " << args.model << " at iteration "
-            << iteration << " to " << args.export_weights
-            << " (Python: model.load_state_dict(torch.load(path)))" << std::endl;
+  train::export_python_weights(*trainer.model(), key_map, args.model, iteration, args.export_weights, std::cout);
   return 0;
 }
 

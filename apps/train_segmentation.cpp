@@ -5,6 +5,7 @@
 #include <memcnn/state_dict.h>
 #include <memcnn/train/config.h>
 #include <memcnn/train/progress.h>
+#include <memcnn/train/python_weights.h>
 #include <memcnn/train/results_lock.h>
 #include <memcnn/train/segmentation.h>
 
@@ -97,12 +98,7 @@ int run_segmentation(const SegmentationRun& run) {
       std::cerr << "memcnn-train: no checkpoint in " << results.string() << " to export; train first" << std::endl;
       return 1;
     }
-    trainer.model()->to(torch::kCPU);
-    const StateDict tensors = module_state_dict(*trainer.model(), key_map);
-    write_state_dict(tensors, run.export_weights);
-    std::cout << "[memcnn-train] wrote " << tensors.size() << " tensors of " << run.model << " at iteration "
-              << iteration << " to " << run.export_weights << " (Python: model.load_state_dict(torch.load(path)))"
-              << std::endl;
+    train::export_python_weights(*trainer.model(), key_map, run.model, iteration, run.export_weights, std::cout);
     return 0;
   }
 

@@ -150,5 +150,14 @@ std::string load_python_optimizer_state(torch::optim::Optimizer& optimizer, cons
   return describe_groups(groups.toListRef());
 }
 
+void export_python_weights(torch::nn::Module& model, const KeyMap& key_map, const std::string& model_name,
+                           int64_t iteration, const std::string& path, std::ostream& out) {
+  model.to(torch::kCPU);
+  const StateDict tensors = module_state_dict(model, key_map);
+  write_state_dict(tensors, path);
+  out << "[memcnn-train] wrote " << tensors.size() << " tensors of " << model_name << " at iteration " << iteration
+      << " to " << path << " (Python: model.load_state_dict(torch.load(path)))" << std::endl;
+}
+
 }  // namespace train
 }  // namespace memcnn

@@ -10,6 +10,8 @@
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
 
+#include <cstdint>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -30,6 +32,11 @@ std::vector<torch::Tensor> python_parameter_order(const torch::nn::Module& modul
 // not fit (another number of parameters, shapes, or optimizer kind).
 std::string load_python_optimizer_state(torch::optim::Optimizer& optimizer, const c10::IValue& state,
                                         const std::vector<torch::Tensor>& parameters, const std::string& source);
+
+// memcnn-train --export-weights: the model's weights (the model moved to the CPU) written to `path`
+// as a state dict with the Python twin's names (key_map), and a line saying so on `out`.
+void export_python_weights(torch::nn::Module& model, const KeyMap& key_map, const std::string& model_name,
+                           int64_t iteration, const std::string& path, std::ostream& out);
 
 }  // namespace train
 }  // namespace memcnn
