@@ -23,9 +23,11 @@ for module in sphinx breathe myst_parser furo sphinxcontrib.programoutput; do
   "$python" -c "import $module" 2>/dev/null ||
     fail "Python module $module is missing from $python: run scripts/install-deps.sh"
 done
+# memcnn-train lands in the build folder, the benchmarks in its bench/.
+programs=$build:$build/bench
 for program in memcnn-train memcnn-bench memcnn-bench-distributed; do
-  [ -x "$build/$program" ] ||
-    fail "$build/$program is not built (the command-line pages run it): cmake --build $build --target $program"
+  PATH=$programs command -v "$program" >/dev/null ||
+    fail "$program is not built in $build or $build/bench (the command-line pages run it): cmake --build $build --target $program"
 done
 [ -d "$build/python/site/memcnn" ] ||
   fail "the Python package is not built in $build/python/site (the Python API pages import it): cmake --build $build"
@@ -46,7 +48,7 @@ PYTHONPATH=$build/python/site "$python" "$root/python/tools/check_docstrings.py"
 
 echo "[docs] Sphinx: the site (warnings are errors)"
 rm -rf "$out/html"
-PATH=$build:$PATH PYTHONPATH=$build/python/site PYTHONDONTWRITEBYTECODE=1 MEMCNN_DOXYGEN_XML=$out/doxygen/xml \
+PATH=$programs:$PATH PYTHONPATH=$build/python/site PYTHONDONTWRITEBYTECODE=1 MEMCNN_DOXYGEN_XML=$out/doxygen/xml \
   "$python" -m sphinx -W --keep-going -q -b html -d "$out/doctrees" "$root/docs" "$out/html"
 
 echo "[docs] links inside the site"
