@@ -26,6 +26,8 @@ PACKAGES=(
   libnifti2-dev           # data: NIfTI volumes through nifticlib (find_package(NIFTI))
   mricron-data            # data: real MRI volumes (/usr/share/mricron/templates) for the 3-D iUNet job
   librsvg2-bin            # tests: metrics.svg rendered to PNG (rsvg-convert)
+  doxygen python3-sphinx python3-breathe python3-myst-parser furo python3-sphinxcontrib.programoutput  # docs: the site (scripts/docs.sh)
+  chromium                # docs: the site opened in a real browser (headless) by its tests
   libopenblas0-openmp     # fast BLAS for LibTorch's matrix products (Debian's default, netlib's reference BLAS, made transformer steps 12x slower)
 )
 
