@@ -6,7 +6,7 @@
 #                                   memcnn is installed, its dependencies torch and numpy are Debian's)
 #   python/install.sh --venv DIR    into a virtual environment DIR (created with --system-site-packages,
 #                                   so it sees Debian's torch)
-# The same by hand: README.md, "Python: import memcnn". Honours PYTHON (default /usr/bin/python3) and
+# The same by hand: docs/getting-started.md, "pip install". Honours PYTHON (default /usr/bin/python3) and
 # JOBS (parallel compile jobs).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)

@@ -5,6 +5,9 @@
 
 #include <ATen/Context.h>
 
+#include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <fstream>
 #include <optional>
 #include <set>
@@ -101,6 +104,26 @@ CpuBfloat16Support cpu_bfloat16_support(const std::string& cpu_flags, bool onedn
   return support;
 }
 
+namespace {
+
+// oneDNN's instruction-set cap (ONEDNN_MAX_CPU_ISA, formerly DNNL_MAX_CPU_ISA): a CPU capped below
+// AVX-512 runs oneDNN as an AVX2 machine would, and below AVX512_CORE_BF16 without native bfloat16,
+// whatever /proc/cpuinfo says. Values as oneDNN spells them, e.g. AVX2, AVX512_CORE, ALL.
+CpuBfloat16Support capped_by_onednn_isa(CpuBfloat16Support support) {
+  const char* cap = std::getenv("ONEDNN_MAX_CPU_ISA");
+  if (cap == nullptr || *cap == '\0') cap = std::getenv("DNNL_MAX_CPU_ISA");
+  if (cap == nullptr || *cap == '\0') return support;
+  std::string isa(cap);
+  std::transform(isa.begin(), isa.end(), isa.begin(), [](unsigned char c) { return std::toupper(c); });
+  const bool below_avx512 = isa.rfind("SSE", 0) == 0 || isa.rfind("AVX2", 0) == 0 || isa == "AVX";
+  const bool below_native = below_avx512 || isa == "AVX512_CORE" || isa == "AVX512_CORE_VNNI";
+  if (below_avx512) support.avx512_core = false;
+  if (below_native) support.native_bfloat16 = false;
+  return support;
+}
+
+}  // namespace
+
 CpuBfloat16Support cpu_bfloat16_support() {
   std::ifstream cpuinfo("/proc/cpuinfo");
   std::string line, flags;
@@ -110,7 +133,7 @@ CpuBfloat16Support cpu_bfloat16_support() {
       break;
     }
   }
-  return cpu_bfloat16_support(flags, at::hasMKLDNN());
+  return capped_by_onednn_isa(cpu_bfloat16_support(flags, at::hasMKLDNN()));
 }
 
 std::optional<std::string> cpu_bfloat16_warning(const CpuBfloat16Support& support) {
@@ -125,7 +148,7 @@ std::optional<std::string> cpu_bfloat16_warning(const CpuBfloat16Support& suppor
   }
   return std::string("this CPU has no native bfloat16 instructions (AVX512_BF16 or AMX): oneDNN emulates them with "
                      "AVX-512, so expect bfloat16 steps about as fast as float32 or slower, for half the activation "
-                     "memory (the README's figures were taken with native bfloat16).");
+                     "memory (docs/results.md's figures were taken with native bfloat16).");
 }
 
 }  // namespace memcnn

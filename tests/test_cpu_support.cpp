@@ -5,6 +5,10 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+#include <optional>
+#include <string>
+
 namespace {
 
 const char* kAvx2Only = "fpu vme sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma f16c bmi1 bmi2";
@@ -51,6 +55,52 @@ TEST(CpuBfloat16, ThisMachineIsRead) {
 #if defined(__x86_64__)
   EXPECT_TRUE(support.onednn) << "Debian's LibTorch is built with oneDNN";
 #endif
+}
+
+// oneDNN's ISA cap makes any CPU an AVX2 (or non-bfloat16 AVX-512) one for oneDNN: the support
+// reported, and so autocast "auto" and the warning, follow the cap.
+class OneDnnIsaCap {
+ public:
+  explicit OneDnnIsaCap(const char* isa) {
+    if (const char* old = std::getenv("ONEDNN_MAX_CPU_ISA")) saved_ = old;
+    setenv("ONEDNN_MAX_CPU_ISA", isa, 1);
+  }
+  ~OneDnnIsaCap() {
+    if (saved_) {
+      setenv("ONEDNN_MAX_CPU_ISA", saved_->c_str(), 1);
+    } else {
+      unsetenv("ONEDNN_MAX_CPU_ISA");
+    }
+  }
+
+ private:
+  std::optional<std::string> saved_;
+};
+
+TEST(CpuBfloat16, OneDnnIsaCapBelowAvx512ReadsAsAnAvx2Machine) {
+  OneDnnIsaCap cap("avx2");
+  const auto support = memcnn::cpu_bfloat16_support();
+  EXPECT_FALSE(support.avx512_core);
+  EXPECT_FALSE(support.native_bfloat16);
+  const auto warning = memcnn::cpu_bfloat16_warning(support);
+  ASSERT_TRUE(warning.has_value());
+  EXPECT_NE(warning->find("AVX-512"), std::string::npos) << *warning;
+}
+
+TEST(CpuBfloat16, OneDnnIsaCapAtAvx512CoreLeavesNoNativeBfloat16) {
+  const auto uncapped = memcnn::cpu_bfloat16_support();
+  OneDnnIsaCap cap("AVX512_CORE");
+  const auto support = memcnn::cpu_bfloat16_support();
+  EXPECT_EQ(support.avx512_core, uncapped.avx512_core);
+  EXPECT_FALSE(support.native_bfloat16);
+}
+
+TEST(CpuBfloat16, OneDnnIsaCapAllChangesNothing) {
+  const auto uncapped = memcnn::cpu_bfloat16_support();
+  OneDnnIsaCap cap("ALL");
+  const auto support = memcnn::cpu_bfloat16_support();
+  EXPECT_EQ(support.avx512_core, uncapped.avx512_core);
+  EXPECT_EQ(support.native_bfloat16, uncapped.native_bfloat16);
 }
 
 }  // namespace

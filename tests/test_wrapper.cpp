@@ -220,7 +220,7 @@ TEST(Wrapper, ZeroMasksReachTheFirstMemberOfAChain) {
   };
   auto run = [](bool disable) {
     // One member: zeros *inside* a chain (a member's output) are not remembered, only the
-    // chain's input's (see README).
+    // chain's input's (see docs/concepts.md).
     memcnn::InvertibleSequential chain(std::make_shared<LeakyImpl>());
     memcnn::InvertibleModuleWrapper wrapper(chain, memcnn::InvertibleModuleWrapperOptions().disable(disable));
     torch::manual_seed(6);
