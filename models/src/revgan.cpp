@@ -5,6 +5,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <string>
 
 namespace memcnn {
@@ -165,10 +166,17 @@ torch::nn::Sequential decoder(const RevGANOptions& o, int64_t channels) {
 template <typename Net>
 torch::Tensor translated(const RevGANOptions& o, const torch::Tensor& x, const char* who, Net&& net) {
   const int64_t stride = o.total_stride();
+  // The core's blocks pad by 1 and normalise over space: at least 2 per side there. A
+  // reflecting stem needs more than its padding.
+  const int64_t smallest =
+      std::max(2 * stride, o.padding() == GANPadding::reflect ? o.stem_kernel() / 2 + 1 : int64_t{1});
   std::vector<int64_t> padding;  // the last dimension first, as pad() takes it
   bool padded = false;
   for (int64_t d = x.dim() - 1; d >= 2; --d) {
     const int64_t extra = (stride - x.size(d) % stride) % stride;
+    TORCH_CHECK_VALUE(x.size(d) + extra >= smallest, who, ": spatial size ", x.sizes().slice(2), " is too small; "
+                      "every side must be at least ", smallest, " (2 per side in the core, after ", o.downsamplings(),
+                      " stride-2 convolutions)");
     padding.push_back(0);
     padding.push_back(extra);
     padded = padded || extra > 0;
