@@ -7,10 +7,10 @@
 //   Encoder: a stem convolution (7x7 in 2-D, 5^3 in 3-D) to ngf channels, then `downsamplings`
 //   stride-2 3x3(x3) convolutions doubling the channels (2 in 2-D, 1 in 3-D), each with
 //   InstanceNorm and ReLU. Core: `depth` additive couplings on ngf * 2^downsamplings channels,
-//   each in its own memory-saving wrapper, so the core's activation memory does not grow with
-//   depth (set_memory_saving(false) runs the same weights with a full autograd graph). Decoder:
-//   stride-2 transposed convolutions halving the channels (InstanceNorm, ReLU), the stem's
-//   kernel to the domain's channels, tanh.
+//   each in its own memory-saving wrapper, so the core's activation memory in training does not
+//   grow with depth, in either direction (set_memory_saving(false) runs the same weights with a
+//   full autograd graph). Decoder: stride-2 transposed convolutions halving the channels
+//   (InstanceNorm, ReLU), the stem's kernel to the domain's channels, tanh.
 // - ConvGANPair: the conventional counterpart (pix2pix, CycleGAN): two ConvGANGenerators, one per
 //   direction, each the same encoder and decoder around a ResNet core of residual blocks x + F(x)
 //   whose F has the couplings' structure at full width.
@@ -67,8 +67,8 @@ struct GANCoreOptions {
 // with the dimensionality: the other sizes default to the authors' choices for it.
 struct RevGANOptions {
   // 2-D: ngf 64, 2 downsamplings, stem kernel 7, depth 9, reflection padding, post-norm blocks.
-  // 3-D: ngf 32, 1 downsampling, stem kernel 5, depth 8, replication padding, pre-norm
-  // zero-initialised blocks. Other dims: std::invalid_argument-style c10::Error.
+  // 3-D: ngf 32, 1 downsampling, stem kernel 5, depth 8 (the MIDL paper varies it), replication
+  // padding, pre-norm zero-initialised blocks. Other dims raise c10::ValueError.
   explicit RevGANOptions(int64_t dims = 2);
 
   int64_t core_channels() const { return ngf() << downsamplings(); }
