@@ -44,8 +44,8 @@ def main():
     site, shots = pathlib.Path(sys.argv[1]).resolve(), pathlib.Path(sys.argv[2]).resolve()
     shots.mkdir(parents=True, exist_ok=True)
     checks = [
-        ("index", "index.html", ["memcnn", "Tutorials", "API reference"]),
-        ("tutorial", "tutorials/index.html", ["Tutorials"]),
+        ("index", "index.html", ["memcnn", "Getting started", "Tutorials", "API reference"]),
+        ("tutorial", "tutorials/custom-coupling.html", ["AdditiveCoupling", "is_invertible_module"]),
         ("api-wrapper", "api/cpp/core-wrapper.html", ["InvertibleModuleWrapperImpl", "keep_input", "inverse"]),
         # Only the results count: the sidebar links every page, the wrapper's included.
         ("search", "search.html?q=InvertibleModuleWrapper", ["api/cpp/core-wrapper.html"]),
