@@ -19,10 +19,30 @@ class InvertibleSequential(nn.Sequential):
         return _C.sequential([handle(m, n_tensors) for m in self], self.training)
 
     def forward(self, *x):
+        """Runs the members in order.
+
+        Args:
+            *x (torch.Tensor): the input tensors of the first member.
+
+        Returns:
+            torch.Tensor or tuple: the last member's output (one tensor alone, several as a tuple).
+
+        Raises:
+            TypeError: when an argument is not a tensor or a member has no inverse.
+            ValueError: when there is no input or the chain is empty.
+        """
         check_tensors(x, "InvertibleSequential.forward")
         return unpack(_C.run(self._memcnn_handle(len(x)), list(x), False))
 
     def inverse(self, *y):
+        """Runs the members' inverses in reverse order: inverse(forward(x)) == x.
+
+        Args:
+            *y (torch.Tensor): outputs of forward.
+
+        Returns:
+            torch.Tensor or tuple: the input (one tensor alone, several as a tuple).
+        """
         check_tensors(y, "InvertibleSequential.inverse")
         return unpack(_C.run(self._memcnn_handle(len(y)), list(y), True))
 
@@ -53,6 +73,7 @@ def enable_cpu_memory_tracking():
 
 
 def cpu_memory_tracking_enabled():
+    """Returns True when memcnn's counting CPU allocator is installed (importing memcnn installs it)."""
     return _C.cpu_memory_tracking_enabled()
 
 
@@ -88,9 +109,13 @@ class MemoryProbe:
         return False
 
     def peak_above_start(self):
+        """Returns the peak bytes allocated on the device above those live at the probe's creation
+        (up to now, or up to the end of its ``with`` block)."""
         return self._final[0] if self._final is not None else self._probe.peak_above_start()
 
     def current_above_start(self):
+        """Returns the bytes allocated on the device now above those live at the probe's creation
+        (or at the end of its ``with`` block), negative when less is held than then."""
         return self._final[1] if self._final is not None else self._probe.current_above_start()
 
 

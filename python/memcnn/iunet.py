@@ -46,6 +46,7 @@ class ConvNormAct(nn.Module):
             raise ValueError("ConvNormAct: norm must be 'group' or 'batch', got {!r}".format(norm))
 
     def forward(self, x):
+        """Returns LeakyReLU(norm(conv(x)), 0.01), of x's shape."""
         return F.leaky_relu(self.norm(self.conv(x)), 0.01)
 
 
@@ -359,5 +360,6 @@ class IUNet(nn.Module):
         return self.encode_inverse(self.decode_inverse(y))
 
     def extra_repr(self):
+        """The network's shape, for print(model)."""
         return "channels={}, layers={}, dims={}, memory_saving={}".format(
             list(self.channels), list(self.layers), self.dims, self.memory_saving)

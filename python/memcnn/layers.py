@@ -12,6 +12,8 @@ from memcnn._bridge import check_tensors
 
 
 class _InvertibleLayer(nn.Module):
+    """A torch.nn.Module computed by one of the C++ core's invertible layers (its tensors live here)."""
+
     _kind = None
 
     def __init__(self, **options):
@@ -43,10 +45,29 @@ class _InvertibleLayer(nn.Module):
         return layer
 
     def forward(self, x):
+        """Applies the layer.
+
+        Args:
+            x (torch.Tensor): the input, [N, C, ...] as the layer's description says.
+
+        Returns:
+            torch.Tensor: the output.
+
+        Raises:
+            TypeError: when x is not a tensor.
+        """
         check_tensors((x,), type(self).__name__ + ".forward")
         return _C.run(self._memcnn_handle(1), [x], False)[0]
 
     def inverse(self, y):
+        """Applies the inverse: inverse(forward(x)) == x (to rounding).
+
+        Args:
+            y (torch.Tensor): an output of forward.
+
+        Returns:
+            torch.Tensor: the input x.
+        """
         check_tensors((y,), type(self).__name__ + ".inverse")
         return _C.run(self._memcnn_handle(1), [y], True)[0]
 
@@ -56,6 +77,7 @@ class _InvertibleLayer(nn.Module):
         return _C.log_det(self._memcnn_handle(1), [x])
 
     def extra_repr(self):
+        """The layer's options, for print(module)."""
         return ", ".join("{}={}".format(k, v) for k, v in self._options.items())
 
 
@@ -207,10 +229,12 @@ class _SplitLayer(nn.Module):
 
     @property
     def first_channels(self):
+        """int: Channels of the first part, along `dim`."""
         return self._options["first_channels"]
 
     @property
     def dim(self):
+        """int: The dimension split and concatenated (1: channels)."""
         return self._options["dim"]
 
     def _memcnn_handle(self, n_tensors):
@@ -229,6 +253,7 @@ class _SplitLayer(nn.Module):
         return _C.log_det(self._memcnn_handle(len(x)), list(x))
 
     def extra_repr(self):
+        """The layer's options, for print(module)."""
         return "first_channels={}, dim={}".format(self.first_channels, self.dim)
 
 
@@ -238,9 +263,11 @@ class ChannelSplit(_SplitLayer):
     _kind = "split"
 
     def forward(self, x):
+        """Splits x: returns (x[:, :first_channels], x[:, first_channels:]) along `dim`, as new tensors."""
         return self._run((x,), False, "ChannelSplit.forward")
 
     def inverse(self, a, b):
+        """Concatenates a and b along `dim`: the x that forward split."""
         return self._run((a, b), True, "ChannelSplit.inverse")
 
 
@@ -250,9 +277,11 @@ class ChannelConcat(_SplitLayer):
     _kind = "concat"
 
     def forward(self, a, b):
+        """Concatenates a (first_channels along `dim`) and b."""
         return self._run((a, b), False, "ChannelConcat.forward")
 
     def inverse(self, y):
+        """Splits y back into (a, b), as new tensors."""
         return self._run((y,), True, "ChannelConcat.inverse")
 
 

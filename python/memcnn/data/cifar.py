@@ -59,6 +59,7 @@ def random_lr_flip_fn(x):
 
 
 def mean_subtract_fn(x, mean=0):
+    """Returns x as float32 minus `mean` (the mean image, or a number)."""
     return x.astype(np.float32) - mean
 
 
@@ -280,6 +281,20 @@ class _CIFAR(Dataset):
 
 
 class CIFAR10(_CIFAR):
+    """CIFAR-10 (10 classes; 50000 training and 10000 test images of 32 x 32 x 3), without torchvision.
+
+    Args:
+        root (str): the folder holding the python or the binary version (see the module's description).
+        train (bool): the training images (True) or the test images.
+        transform (callable, optional): applied to each image (an H x W x 3 uint8 numpy array).
+        target_transform (callable, optional): applied to each label (an int).
+        download (bool): download and extract the python version into root when neither version is there.
+
+    Raises:
+        RuntimeError: when the files are missing (and not downloaded), malformed, or the download fails
+            or its MD5 differs.
+    """
+
     title = 'CIFAR-10'
     python_folder = 'cifar-10-batches-py'
     python_train = tuple('data_batch_{}'.format(i) for i in range(1, 6))
@@ -294,6 +309,11 @@ class CIFAR10(_CIFAR):
 
 
 class CIFAR100(_CIFAR):
+    """CIFAR-100 with its 100 fine labels (50000 training and 10000 test images), without torchvision.
+
+    Arguments, attributes and errors as :class:`CIFAR10`.
+    """
+
     title = 'CIFAR-100'
     python_folder = 'cifar-100-python'
     python_train = ('train',)

@@ -55,6 +55,20 @@ def _read_idx(path, magic, dims):
 
 
 class FashionMNIST(Dataset):
+    """Fashion-MNIST from its IDX files (10 classes of 28 x 28 grey images), found as the module describes.
+
+    Args:
+        root (str, optional): the first folder to look in; None looks only in Debian's folder.
+        train (bool): the 60000 training images (True) or the 10000 test images.
+        transform (callable, optional): applied to each image (a 28 x 28 x 1 uint8 numpy array).
+        target_transform (callable, optional): applied to each label (an int).
+        download (bool): ignored; nothing is downloaded.
+
+    Raises:
+        RuntimeError: when the files are found nowhere, are truncated, have the wrong magic number,
+            disagree in length, or hold a label outside [0, 10).
+    """
+
     def __init__(self, root=None, train=True, transform=None, target_transform=None, download=False):
         """Fashion-MNIST's training (train=True) or test set, found as the module describes (never
         downloaded; `download` is accepted for the data loaders' interface). Items are (image: 28 x 28 x 1

@@ -16,6 +16,7 @@ class NSamplesRandomSampler(Sampler):
 
     @property
     def nsamples(self):
+        """int: How many indices an iteration yields (set from any integer-like value)."""
         return self._nsamples
 
     @nsamples.setter

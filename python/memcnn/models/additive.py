@@ -25,17 +25,32 @@ def check_implementation(implementation_fwd, implementation_bwd):
 
 
 class AdditiveCoupling(nn.Module):
+    """Additive coupling: y1 = x1 + Fm(x2), y2 = x2 + Gm(y1), with x split in two halves along
+    split_dim. Gm defaults to a deep copy of Fm. Several input tensors: each is split, and Fm
+    and Gm take (and return) one tensor per input.
+
+    exact=True (memcnn only): what Fm and Gm add is rounded to a fixed-point grid of
+    fraction_bits fraction bits (straight-through gradient), on which float32 addition is exact
+    for |values| < 2**(24 - fraction_bits); inputs must lie on it (memcnn.quantize_to_grid), and
+    the memory-saving wrapper then rebuilds them bit for bit: its gradients equal those
+    without memory saving exactly.
+
+    Args:
+        Fm (torch.nn.Module): F, from half of the channels to half of the channels.
+        Gm (torch.nn.Module, optional): G; None: a deep copy of Fm.
+        implementation_fwd (int): MemCNN's implementation number: -1, or the deprecated 0 and 1
+            (computed the same way, with a DeprecationWarning).
+        implementation_bwd (int): as implementation_fwd.
+        split_dim (int): the dimension split into the two halves (1: channels).
+        exact (bool): round what Fm and Gm add to the fixed-point grid (see above).
+        fraction_bits (int): fraction bits of that grid.
+
+    Raises:
+        ValueError: for fraction_bits outside the range the core accepts.
+    """
+
     def __init__(self, Fm, Gm=None, implementation_fwd=-1, implementation_bwd=-1, split_dim=1, exact=False,
                  fraction_bits=16):
-        """Additive coupling: y1 = x1 + Fm(x2), y2 = x2 + Gm(y1), with x split in two halves along
-        split_dim. Gm defaults to a deep copy of Fm. Several input tensors: each is split, and Fm
-        and Gm take (and return) one tensor per input.
-
-        exact=True (memcnn only): what Fm and Gm add is rounded to a fixed-point grid of
-        fraction_bits fraction bits (straight-through gradient), on which float32 addition is exact
-        for |values| < 2**(24 - fraction_bits); inputs must lie on it (memcnn.quantize_to_grid), and
-        the memory-saving wrapper then rebuilds them bit for bit: its gradients equal those
-        without memory saving exactly."""
         super(AdditiveCoupling, self).__init__()
         _C.check_fraction_bits("AdditiveCoupling", fraction_bits)
         if Gm is None:
@@ -54,15 +69,38 @@ class AdditiveCoupling(nn.Module):
                            exact=getattr(self, "exact", False), fraction_bits=getattr(self, "fraction_bits", 16))
 
     def forward(self, *x):
+        """Computes (y1, y2) = (x1 + Fm(x2), x2 + Gm(y1)), joined along split_dim.
+
+        Args:
+            *x (torch.Tensor): one or more inputs, each of even size along split_dim.
+
+        Returns:
+            torch.Tensor or tuple: the output, one tensor per input (a single tensor alone).
+
+        Raises:
+            TypeError: when an argument is not a tensor.
+            ValueError: when there is no input.
+            NotImplementedError: for an implementation number other than -1, 0 or 1.
+        """
         check_tensors(x, "AdditiveCoupling.forward")
         return unpack(_C.run(self._memcnn_handle(len(x)), list(x), False))
 
     def inverse(self, *y):
+        """Computes x from y = forward(x): x2 = y2 - Gm(y1), x1 = y1 - Fm(x2).
+
+        Args:
+            *y (torch.Tensor): one or more outputs of forward.
+
+        Returns:
+            torch.Tensor or tuple: the input, one tensor per output (a single tensor alone).
+        """
         check_tensors(y, "AdditiveCoupling.inverse")
         return unpack(_C.run(self._memcnn_handle(len(y)), list(y), True))
 
 
 class AdditiveBlock(AdditiveCoupling):
+    """Deprecated (MemCNN's): :class:`AdditiveCoupling` with implementation 1; warns on creation."""
+
     def __init__(self, Fm, Gm=None, implementation_fwd=1, implementation_bwd=1):
         warnings.warn("This class has been deprecated. Use the AdditiveCoupling class instead.", DeprecationWarning)
         super(AdditiveBlock, self).__init__(Fm=Fm, Gm=Gm, implementation_fwd=implementation_fwd,

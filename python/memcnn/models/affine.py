@@ -21,6 +21,7 @@ class AffineAdapterNaive(nn.Module):
         self.f = module
 
     def forward(self, x):
+        """Returns (s, t) = (exp(h), h) for h = module(x)."""
         t = self.f(x)
         s = torch.exp(t)
         return s, t
@@ -34,6 +35,7 @@ class AffineAdapterSigmoid(nn.Module):
         self.f = module
 
     def forward(self, x):
+        """Returns (s, t) = (sigmoid(h[:, 1::2] + 2), h[:, 0::2]) for h = module(x)."""
         h = self.f(x)
         shift = h[:, 0::2]
         scale = torch.sigmoid(h[:, 1::2] + 2.0)
@@ -41,10 +43,24 @@ class AffineAdapterSigmoid(nn.Module):
 
 
 class AffineCoupling(nn.Module):
+    """Affine coupling: y1 = x1 * s(x2) + t(x2), y2 = x2 * s'(y1) + t'(y1), with (s, t) = adapter(Fm)(x2)
+    and (s', t') = adapter(Gm)(y1). Gm defaults to a deep copy of Fm. Without an adapter Fm and Gm
+    return (s, t) themselves.
+
+    With AffineAdapterNaive or AffineAdapterSigmoid (the same for Fm and Gm) the C++ coupling computes
+    it; otherwise it is computed in Python, for one input tensor only.
+
+    Args:
+        Fm (torch.nn.Module): F (wrapped in `adapter` when given).
+        Gm (torch.nn.Module, optional): G; None: a deep copy of Fm.
+        adapter (type, optional): AffineAdapterNaive, AffineAdapterSigmoid or another class whose
+            instances wrap a module and return (s, t).
+        implementation_fwd (int): MemCNN's implementation number: -1, or the deprecated 0 and 1.
+        implementation_bwd (int): as implementation_fwd.
+        split_dim (int): the dimension split into the two halves (1: channels).
+    """
+
     def __init__(self, Fm, Gm=None, adapter=None, implementation_fwd=-1, implementation_bwd=-1, split_dim=1):
-        """Affine coupling: y1 = x1 * s(x2) + t(x2), y2 = x2 * s'(y1) + t'(y1), with (s, t) = adapter(Fm)(x2)
-        and (s', t') = adapter(Gm)(y1). Gm defaults to a deep copy of Fm. Without an adapter Fm and Gm
-        return (s, t) themselves."""
         super(AffineCoupling, self).__init__()
         if Gm is None:
             Gm = copy.deepcopy(Fm)
@@ -71,6 +87,19 @@ class AffineCoupling(nn.Module):
         return _C.coupling(kind, self.Fm.f, self.Gm.f, self.split_dim, n_tensors, self.training)
 
     def forward(self, *x):
+        """Computes y1 = x1 * s(x2) + t(x2), y2 = x2 * s'(y1) + t'(y1), joined along split_dim.
+
+        Args:
+            *x (torch.Tensor): the inputs (several only with the two adapters above).
+
+        Returns:
+            torch.Tensor or tuple: the output, one tensor per input (a single tensor alone).
+
+        Raises:
+            TypeError: when an argument is not a tensor.
+            ValueError: when there is no input, several with another adapter, or an odd size along
+                split_dim in the Python computation.
+        """
         check_tensors(x, "AffineCoupling.forward")
         h = self._memcnn_handle(len(x))
         if h is None:
@@ -78,6 +107,14 @@ class AffineCoupling(nn.Module):
         return unpack(_C.run(h, list(x), False))
 
     def inverse(self, *y):
+        """Computes x from y = forward(x): x2 = (y2 - t'(y1)) / s'(y1), x1 = (y1 - t(x2)) / s(x2).
+
+        Args:
+            *y (torch.Tensor): outputs of forward.
+
+        Returns:
+            torch.Tensor or tuple: the input, one tensor per output (a single tensor alone).
+        """
         check_tensors(y, "AffineCoupling.inverse")
         h = self._memcnn_handle(len(y))
         if h is None:
@@ -106,6 +143,8 @@ class AffineCoupling(nn.Module):
 
 
 class AffineBlock(AffineCoupling):
+    """Deprecated (MemCNN's): :class:`AffineCoupling` with implementation 1; warns on creation."""
+
     def __init__(self, Fm, Gm=None, implementation_fwd=1, implementation_bwd=1):
         warnings.warn("This class has been deprecated. Use the AffineCoupling class instead.", DeprecationWarning)
         super(AffineBlock, self).__init__(Fm=Fm, Gm=Gm, implementation_fwd=implementation_fwd,

@@ -48,6 +48,7 @@ class BasicBlockSub(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
+        """Returns the branch's output for x [N, inplanes, H, W]: [N, planes, H / stride, W / stride]."""
         if not self.noactivation:
             x = self.relu(self.bn1(x))
         x = self.relu(self.bn2(self.conv1(x)))
@@ -71,6 +72,7 @@ class BottleneckSub(nn.Module):
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x):
+        """Returns the branch's output for x [N, inplanes, H, W]: [N, 4 * planes, H / stride, W / stride]."""
         if not self.noactivation:
             x = self.relu(self.bn1(x))
         x = self.relu(self.bn2(self.conv1(x)))
@@ -92,18 +94,32 @@ class _Residual(nn.Module):
         self.stride = stride
 
     def forward(self, x):
+        """Returns branch(x) + shortcut(x), the shortcut being downsample(x) or x itself."""
         out = getattr(self, self._branch)(x)
         out += x if self.downsample is None else self.downsample(x)
         return out
 
 
 class BasicBlock(_Residual):
+    """A residual block with a BasicBlockSub branch (MemCNN's; expansion 1).
+
+    Args:
+        inplanes (int): input channels.
+        planes (int): the branch's width (output channels).
+        stride (int): stride of the branch's first convolution.
+        downsample (torch.nn.Module, optional): the shortcut's projection; None: the identity.
+        noactivation (bool): the branch without its leading BN and ReLU.
+    """
     expansion = 1
     _sub = BasicBlockSub
     _branch = 'basicblock_sub'
 
 
 class Bottleneck(_Residual):
+    """A residual block with a BottleneckSub branch (MemCNN's; expansion 4: 4 * planes outputs).
+
+    Arguments as :class:`BasicBlock`.
+    """
     expansion = 4
     _sub = BottleneckSub
     _branch = 'bottleneck_sub'
@@ -131,6 +147,8 @@ class _Reversible(nn.Module):
         self.stride = stride
 
     def forward(self, x):
+        """Returns the block's output: the wrapped coupling's where the block is reversible, else
+        branch(x) + downsample(x)."""
         if self.downsample is None:
             return self.revblock(x)
         out = getattr(self, self._branch)(x)
@@ -139,30 +157,58 @@ class _Reversible(nn.Module):
 
 
 class RevBasicBlock(_Reversible):
+    """A RevNet block with BasicBlockSub branches. Where the shape is kept (downsample None, stride 1)
+    it is an additive coupling of two half-width branches in an InvertibleModuleWrapper (attribute
+    revblock), whose input is freed in training and rebuilt in backward; otherwise a residual block
+    like BasicBlock.
+
+    Arguments as :class:`BasicBlock`.
+    """
     expansion = 1
     _sub = BasicBlockSub
     _branch = 'basicblock_sub'
 
 
 class RevBottleneck(_Reversible):
+    """A RevNet block with BottleneckSub branches (expansion 4), reversible as :class:`RevBasicBlock`.
+
+    Arguments as :class:`BasicBlock`.
+    """
     expansion = 4
     _sub = BottleneckSub
     _branch = 'bottleneck_sub'
 
 
 class ResNet(nn.Module):
+    """A stem (conv init_kernel_size x init_kernel_size at strides[0], BN, ReLU, optionally a 3x3
+    max pool), then 3 or 4 stages of `block`s (layers[i] blocks at channels_per_layer[i + 1]
+    planes, the first at strides[i + 1]; the first stage's first block without pre-activation),
+    a final BN and ReLU, global average pooling and a linear classifier.
+
+    channels_per_layer defaults to [64, 64, 128, 256, 512][:len(layers) + 1], strides to 2 everywhere.
+    batch_norm_fix: BatchNorm momentum 0.99 and eps 1e-3 (MemCNN's TensorFlow-like setting)
+    instead of PyTorch's 0.1 and 1e-5. implementation: kept as an attribute of every
+    InvertibleModuleWrapper, as MemCNN does (it selects nothing). in_channels (memcnn): channels
+    of the input images.
+
+    Args:
+        block (type): the block class: BasicBlock, Bottleneck, RevBasicBlock or RevBottleneck.
+        layers (list of int): blocks per stage, 3 or 4 stages.
+        num_classes (int): outputs of the linear classifier.
+        channels_per_layer (list of int, optional): the stem's width, then each stage's planes.
+        strides (list of int, optional): the stem's stride, then each stage's.
+        init_max_pool (bool): a 3x3 max pool of stride 2 after the stem.
+        init_kernel_size (int): the stem convolution's kernel size.
+        batch_norm_fix (bool): MemCNN's TensorFlow-like BatchNorm settings (see above).
+        implementation (int): stored on every InvertibleModuleWrapper (selects nothing).
+        in_channels (int): channels of the input images.
+
+    Raises:
+        ValueError: when layers does not list 3 or 4 stages, or channels_per_layer does not hold
+            len(layers) + 1 entries.
+    """
     def __init__(self, block, layers, num_classes=1000, channels_per_layer=None, strides=None,
                  init_max_pool=False, init_kernel_size=7, batch_norm_fix=True, implementation=0, in_channels=3):
-        """A stem (conv init_kernel_size x init_kernel_size at strides[0], BN, ReLU, optionally a 3x3
-        max pool), then 3 or 4 stages of `block`s (layers[i] blocks at channels_per_layer[i + 1]
-        planes, the first at strides[i + 1]; the first stage's first block without pre-activation),
-        a final BN and ReLU, global average pooling and a linear classifier.
-
-        channels_per_layer defaults to [64, 64, 128, 256, 512][:len(layers) + 1], strides to 2 everywhere.
-        batch_norm_fix: BatchNorm momentum 0.99 and eps 1e-3 (MemCNN's TensorFlow-like setting)
-        instead of PyTorch's 0.1 and 1e-5. implementation: kept as an attribute of every
-        InvertibleModuleWrapper, as MemCNN does (it selects nothing). in_channels (memcnn): channels
-        of the input images."""
         if channels_per_layer is None:
             widths = [2 ** (i + 6) for i in range(len(layers))]
             channels_per_layer = [widths[0]] + widths
@@ -235,6 +281,7 @@ class ResNet(nn.Module):
         return nn.Sequential(*stage)
 
     def forward(self, x):
+        """Returns the logits [N, num_classes] for images x [N, in_channels, H, W]."""
         x = self.relu(self.bn1(self.conv1(x)))
         if self.init_max_pool:
             x = self.maxpool(x)

@@ -13,20 +13,28 @@ from memcnn.models.affine import AffineCoupling
 
 
 class InvertibleModuleWrapper(nn.Module):
+    """Runs the invertible module `fn` (forward and inverse) so that in training its input is freed
+    after forward and rebuilt from the output in backward.
+
+    Memory is saved in training mode with grad enabled and something to differentiate; in eval(),
+    under torch.no_grad(), or with disable=True the wrapper is a plain call and frees nothing.
+
+    Args:
+        fn (torch.nn.Module): the invertible module: it has forward and inverse.
+        keep_input (bool): keep the input of forward (no saving that way).
+        keep_input_inverse (bool): keep the input of inverse.
+        num_bwd_passes (int): how many backward passes may run through the graph (retain_graph=True).
+        disable (bool): plain call of fn, no memory saving.
+        preserve_rng_state (bool): replay random numbers (dropout) when rebuilding and recomputing.
+        fused_backward (bool): memcnn's: couplings rebuild and differentiate in one pass, running Fm
+            and Gm once each in backward; False: MemCNN's inverse-then-recompute.
+
+    Raises:
+        ValueError: when num_bwd_passes is not an integer >= 1.
+    """
+
     def __init__(self, fn, keep_input=False, keep_input_inverse=False, num_bwd_passes=1,
                  disable=False, preserve_rng_state=False, fused_backward=True):
-        """Runs the invertible module `fn` (forward and inverse) so that in training its input is freed
-        after forward and rebuilt from the output in backward.
-
-        keep_input / keep_input_inverse: keep the input of forward / inverse (no saving that way).
-        num_bwd_passes: how many backward passes may run through the graph (retain_graph=True).
-        disable: plain call of fn, no memory saving.
-        preserve_rng_state: replay random numbers (dropout) when rebuilding and recomputing.
-        fused_backward (memcnn's): couplings rebuild and differentiate in one pass, running Fm and Gm
-        once each in backward; False: MemCNN's inverse-then-recompute.
-
-        Memory is saved in training mode with grad enabled and something to differentiate; in eval(),
-        under torch.no_grad(), or with disable=True the wrapper is a plain call and frees nothing."""
         super(InvertibleModuleWrapper, self).__init__()
         if isinstance(num_bwd_passes, bool) or not isinstance(num_bwd_passes, int) or num_bwd_passes < 1:
             raise ValueError("InvertibleModuleWrapper: num_bwd_passes must be an integer >= 1, got {!r}"
@@ -59,9 +67,13 @@ class InvertibleModuleWrapper(nn.Module):
 
 
 class ReversibleBlock(InvertibleModuleWrapper):
+    """Deprecated (MemCNN): InvertibleModuleWrapper(create_coupling(...)); warns on creation.
+
+    Args: those of :func:`create_coupling` and the wrapper's keep_input and keep_input_inverse.
+    """
+
     def __init__(self, Fm, Gm=None, coupling='additive', keep_input=False, keep_input_inverse=False,
                  implementation_fwd=-1, implementation_bwd=-1, adapter=None):
-        """Deprecated (MemCNN): InvertibleModuleWrapper(create_coupling(...))."""
         warnings.warn("This class has been deprecated. Use the more flexible InvertibleModuleWrapper class",
                       DeprecationWarning)
         fn = create_coupling(Fm=Fm, Gm=Gm, coupling=coupling, implementation_fwd=implementation_fwd,
@@ -70,6 +82,22 @@ class ReversibleBlock(InvertibleModuleWrapper):
 
 
 def create_coupling(Fm, Gm=None, coupling='additive', implementation_fwd=-1, implementation_bwd=-1, adapter=None):
+    """Builds an AdditiveCoupling or an AffineCoupling (MemCNN's factory).
+
+    Args:
+        Fm (torch.nn.Module): F.
+        Gm (torch.nn.Module, optional): G; None: a deep copy of Fm.
+        coupling (str): 'additive' or 'affine'.
+        implementation_fwd (int): MemCNN's implementation number (-1; 0 and 1 deprecated).
+        implementation_bwd (int): as implementation_fwd.
+        adapter (type, optional): the affine coupling's adapter (ignored for 'additive').
+
+    Returns:
+        torch.nn.Module: the coupling.
+
+    Raises:
+        NotImplementedError: for another coupling name.
+    """
     if coupling == 'additive':
         return AdditiveCoupling(Fm, Gm, implementation_fwd=implementation_fwd, implementation_bwd=implementation_bwd)
     if coupling == 'affine':
@@ -137,6 +165,7 @@ def get_device_states(*args):
 
 
 def set_device_states(devices, states):
+    """Restores the CUDA generator states that :func:`get_device_states` returned (MemCNN's helper)."""
     for device, state in zip(devices, states):
         with torch.cuda.device(device):
             torch.cuda.set_rng_state(state)

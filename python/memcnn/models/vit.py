@@ -65,6 +65,7 @@ class _Transformer(nn.Module):
         return _C.transformer_forward(self._model(), images)
 
     def extra_repr(self):
+        """The model's options, for print(model)."""
         return ', '.join('{}={!r}'.format(k, v) for k, v in self._options.items())
 
 
@@ -73,7 +74,27 @@ class ViT(_Transformer):
     patch_size), a class token or mean pooling ('class_token' or 'mean'), learned position
     embeddings, blocks x += attention(LayerNorm(x)), x += MLP(LayerNorm(x)) with GELU, dropout and
     stochastic depth (drop_path: the last block's rate, rising linearly from 0), a final LayerNorm
-    and a linear head."""
+    and a linear head.
+
+    Args:
+        num_classes (int): outputs of the head.
+        in_channels (int): channels of the images.
+        image_size (int): height and width of the (square) images; a multiple of patch_size.
+        patch_size (int): side of the patches.
+        dim (int): token width; a multiple of heads.
+        depth (int): number of blocks.
+        heads (int): attention heads.
+        mlp_dim (int): hidden width of the MLP.
+        pooling (str): 'class_token' or 'mean'.
+        dropout (float): dropout after the position embedding, the attention projection and both MLP
+            layers, in [0, 1).
+        attention_dropout (float): dropout on the attention weights, in [0, 1).
+        drop_path (float): stochastic depth of the last block, in [0, 1).
+        layer_norm_eps (float): epsilon of every LayerNorm (positive).
+
+    Raises:
+        ValueError: naming an invalid option.
+    """
 
     def __init__(self, num_classes=10, in_channels=3, image_size=32, patch_size=4, dim=192, depth=12, heads=3,
                  mlp_dim=768, pooling='class_token', dropout=0.0, attention_dropout=0.0, drop_path=0.0,
@@ -89,7 +110,22 @@ class RevViT(_Transformer):
     memcnn's memory-saving wrapper. merge: how the streams join before the final LayerNorm
     ('concatenate': 2 x dim features, or 'mean'); exact: fixed-point couplings whose gradients with
     memory saving equal those without bit for bit (fraction_bits of the grid); single_node: all blocks
-    in one autograd node; memory_saving=False: the same network with a plain autograd graph."""
+    in one autograd node; memory_saving=False: the same network with a plain autograd graph.
+
+    Args:
+        num_classes, in_channels, image_size, patch_size, dim, depth, heads, mlp_dim, pooling,
+            dropout, attention_dropout, drop_path, layer_norm_eps: as :class:`ViT`.
+        merge (str): 'concatenate' or 'mean'.
+        exact (bool): fixed-point couplings (see above).
+        fraction_bits (int): fraction bits of the fixed-point grid.
+        single_node (bool): all blocks in one wrapper (one autograd node).
+        memory_saving (bool): False: the plain computation with a full autograd graph.
+        fused_backward (bool): the couplings' fused backward (rebuild and differentiate in one pass).
+
+    Raises:
+        ValueError: naming an invalid option. (Random numbers are always replayed when a block is
+            rebuilt, so dropout and drop_path are exact under memory saving.)
+    """
     _reversible = True
 
     def __init__(self, num_classes=10, in_channels=3, image_size=32, patch_size=4, dim=192, depth=12, heads=3,
@@ -117,17 +153,21 @@ def create(name, num_classes=10, in_channels=3, image_size=32, **overrides):
 
 
 def vit_tiny(num_classes=10, in_channels=3, image_size=32, **overrides):
+    """Returns create('vit_tiny', ...): memcnn-train's small ViT (dim 96, depth 6, 3 heads, MLP 192, mean pooling)."""
     return create('vit_tiny', num_classes, in_channels, image_size, **overrides)
 
 
 def revvit_tiny(num_classes=10, in_channels=3, image_size=32, **overrides):
+    """Returns create('revvit_tiny', ...): the RevViT of vit_tiny's shape."""
     return create('revvit_tiny', num_classes, in_channels, image_size, **overrides)
 
 
 def vit_small(num_classes=10, in_channels=3, image_size=32, **overrides):
+    """Returns create('vit_small', ...): ViT-S's shape (dim 384, depth 12, 6 heads, MLP 1536, class token)."""
     return create('vit_small', num_classes, in_channels, image_size, **overrides)
 
 
 def revvit_small(num_classes=10, in_channels=3, image_size=32, **overrides):
+    """Returns create('revvit_small', ...): the RevViT of vit_small's shape."""
     return create('revvit_small', num_classes, in_channels, image_size, **overrides)
 

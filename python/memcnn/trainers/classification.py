@@ -61,6 +61,7 @@ def validate(model, ceriterion, val_loader, device):
 
 
 def get_model_parameters_count(model):
+    """Returns the number of parameter elements of the model (trainable or not)."""
     return int(np.sum([np.prod([int(e) for e in p.shape]) for p in model.parameters()]))
 
 

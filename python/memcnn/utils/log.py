@@ -28,8 +28,14 @@ def setup(use_stdout=True, filename=None, log_level=logging.DEBUG):
 
 
 class SummaryWriter(object):
+    """The scalars of a run in LOG_DIR/scalars.json; those already there (an earlier run) are kept
+    and added to.
+
+    Args:
+        log_dir (str): the folder of scalars.json (it must exist when the file is written).
+    """
+
     def __init__(self, log_dir):
-        """Scalars of LOG_DIR/scalars.json; those already there (an earlier run) are kept and added to."""
         self._log_dir = log_dir
         self._log_file = os.path.join(log_dir, "scalars.json")
         self._summary = {}
@@ -41,6 +47,8 @@ class SummaryWriter(object):
                 self._summary = json.load(f)
 
     def add_scalar(self, name, value, iteration):
+        """Records value (a float) of the scalar `name` at `iteration`, with the wall time; written by
+        :meth:`flush` or :meth:`close`."""
         self._summary.setdefault(name, []).append([time.time(), int(iteration), float(value)])
 
     def flush(self):
@@ -51,4 +59,5 @@ class SummaryWriter(object):
         os.replace(temporary, self._log_file)
 
     def close(self):
+        """Writes the scalars (:meth:`flush`)."""
         self.flush()

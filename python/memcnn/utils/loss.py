@@ -15,11 +15,22 @@ def _assert_no_grad(variable):
 
 
 class CrossEntropyLossTF(nn.Module):
+    """Cross entropy as TensorFlow's RevNet code computes it (see the module's description)."""
+
     def __init__(self):
         super(CrossEntropyLossTF, self).__init__()
 
     def forward(self, Ypred, Y, W=None):
-        """Ypred: scores [N, C]; Y: class indices [N] (int64); W: optional weights broadcasting to [N, C]."""
+        """Returns the loss, a scalar tensor.
+
+        Args:
+            Ypred (torch.Tensor): scores [N, C].
+            Y (torch.Tensor): class indices [N] (int64).
+            W (torch.Tensor, optional): weights broadcasting to [N, C].
+
+        Raises:
+            AssertionError: when Y requires grad.
+        """
         _assert_no_grad(Y)
         classes = Ypred.shape[1]
         onehot = torch.zeros(Ypred.shape[0], classes, dtype=torch.float32, device=Ypred.device)

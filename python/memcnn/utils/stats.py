@@ -8,6 +8,7 @@ class AverageMeter(object):
         self.reset()
 
     def reset(self):
+        """Forgets every value: val, avg, sum and count become 0."""
         self.val = 0
         self.avg = 0
         self.sum = 0

@@ -1,5 +1,6 @@
 #pragma once
-// Everything in memcnn::data.
+/// @file
+/// Everything in memcnn::data.
 
 #include <memcnn/data/cifar.h>
 #include <memcnn/data/dataset.h>
@@ -7,3 +8,10 @@
 #include <memcnn/data/fashion_mnist.h>
 #include <memcnn/data/loader.h>
 #include <memcnn/data/nifti.h>
+
+/// @namespace memcnn::data
+/// @brief Data sets and their loading (the memcnn::data component, library memcnn_data).
+///
+/// Readers for CIFAR-10/100 (downloaded and verified when missing) and Fashion-MNIST, a
+/// deterministic, threaded mini-batch loader with augmentation and data-parallel sharding, and
+/// NIfTI volume reading and writing for 3-D models.
