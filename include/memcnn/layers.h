@@ -115,8 +115,8 @@ class ChannelPermutationImpl : public torch::nn::Cloneable<ChannelPermutationImp
   void pretty_print(std::ostream& stream) const override;
   /// The options; change them, then call reset().
   ChannelPermutationOptions options;
-  torch::Tensor permutation;          ///< buffer, int64 `[C]`: output channel c is input channel permutation[c]
-  torch::Tensor inverse_permutation;  ///< buffer, int64 `[C]`: the permutation that undoes `permutation`
+  torch::Tensor permutation;          ///< buffer `[C]` of indices: output channel c is input channel permutation[c]
+  torch::Tensor inverse_permutation;  ///< buffer `[C]` of indices: the permutation that undoes `permutation`
 };
 /// Module holder for ChannelPermutationImpl: `ChannelPermutation shuffle(channels);` — see
 /// ChannelPermutationImpl.
@@ -134,9 +134,9 @@ struct InvertibleConv1x1Options {
   TORCH_ARG(bool, lu) = false;
 };
 
-/// Glow's invertible 1x1 convolution; W starts as a random rotation (QR of a Gaussian matrix,
-/// drawn from the global generator), drawn again by reset(). `lu` picks which parameters exist
-/// (weight, or lower, upper and log_s).
+/// Glow's invertible 1x1 convolution; W starts as a random orthogonal matrix (the Q of a QR of a
+/// Gaussian matrix drawn from the global generator: a rotation or a reflection), drawn again by
+/// reset(). `lu` picks which parameters exist (weight, or lower, upper and log_s).
 /// log_det = H * W * log|det W|. Computes in the parameters' precision even under autocast, so
 /// that forward and inverse undo each other (memcnn::AutocastDisabled).
 class InvertibleConv1x1Impl : public torch::nn::Cloneable<InvertibleConv1x1Impl>, public InvertibleLayer {
