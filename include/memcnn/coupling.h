@@ -1,13 +1,17 @@
 #pragma once
-// Couplings turn any shape-preserving modules F and G into an invertible block (RevNet,
-// NICE/RealNVP), as MemCNN's AdditiveCoupling and AffineCoupling do:
-//   x = [x1, x2] split in halves along split_dim
-//   additive: y1 = x1 + F(x2),          y2 = x2 + G(y1)
-//   exact additive (options.exact): y1 = x1 + q(F(x2)), y2 = x2 + q(G(y1)), q rounding to the
-//             fixed-point grid of fixed_point.h, so the inverse gives x back bit for bit
-//   affine:   y1 = x1 * s_F(x2) + t_F,  y2 = x2 * s_G(y1) + t_G   (s, t from an adapter)
-// With several input tensors every tensor is split; F and G then take and return
-// std::vector<torch::Tensor> (the halves x2 of all inputs), one tensor per input.
+/// @file
+/// Couplings turn any shape-preserving modules F and G into an invertible block (RevNet,
+/// NICE/RealNVP), as MemCNN's AdditiveCoupling and AffineCoupling do
+/// (memcnn::AdditiveCouplingImpl, memcnn::AffineCouplingImpl):
+///
+///     x = [x1, x2] split in halves along split_dim
+///     additive: y1 = x1 + F(x2),          y2 = x2 + G(y1)
+///     exact additive (options.exact): y1 = x1 + q(F(x2)), y2 = x2 + q(G(y1)), q rounding to the
+///               fixed-point grid of fixed_point.h, so the inverse gives x back bit for bit
+///     affine:   y1 = x1 * s_F(x2) + t_F,  y2 = x2 * s_G(y1) + t_G   (s, t from an adapter)
+///
+/// With several input tensors every tensor is split; F and G then take and return
+/// `std::vector<torch::Tensor>` (the halves x2 of all inputs), one tensor per input.
 
 #include "memcnn/fixed_point.h"
 #include "memcnn/invertible_module.h"
@@ -24,30 +28,37 @@
 
 namespace memcnn {
 
+/// Options of memcnn::AdditiveCouplingImpl.
 struct AdditiveCouplingOptions {
-  // The dimension split into the two halves (1: channels of NCHW).
+  /// The dimension split into the two halves (default 1: channels of NCHW). Its size must be
+  /// even (c10::Error otherwise, when the coupling runs).
   TORCH_ARG(int64_t, split_dim) = 1;
-  // Bit-exact inverse: what F and G add is rounded to a grid of `fraction_bits` fraction bits
-  // (straight-through gradient), on which float32 addition is exact for |values| < 2^(24-b).
-  // Inputs must lie on that grid (FixedPointQuantize puts them there; exact couplings keep them
-  // there) and be float32 or float64. F and G must recompute deterministically (dropout: the
-  // wrapper's preserve_rng_state; CUDA: deterministic algorithms). In a memory-saving wrapper
-  // every step is checked in forward: a value beyond the range or an input off the grid makes
-  // the wrapper keep that call's input (correct gradients, no saving for that call) and log a
-  // warning; a rebuilt input whose bits differ from the freed one raises in backward.
+  /// Bit-exact inverse (default false): what F and G add is rounded to a grid of `fraction_bits`
+  /// fraction bits (straight-through gradient), on which float32 addition is exact for
+  /// |values| < 2^(24-b).
+  /// Inputs must lie on that grid (FixedPointQuantize puts them there; exact couplings keep them
+  /// there) and be float32 or float64. F and G must recompute deterministically (dropout: the
+  /// wrapper's preserve_rng_state; CUDA: deterministic algorithms). In a memory-saving wrapper
+  /// every step is checked in forward: a value beyond the range or an input off the grid makes
+  /// the wrapper keep that call's input (correct gradients, no saving for that call) and log a
+  /// warning; a rebuilt input whose bits differ from the freed one raises in backward.
   TORCH_ARG(bool, exact) = false;
-  // 0 to 23 for float32 activations, to 52 for float64 (check_fraction_bits).
+  /// 0 to 23 for float32 activations, to 52 for float64 (check_fraction_bits); default
+  /// kDefaultFractionBits (16). Checked in reset() even when `exact` is false.
   TORCH_ARG(int64_t, fraction_bits) = kDefaultFractionBits;
 };
 
-// How an affine coupling turns the output h of F (or G) into scale and shift.
+/// How an affine coupling turns the output h of F (or G) into scale and shift.
 enum class AffineAdapter {
-  naive,    // MemCNN's AffineAdapterNaive: s = exp(h), t = h; F keeps the shape of its input
-  sigmoid,  // MemCNN's AffineAdapterSigmoid: F doubles split_dim; s = sigmoid(h[odd] + 2), t = h[even]
+  naive,    ///< MemCNN's AffineAdapterNaive: s = exp(h), t = h; F keeps the shape of its input
+  sigmoid,  ///< MemCNN's AffineAdapterSigmoid: F doubles split_dim; s = sigmoid(h[odd] + 2), t = h[even]
 };
 
+/// Options of memcnn::AffineCouplingImpl.
 struct AffineCouplingOptions {
+  /// The dimension split into the two halves (default 1: channels of NCHW); its size must be even.
   TORCH_ARG(int64_t, split_dim) = 1;
+  /// How the output of F and G becomes scale and shift (default AffineAdapter::naive).
   TORCH_ARG(AffineAdapter, adapter) = AffineAdapter::naive;
 };
 
@@ -215,49 +226,90 @@ class CouplingModule : public torch::nn::Cloneable<Derived>, public CouplingBase
 
 }  // namespace detail
 
+/// The additive coupling y1 = x1 + F(x2), y2 = x2 + G(y1) (RevNet, NICE; MemCNN's
+/// AdditiveCoupling), exact on a fixed-point grid with `options.exact`.
+///
+/// Its interface comes from its base, a class template in memcnn::detail, and is the same for
+/// memcnn::AffineCouplingImpl:
+/// - `AdditiveCouplingImpl(F, options = {})`: G is an independent deep copy of F (F's Impl must
+///   derive from `torch::nn::Cloneable`; c10::Error otherwise); `AdditiveCouplingImpl(F, G,
+///   options = {})`: two different module objects (c10::ValueError when they are the same).
+///   F and G are module holders, shared pointers or `torch::nn::AnyModule`s, registered as the
+///   submodules "F" and "G" (the same objects, not copies). A `torch::nn::Sequential` goes in
+///   wrapped as a memcnn::TensorSequential (AnyModule cannot hold its template forward).
+/// - `Tensor forward(x)`, `Tensor inverse(y)`, `Tensor log_det(x)` for one tensor, and
+///   forward_multi, inverse_multi, `log_det(std::vector)` for several, each split along
+///   split_dim; F and G must return tensors shaped like their inputs (c10::Error naming the
+///   module otherwise).
+/// - `F()`, `G()`: the sub-modules as `torch::nn::AnyModule&`, replaceable; `options`, read on
+///   every call; reset() validates the options and registers F and G again (after a change of
+///   either); clone() copies with deep copies of F and G; rebuild_and_differentiate: the RevNet
+///   backward, running F and G once each (memcnn::FusedBackward).
 class AdditiveCouplingImpl : public detail::CouplingModule<AdditiveCouplingImpl, AdditiveCouplingOptions> {
  public:
+  /// The name in error messages.
   static constexpr const char* kName = "AdditiveCoupling";
   using CouplingModule::CouplingModule;
   using CouplingModule::log_det;
-  // Zeros: an additive coupling preserves volume.
+  /// Zeros, shape `[N]`: an additive coupling preserves volume.
   torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
+  /// `memcnn::AdditiveCoupling(split_dim=1)`, with `exact, fraction_bits=b` when exact.
   void pretty_print(std::ostream& stream) const override;
+  /// `options.exact()`: an exact coupling gives its input back bit for bit.
   bool rebuilds_exactly() const override { return options.exact(); }
-  // fraction_bits in range (check_fraction_bits), whether exact or not: one rule for the option.
+  /// fraction_bits in range (check_fraction_bits), whether exact or not: one rule for the option.
+  /// Called by reset(); c10::ValueError otherwise.
   static void check_options(const AdditiveCouplingOptions& options);
 
  protected:
+  /// `h`, or in exact mode `h` in the target's type rounded to the grid.
   torch::Tensor coupling_term(const torch::Tensor& h, const torch::Tensor& target) const override;
+  /// `x + term`.
   torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& term) const override;
+  /// `y - term`.
   torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& term) const override;
+  /// In exact mode, the rounded addition (or subtraction) in one pass over memory, saying whether
+  /// it can be undone bit for bit; std::nullopt otherwise.
   std::optional<bool> step_in_one_pass(const torch::Tensor& x, const torch::Tensor& h, bool uncoupling,
                                        const torch::Tensor& out) const override;
-  // Exact couplings round h first: their gradient goes through the rounding's autograd rule.
+  /// Exact couplings round h first: their gradient goes through the rounding's autograd rule.
   bool rule_passes_gradient_through() const override { return !options.exact(); }
 };
+/// Module holder for AdditiveCouplingImpl: `AdditiveCoupling block(F, options);` — see
+/// AdditiveCouplingImpl.
 TORCH_MODULE(AdditiveCoupling);
 
+/// The affine coupling y1 = x1 * s_F(x2) + t_F, y2 = x2 * s_G(y1) + t_G (RealNVP; MemCNN's
+/// AffineCoupling), with scale and shift from an AffineAdapter. Built and called as
+/// memcnn::AdditiveCouplingImpl (the same constructors, forward, inverse, F(), G(), reset(),
+/// clone()); with the `sigmoid` adapter F and G return twice the half's size along split_dim.
 class AffineCouplingImpl : public detail::CouplingModule<AffineCouplingImpl, AffineCouplingOptions> {
  public:
+  /// The name in error messages.
   static constexpr const char* kName = "AffineCoupling";
   using CouplingModule::CouplingModule;
   using CouplingModule::log_det;
-  // The sum of log s over both half steps, per sample (src/coupling_logdet.cpp).
+  /// The sum of log s over both half steps, per sample: shape `[N]`. Runs F and G on the input.
   torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
+  /// `memcnn::AffineCoupling(split_dim=1, adapter=naive)`.
   void pretty_print(std::ostream& stream) const override;
-  // Nothing to check before the input's shape is known (split_dim is checked against it).
+  /// Nothing to check before the input's shape is known (split_dim is checked against it).
   static void check_options(const AffineCouplingOptions& /*options*/) {}
 
  protected:
+  /// `x * s + t`, with s and t from the adapter applied to h.
   torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& h) const override;
+  /// `(y - t) / s`, with s and t from the adapter applied to h.
   torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& h) const override;
+  /// 2 with the `sigmoid` adapter (F and G double split_dim), 1 with `naive`.
   int64_t module_output_factor() const override;
 
  private:
   // The adapter: scale and shift from the output h of F or G.
   std::pair<torch::Tensor, torch::Tensor> scale_shift(const torch::Tensor& h) const;
 };
+/// Module holder for AffineCouplingImpl: `AffineCoupling block(F, options);` — see
+/// AffineCouplingImpl.
 TORCH_MODULE(AffineCoupling);
 
 }  // namespace memcnn

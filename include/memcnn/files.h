@@ -1,9 +1,10 @@
 #pragma once
-// Files on disk that must not be half-written or half-trusted: training state and weights are
-// written atomically (a temporary file in the same folder, flushed, then renamed over the
-// target), and a zip archive (LibTorch's and torch.save's format) is checked record by record
-// before LibTorch reads it, since LibTorch 1.13 trusts the sizes and skips the CRC-32 of what it
-// reads and crashed on damaged files instead of raising an error.
+/// @file
+/// Files on disk that must not be half-written or half-trusted: training state and weights are
+/// written atomically (a temporary file in the same folder, flushed, then renamed over the
+/// target), and a zip archive (LibTorch's and torch.save's format) is checked record by record
+/// before LibTorch reads it, since LibTorch 1.13 trusts the sizes and skips the CRC-32 of what it
+/// reads and crashed on damaged files instead of raising an error.
 
 #include <cstdint>
 #include <string>
@@ -31,14 +32,18 @@ void verify_zip_archive(const std::string& path);
 /// ("data.pkl", "data/0", ...), without LibTorch's reader.
 class ZipArchive {
  public:
+  /// Opens and verifies the archive at `path` (verify_zip_archive's std::runtime_error if damaged).
   explicit ZipArchive(const std::string& path);
   /// The folder holding the records, with its slash ("archive/").
   const std::string& folder() const { return folder_; }
+  /// Whether the folder holds a record of that name.
   bool contains(const std::string& name) const;
   /// A record's size in bytes; std::runtime_error for a missing or compressed one.
   uint64_t size_of(const std::string& name) const;
-  /// A record's bytes into `out` (size_of(name) bytes), or as a string.
+  /// A record's bytes into `out` (size_of(name) bytes); std::runtime_error for a missing or
+  /// compressed record or a failed read.
   void read(const std::string& name, void* out) const;
+  /// A record's bytes as a string; errors as read(name, out).
   std::string read(const std::string& name) const;
 
  private:

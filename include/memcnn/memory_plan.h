@@ -1,27 +1,29 @@
 #pragma once
-// A memory planner: for a model and one training step, choose for every memory-saving block
-// (InvertibleModuleWrapper, Checkpointed) whether it keeps its activations, recomputes them from
-// its kept input, or rebuilds its input by its inverse, so that the step's activation peak stays
-// under a byte budget at the smallest predicted step time.
-//
-// 1. profile_memory runs the step a few times with every block set alike (all keep, all
-//    recompute, all rebuild) and records, block by block in the order the forward runs them,
-//    the allocator's bytes and the time of its forward and its backward (memory.h's counters; on
-//    CPU they need enable_cpu_memory_tracking()).
-// 2. plan_memory chooses. The peak model is a chain along the step: between any two block events
-//    (a block's forward starting or ending, its backward starting or ending) the bytes live are
-//    the sum of what each block still held over the blocks whose forward ran and whose backward
-//    has not, plus a base that belongs to that stretch of the step (measured: the other modules'
-//    activations, the gradient flowing back, one block's recompute at a time). One interaction
-//    between neighbours is modelled: a block that rebuilds right after one that keeps cannot free
-//    its input where the keeping block's graph saved it (measured per pair of adjacent blocks). The predicted peak
-//    of a plan is the largest such sum; the predicted time the sum of the blocks' times plus the
-//    rest of the step. Over a chain this is solved exactly by dynamic programming (a Pareto front
-//    of held bytes against time, block by block; bytes rounded up to a granularity that keeps the
-//    front small, see PlanOptions).
-// 3. apply_memory_plan sets each block's options. fit_memory_plan does all three, then runs the
-//    step once more, and where the measured peak exceeds the budget (the model ignores how
-//    neighbouring blocks' choices interact) plans again for a budget lowered by the excess.
+/// @file
+/// A memory planner: for a model and one training step, choose for every memory-saving block
+/// (InvertibleModuleWrapper, Checkpointed) whether it keeps its activations, recomputes them from
+/// its kept input, or rebuilds its input by its inverse, so that the step's activation peak stays
+/// under a byte budget at the smallest predicted step time.
+///
+/// 1. profile_memory runs the step a few times with every block set alike (all keep, all
+///    recompute, all rebuild) and records, block by block in the order the forward runs them,
+///    the allocator's bytes and the time of its forward and its backward (memory.h's counters; on
+///    CPU they need enable_cpu_memory_tracking()).
+/// 2. plan_memory chooses. The peak model is a chain along the step: between any two block events
+///    (a block's forward starting or ending, its backward starting or ending) the bytes live are
+///    the sum of what each block still held over the blocks whose forward ran and whose backward
+///    has not, plus a base that belongs to that stretch of the step (measured: the other modules'
+///    activations, the gradient flowing back, one block's recompute at a time). One interaction
+///    between neighbours is modelled: a block that rebuilds right after one that keeps cannot free
+///    its input where the keeping block's graph saved it (measured per pair of adjacent blocks). The predicted peak
+///    of a plan is the largest such sum; the predicted time the sum of the blocks' times plus the
+///    rest of the step. Over a chain this is solved exactly by dynamic programming (a Pareto front
+///    of held bytes against time, block by block; bytes rounded up to a granularity that keeps the
+///    front small, see PlanOptions).
+/// 3. apply_memory_plan sets each block's options. fit_memory_plan does all three, then runs the
+///    step once more, and where the measured peak exceeds the budget (the model captures only the
+///    one interaction between neighbouring blocks above) plans again for a budget lowered by the
+///    excess.
 
 #include <torch/arg.h>
 #include <torch/nn/module.h>
@@ -36,123 +38,135 @@
 
 namespace memcnn {
 
-// What a block does with its activations between its forward and its backward.
+/// What a block does with its activations between its forward and its backward.
 enum class BlockChoice {
-  keep,       // plain: keeps every activation (wrapper disable(true), Checkpointed disable(true))
-  recompute,  // keeps its input, recomputes the rest in backward (wrapper keep_input(true), Checkpointed)
-  rebuild,    // frees its input too and rebuilds it by the inverse in backward (wrapper keep_input(false))
+  keep,       ///< plain: keeps every activation (wrapper disable(true), Checkpointed disable(true))
+  recompute,  ///< keeps its input, recomputes the rest in backward (wrapper keep_input(true), Checkpointed)
+  rebuild,    ///< frees its input too and rebuilds it by the inverse in backward (wrapper keep_input(false))
 };
+/// The number of BlockChoice values (the size of the per-choice arrays below).
 constexpr std::size_t kBlockChoices = 3;
+/// "keep", "recompute" or "rebuild".
 const char* to_string(BlockChoice choice);
-// "keep", "recompute" or "rebuild"; std::invalid_argument naming the three otherwise.
+/// "keep", "recompute" or "rebuild"; std::invalid_argument naming the three otherwise.
 BlockChoice block_choice_from_string(const std::string& name);
 
-// One memory-saving block as the profile saw it. Bytes and seconds per choice (index: the
-// BlockChoice); a choice the block does not offer has allowed false.
+/// One memory-saving block as the profile saw it. Bytes and seconds per choice (index: the
+/// BlockChoice); a choice the block does not offer has allowed false.
 struct BlockProfile {
-  std::string name;  // its name in the model (named_modules), e.g. "stages.0.3"
-  std::string kind;  // "InvertibleModuleWrapper" or "Checkpointed"
-  std::array<bool, kBlockChoices> allowed{};
-  // Bytes live after the block's forward minus before it: what it holds for its backward (its
-  // output included, its input excluded when it frees it).
+  std::string name;  ///< its name in the model (named_modules), e.g. "stages.0.3"
+  std::string kind;  ///< "InvertibleModuleWrapper" or "Checkpointed"
+  std::array<bool, kBlockChoices> allowed{};  ///< whether the block offers each choice
+  /// Bytes live after the block's forward minus before it: what it holds for its backward (its
+  /// output included, its input excluded when it frees it).
   std::array<std::int64_t, kBlockChoices> held_bytes{};
-  // Highest bytes during the block's forward and during its backward, above the bytes the
-  // blocks before it hold (the forward's starting level and the backward's include the rest of
-  // the step: other modules' activations, the gradient coming back).
+  /// Highest bytes during the block's forward, above the bytes the blocks before it hold (the
+  /// forward's starting level includes the rest of the step: other modules' activations).
   std::array<std::int64_t, kBlockChoices> forward_peak_base{};
+  /// Highest bytes during the block's backward, above the bytes the blocks before it hold (the
+  /// backward's level includes the rest of the step: other modules' activations, the gradient
+  /// coming back).
   std::array<std::int64_t, kBlockChoices> backward_peak_base{};
-  // Median seconds of the block's forward plus its backward.
+  /// Median seconds of the block's forward plus its backward.
   std::array<double, kBlockChoices> seconds{};
-  // Bytes of its input that it cannot free when the block before it keeps: that block's graph
-  // saved the tensor (a plain block ending in ReLU saves its output), so rebuilding after it holds
-  // the input as recomputing does. 0 where the blocks are not adjacent or nothing saved it.
+  /// Bytes of its input that it cannot free when the block before it keeps: that block's graph
+  /// saved the tensor (a plain block ending in ReLU saves its output), so rebuilding after it holds
+  /// the input as recomputing does. 0 where the blocks are not adjacent or nothing saved it.
   std::int64_t input_pinned_after_keep_bytes = 0;
 };
 
-// A stretch of the step between two block events that belongs to no block (the stem, a
-// transition, the head and the loss, their backward, the optimizer step): its peak above what
-// the first `blocks_held` blocks hold. Measured under every uniform setting; the largest kept.
+/// A stretch of the step between two block events that belongs to no block (the stem, a
+/// transition, the head and the loss, their backward, the optimizer step): its peak above what
+/// the first `blocks_held` blocks hold. Measured under every uniform setting; the largest kept.
 struct GapProfile {
-  std::size_t blocks_held = 0;
-  std::int64_t peak_base = 0;
+  std::size_t blocks_held = 0;  ///< how many blocks (the first ones) hold their bytes meanwhile
+  std::int64_t peak_base = 0;   ///< the stretch's peak above what those blocks hold, in bytes
 };
 
+/// What profile_memory measured: the input of plan_memory.
 struct MemoryProfile {
-  std::vector<BlockProfile> blocks;  // in the order the forward runs them
-  std::vector<GapProfile> gaps;
-  double other_seconds = 0;  // the step's median time minus its blocks' times
-  // The uniform settings as measured: peak above the step's start and median step time.
+  std::vector<BlockProfile> blocks;  ///< in the order the forward runs them
+  std::vector<GapProfile> gaps;      ///< the stretches of the step between blocks
+  double other_seconds = 0;  ///< the step's median time minus its blocks' times
+  /// The uniform settings as measured: peak above the step's start (bytes).
   std::array<std::int64_t, kBlockChoices> measured_peak_bytes{};
+  /// The uniform settings as measured: median step time (seconds).
   std::array<double, kBlockChoices> measured_seconds{};
 };
 
+/// Options of profile_memory.
 struct ProfileOptions {
-  // Timed steps per uniform setting (median), after one untimed step.
+  /// Timed steps per uniform setting (median), after one untimed step; default 3.
   TORCH_ARG(int64_t, steps) = 3;
-  // The device whose allocator is read; the model's by default (the first parameter's).
+  /// The device whose allocator is read; the model's by default (the first parameter's).
   TORCH_ARG(torch::optional<torch::Device>, device) = torch::nullopt;
 };
 
-// Runs `step` (one training step of `model`: forward, backward, and the optimizer step if it
-// does one) 1 + steps times under each of keep, recompute and rebuild set on every block, and
-// returns what it measured. The model must be in training mode and have at least one block; each
-// step must run every block once in the same order. Leaves the blocks set to rebuild (recompute
-// where they cannot rebuild). The step's parameter updates happen: profile on a copy, or on the
-// first steps of a run where that is acceptable.
+/// Runs `step` (one training step of `model`: forward, backward, and the optimizer step if it
+/// does one) 1 + steps times under each of keep, recompute and rebuild set on every block, and
+/// returns what it measured. The model must be in training mode and have at least one block; each
+/// step must run every block once in the same order. Leaves the blocks set to rebuild (recompute
+/// where they cannot rebuild). The step's parameter updates happen: profile on a copy, or on the
+/// first steps of a run where that is acceptable.
 MemoryProfile profile_memory(torch::nn::Module& model, const std::function<void()>& step,
                              const ProfileOptions& options = {});
 
-// A choice per block, with what the profile predicts for it and (once a step ran) what was
-// measured.
+/// A choice per block, with what the profile predicts for it and (once a step ran) what was
+/// measured.
 struct MemoryPlan {
-  std::vector<std::string> block_names;
-  std::vector<BlockChoice> choices;
-  std::int64_t budget_bytes = 0;
-  std::int64_t predicted_peak_bytes = 0;
-  double predicted_seconds = 0;
-  std::int64_t measured_peak_bytes = -1;  // -1: not measured
-  double measured_seconds = -1;
+  std::vector<std::string> block_names;   ///< the blocks' names in the model, in forward order
+  std::vector<BlockChoice> choices;       ///< one per block
+  std::int64_t budget_bytes = 0;          ///< the budget planned for
+  std::int64_t predicted_peak_bytes = 0;  ///< the profile's peak above the step's start
+  double predicted_seconds = 0;           ///< the profile's step time
+  std::int64_t measured_peak_bytes = -1;  ///< -1: not measured
+  double measured_seconds = -1;           ///< -1: not measured
 };
 
+/// Options of plan_memory.
 struct PlanOptions {
-  // Held bytes are rounded up to a multiple of this (0: budget / 65536, at least 1), which keeps
-  // the dynamic programme's front at most that many states per block; 1 makes it exact in bytes.
+  /// Held bytes are rounded up to a multiple of this (0, the default: budget / 65536, at least 1),
+  /// which keeps the dynamic programme's front at most 65536 states per block; 1 makes it exact
+  /// in bytes.
   TORCH_ARG(std::int64_t, granularity_bytes) = 0;
 };
 
-// What the profile predicts for `choices` (one per block): the peak above the step's start
-// and the step time.
+/// What the profile predicts for `choices` (one per block): the peak above the step's start, in
+/// bytes. c10::ValueError for a number of choices other than the profile's blocks, or a choice a
+/// block does not offer.
 std::int64_t predicted_peak_bytes(const MemoryProfile& profile, const std::vector<BlockChoice>& choices);
+/// What the profile predicts for `choices`: the step time in seconds. Errors as
+/// predicted_peak_bytes.
 double predicted_seconds(const MemoryProfile& profile, const std::vector<BlockChoice>& choices);
 
-// Every block at its most saving choice (rebuild, else recompute) and its predicted peak: the
-// least budget plan_memory accepts.
+/// Every block at its most saving choice (rebuild, else recompute).
 std::vector<BlockChoice> all_saving_choices(const MemoryProfile& profile);
+/// The predicted peak of all_saving_choices(): the least budget plan_memory accepts.
 std::int64_t minimum_budget_bytes(const MemoryProfile& profile);
 
-// The choices of least predicted step time whose predicted peak is at most budget_bytes.
-// std::invalid_argument, stating the minimum in MiB, when the budget is below the all-saving
-// plan's predicted peak.
+/// The choices of least predicted step time whose predicted peak is at most budget_bytes.
+/// std::invalid_argument, stating the minimum in MiB, when the budget is below the all-saving
+/// plan's predicted peak; c10::ValueError for a profile without blocks or a negative granularity.
 MemoryPlan plan_memory(const MemoryProfile& profile, std::int64_t budget_bytes, const PlanOptions& options = {});
 
-// Sets each block of `model` named in the plan to its choice (the blocks' other options are left
-// as they are). std::invalid_argument when a name is not a block of the model or the block does
-// not offer the choice.
+/// Sets each block of `model` named in the plan to its choice (the blocks' other options are left
+/// as they are). std::invalid_argument when a name is not a block of the model or the block does
+/// not offer the choice.
 void apply_memory_plan(torch::nn::Module& model, const MemoryPlan& plan);
 
-// Runs one step and records its peak above its start and its time in the plan.
+/// Runs one step and records its peak above its start and its time in the plan.
 void measure_memory_plan(torch::nn::Module& model, const std::function<void()>& step, MemoryPlan& plan,
                          torch::optional<torch::Device> device = torch::nullopt);
 
-// profile_memory, plan_memory, apply_memory_plan and measure_memory_plan; while the measured
-// peak is above the budget (at most `retries` times), plans again for the budget lowered by the
-// excess. Returns the applied plan, measured; a plan that still exceeds the budget is returned
-// as it is (its measured peak says so).
+/// profile_memory, plan_memory, apply_memory_plan and measure_memory_plan; while the measured
+/// peak is above the budget (at most `retries` times), plans again for the budget lowered by the
+/// excess. Returns the applied plan, measured; a plan that still exceeds the budget is returned
+/// as it is (its measured peak says so).
 MemoryPlan fit_memory_plan(torch::nn::Module& model, const std::function<void()>& step, std::int64_t budget_bytes,
                            const ProfileOptions& profile_options = {}, int retries = 3,
                            MemoryProfile* profile_out = nullptr);
 
-// One line per block ("stages.0.3  rebuild") and the predicted and measured figures, in MiB.
+/// One line per block ("stages.0.3  rebuild") and the predicted and measured figures, in MiB.
 void print_memory_plan(std::ostream& stream, const MemoryPlan& plan);
 
 }  // namespace memcnn

@@ -1,9 +1,11 @@
 #pragma once
-// Registering a module's parts from reset(). The contract (README): options are the single source
-// of truth; change them and call reset(), and the module has what a module freshly built with
-// them has. LibTorch registers a name once and has no way to drop a parameter or buffer, so on a
-// built module a plain reset() either throws ("already defined") or keeps the parts the new
-// options no longer have in parameters(), buffers() and the state dict.
+/// @file
+/// Registering a module's parts from reset() (implementation details, in memcnn::detail). The
+/// contract (README): options are the single source of truth; change them and call reset(), and
+/// the module has what a module freshly built with them has. LibTorch registers a name once and
+/// has no way to drop a parameter or buffer, so on a built module a plain reset() either throws
+/// ("already defined") or keeps the parts the new options no longer have in parameters(),
+/// buffers() and the state dict.
 
 #include <torch/nn/module.h>
 #include <torch/ordered_dict.h>

@@ -1,17 +1,18 @@
 #pragma once
-// Weights across Python and C++: PyTorch's torch.save files read and written without Python.
-//
-// A PyTorch state_dict saved with torch.save (the zip format PyTorch has written by default since
-// 1.6, the same family in 1.x and 2.x) is read by read_state_dict() and loaded into a C++ module by
-// name with load_state_dict(); write_state_dict() writes a file that Python opens with
-// torch.load(path) (weights_only=True too) and passes to Module.load_state_dict. Names may differ
-// between a C++ model and its Python twin: a KeyMap gives, for each C++ name, the Python one
-// (memcnn::models::python_key_map gives it for memcnn's models).
-//
-// LibTorch's own torch::pickle_load cannot read a real state_dict (it turns the OrderedDict into
-// None), and torch::load reads only LibTorch's archives; this reader takes the subset of Python's
-// pickle that torch.save writes for tensors, dicts, lists and numbers, and refuses anything else
-// with an error naming the file and what it found, never running code from the file.
+/// @file
+/// Weights across Python and C++: PyTorch's torch.save files read and written without Python.
+///
+/// A PyTorch state_dict saved with torch.save (the zip format PyTorch has written by default since
+/// 1.6, the same family in 1.x and 2.x) is read by read_state_dict() and loaded into a C++ module by
+/// name with load_state_dict(); write_state_dict() writes a file that Python opens with
+/// torch.load(path) (weights_only=True too) and passes to Module.load_state_dict. Names may differ
+/// between a C++ model and its Python twin: a KeyMap gives, for each C++ name, the Python one
+/// (memcnn::models::python_key_map gives it for memcnn's models).
+///
+/// LibTorch's own torch::pickle_load cannot read a real state_dict (it turns the OrderedDict into
+/// None), and torch::load reads only LibTorch's archives; this reader takes the subset of Python's
+/// pickle that torch.save writes for tensors, dicts, lists and numbers, and refuses anything else
+/// with an error naming the file and what it found, never running code from the file.
 
 #include <torch/nn/module.h>
 #include <torch/ordered_dict.h>
@@ -68,10 +69,11 @@ struct LoadStateDictOptions {
 
 /// What load_state_dict found: names are the file's (after the key map).
 struct LoadStateDictResult {
-  std::vector<std::string> missing;     // the module's, not in the file
-  std::vector<std::string> unexpected;  // in the file, not the module's
-  std::vector<std::string> mismatched;  // in both, another shape (with both shapes)
-  int64_t loaded = 0;                   // tensors copied into the module
+  std::vector<std::string> missing;     ///< the module's, not in the file
+  std::vector<std::string> unexpected;  ///< in the file, not the module's
+  std::vector<std::string> mismatched;  ///< in both, another shape (with both shapes)
+  int64_t loaded = 0;                   ///< tensors copied into the module
+  /// Nothing missing, unexpected or mismatched.
   bool complete() const { return missing.empty() && unexpected.empty() && mismatched.empty(); }
   /// The lists above as one message (empty when complete).
   std::string describe() const;
