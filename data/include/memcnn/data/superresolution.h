@@ -148,7 +148,10 @@ class SuperResolutionPatches {
 // the volume's, so every voxel has at least `border` voxels of context on each side where the
 // volume has them (border >= the generator's receptive radius makes the tiled result equal the
 // whole-volume pass, up to a network's own dependence on the tile, e.g. instance norm).
-// Memory: one tile's forward at a time, plus the output.
+// Memory: one tile's forward at a time, plus the output. A generator with stride-2 layers needs
+// tiles whose sizes its strides divide (ch2's 181x217x181 does not divide by 2: tile it, e.g.
+// 64^3). A generator's whole-volume prediction in stored units:
+//   unit_to_bytes(predict_in_tiles(bytes_to_unit(data.input), {64, 64, 64}, 8, forward))
 torch::Tensor predict_in_tiles(const torch::Tensor& volume, const std::vector<int64_t>& tile, int64_t border,
                                const std::function<torch::Tensor(const torch::Tensor&)>& forward);
 
