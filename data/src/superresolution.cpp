@@ -89,17 +89,17 @@ torch::Tensor average_slices(const torch::Tensor& volume, int64_t factor, int64_
   TORCH_CHECK_VALUE(factor >= 1 && factor <= n, "average_slices: factor ", factor, " must lie in 1..", n,
                     " (the slices along dim ", dim, ")");
   const int64_t blocks = (n + factor - 1) / factor;
-  auto v = volume.detach().to(torch::kFloat64);
+  // Slices first, so that blocks are runs of whole slices in memory.
+  auto v = volume.detach().to(torch::kFloat64).movedim(dim, 0);
   if (blocks * factor > n) {  // copies of the last slice fill the last block
-    const auto last = v.narrow(dim, n - 1, 1);
-    std::vector<int64_t> repeat(static_cast<size_t>(v.dim()), 1);
-    repeat[static_cast<size_t>(dim)] = blocks * factor - n;
-    v = torch::cat({v, last.repeat(repeat)}, dim);
+    auto copies = v.sizes().vec();
+    copies[0] = blocks * factor - n;
+    v = torch::cat({v, v.narrow(0, n - 1, 1).expand(copies)});
   }
   auto shape = v.sizes().vec();
-  shape[static_cast<size_t>(dim)] = blocks;
-  shape.insert(shape.begin() + dim + 1, factor);
-  return v.reshape(shape).mean(dim + 1);
+  shape[0] = factor;
+  shape.insert(shape.begin(), blocks);
+  return v.reshape(shape).mean(1).movedim(0, dim).contiguous();
 }
 
 torch::Tensor interpolate_slices(const torch::Tensor& low, int64_t factor, int64_t size, Interpolation mode,
@@ -110,7 +110,8 @@ torch::Tensor interpolate_slices(const torch::Tensor& low, int64_t factor, int64
   TORCH_CHECK_VALUE(size > (blocks - 1) * factor && size <= blocks * factor, "interpolate_slices: ", blocks,
                     " blocks of ", factor, " slices make ", (blocks - 1) * factor + 1, "..", blocks * factor,
                     " slices, not ", size, "; pass the size of the volume average_slices was given");
-  const auto v = low.detach().to(torch::kFloat64);
+  // Blocks first: each output slice is a weighted sum of whole input slices.
+  const auto v = low.detach().to(torch::kFloat64).movedim(dim, 0).contiguous();
   const std::vector<int64_t> offsets = mode == Interpolation::kCubic ? std::vector<int64_t>{-1, 0, 1, 2}
                                                                      : std::vector<int64_t>{0, 1};
   std::vector<std::vector<int64_t>> index(offsets.size(), std::vector<int64_t>(static_cast<size_t>(size)));
@@ -130,11 +131,11 @@ torch::Tensor interpolate_slices(const torch::Tensor& low, int64_t factor, int64
   torch::Tensor out;
   for (size_t k = 0; k < offsets.size(); ++k) {
     const auto idx = torch::tensor(index[k], torch::kLong);
-    const auto w = torch::tensor(weight[k], torch::kFloat64).view(along(v.dim(), dim, size));
-    const auto term = v.index_select(dim, idx) * w;
+    const auto w = torch::tensor(weight[k], torch::kFloat64).view(along(v.dim(), 0, size));
+    const auto term = v.index_select(0, idx).mul_(w);
     out = out.defined() ? out.add_(term) : term;
   }
-  return out;
+  return out.movedim(0, dim).contiguous();
 }
 
 SuperResolutionData load_superresolution(const SuperResolutionOptions& options) {
@@ -143,7 +144,8 @@ SuperResolutionData load_superresolution(const SuperResolutionOptions& options) 
   SuperResolutionData data;
   data.options = options;
   data.source = read_nifti(image_path);
-  const auto& image = data.source.data;
+  // Row-major once (read_nifti's tensor is a transposed view of the file's x-fastest buffer).
+  const auto image = data.source.data.contiguous();
   TORCH_CHECK_VALUE(image.dim() == kSpatialDims, "super-resolution: '", image_path, "' has shape ", image.sizes(),
                     "; a 3-D volume is needed");
   const double low_value = image.min().item<double>(), high_value = image.max().item<double>();
@@ -157,9 +159,9 @@ SuperResolutionData load_superresolution(const SuperResolutionOptions& options) 
                     mask.data.sizes(), ", the image ", image.sizes(), "; give a mask on the image's grid");
   TORCH_CHECK_VALUE(torch::allclose(mask.affine(), data.source.affine(), 0, 1e-3), "super-resolution: the mask '",
                     mask_path, "' lies on another grid (affine) than the image; resample it to the image's");
-  data.mask = mask.data.to(torch::kFloat64).gt(options.mask_threshold()).contiguous();
+  data.mask = mask.data.contiguous().to(torch::kFloat64).gt(options.mask_threshold());
 
-  data.target = image.to(torch::kFloat32).contiguous();
+  data.target = image.to(torch::kFloat32);
   const auto low = average_slices(data.target, options.factor(), 2);
   data.low = low.to(torch::kFloat32);
   const auto linear = interpolate_slices(low, options.factor(), slices, Interpolation::kLinear, 2);

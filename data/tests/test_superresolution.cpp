@@ -170,17 +170,14 @@ class Ch2 : public ::testing::Test {
   static void SetUpTestSuite() {
     if (!std::filesystem::exists(default_mricron_dir() + "/ch2.nii.gz")) return;
     data_ = std::make_unique<SuperResolutionData>(load_superresolution());
-    baselines_ = superresolution_baselines(*data_);
   }
   static void TearDownTestSuite() { data_.reset(); }
   void SetUp() override {
     if (!data_) GTEST_SKIP() << default_mricron_dir() << "/ch2.nii.gz is missing: install Debian's mricron-data";
   }
   static std::unique_ptr<SuperResolutionData> data_;
-  static SuperResolutionBaselines baselines_;
 };
 std::unique_ptr<SuperResolutionData> Ch2::data_;
-SuperResolutionBaselines Ch2::baselines_;
 
 TEST_F(Ch2, VolumesAndHemispheres) {
   const auto& d = *data_;
@@ -204,7 +201,7 @@ TEST_F(Ch2, VolumesAndHemispheres) {
 
 TEST_F(Ch2, CubicBeatsLinearOnTheHeldOutHemisphere) {
   const auto& d = *data_;
-  const auto& baselines = baselines_;
+  const auto baselines = superresolution_baselines(d);
   std::ostringstream line;
   print_superresolution_baselines(line, d, baselines);
   std::cout << line.str();
