@@ -29,7 +29,8 @@ void check_images(const char* function, const torch::Tensor& images) {
 
 void require_fashion_file(const std::string& dir, const std::string& base) {
   const auto path = std::filesystem::path(dir) / base;
-  const bool present = std::filesystem::is_regular_file(path.string() + ".gz") || std::filesystem::is_regular_file(path);
+  const bool present =
+      std::filesystem::is_regular_file(path.string() + ".gz") || std::filesystem::is_regular_file(path);
   TORCH_CHECK(present, "Fashion-MNIST: '", path.string(), ".gz' is missing: install Debian's dataset-fashion-mnist ",
               "(apt install dataset-fashion-mnist), or pass the folder that holds the IDX files (now '", dir, "')");
 }

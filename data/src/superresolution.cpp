@@ -235,7 +235,8 @@ int64_t SuperResolutionPatches::positions() const {
 
 PatchBatch SuperResolutionPatches::batch(int64_t iteration) const {
   TORCH_CHECK_VALUE(iteration >= 0, "SuperResolutionPatches::batch: iteration must be >= 0, not ", iteration);
-  auto generator = at::make_generator<at::CPUGeneratorImpl>(mix(options_.seed() ^ mix(static_cast<uint64_t>(iteration))));
+  const uint64_t stream = mix(options_.seed() ^ mix(static_cast<uint64_t>(iteration)));
+  auto generator = at::make_generator<at::CPUGeneratorImpl>(stream);
   auto draw = [&](int64_t n) { return torch::randint(n, {1}, generator, torch::kLong).item<int64_t>(); };
   const auto& size = options_.size();
   PatchBatch batch;
@@ -301,11 +302,15 @@ torch::Tensor predict_in_tiles(const torch::Tensor& volume, const std::vector<in
       for (const auto& pz : plans[2]) {
         const std::array<const std::array<int64_t, 3>*, 3> plan{&px, &py, &pz};
         torch::Tensor piece = volume;
-        for (int64_t d = 0; d < kSpatialDims; ++d) piece = piece.narrow(d, (*plan[static_cast<size_t>(d)])[0], tile[static_cast<size_t>(d)]);
+        for (int64_t d = 0; d < kSpatialDims; ++d) {
+          const auto u = static_cast<size_t>(d);
+          piece = piece.narrow(d, (*plan[u])[0], tile[u]);
+        }
         const auto result = forward(piece.contiguous().unsqueeze(0).unsqueeze(0));
         TORCH_CHECK_VALUE(result.defined() && result.dim() == 5 && result.size(0) == 1 && result.size(1) == 1 &&
                               result.sizes().slice(2) == piece.sizes(),
-                          "predict_in_tiles: forward returned shape ", result.defined() ? result.sizes() : at::IntArrayRef{},
+                          "predict_in_tiles: forward returned shape ",
+                          result.defined() ? result.sizes() : at::IntArrayRef{},
                           " for a tile of ", piece.sizes(), "; it must return [1, 1, ", piece.sizes(), "]");
         auto values = result.detach().squeeze(0).squeeze(0);
         if (!output.defined()) output = torch::empty(volume.sizes(), values.options());

@@ -33,7 +33,8 @@ void expect_error_mentioning(const std::function<void()>& call, const std::vecto
   } catch (const std::exception& error) {
     message = error.what();
   }
-  for (const auto& part : parts) EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
+  for (const auto& part : parts)
+    EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
 }
 
 TempDir::TempDir() {

@@ -130,7 +130,8 @@ TEST(ImageQuality, Ssim2dIsPerImageOverLeadingDims) {
     const auto a = x[n][0].unsqueeze(2).contiguous(), b = y[n][0].unsqueeze(2).contiguous();
     for (int64_t i = 0; i < 9; ++i)
       for (int64_t j = 0; j < 12; ++j)
-        ASSERT_NEAR(map[n][0][i][j].item<double>(), reference_ssim_at(a, b, i, j, 0), 1e-10) << n << " " << i << " " << j;
+        ASSERT_NEAR(map[n][0][i][j].item<double>(), reference_ssim_at(a, b, i, j, 0), 1e-10)
+            << n << " " << i << " " << j;
   }
 }
 

@@ -46,8 +46,9 @@ TEST(SuperResolution, LinearEqualsPytorchTrilinearWithoutAlignedCorners) {
   const auto v = random_volume({4, 3, 13}, 3);  // 4 blocks, the last of 1 slice
   const auto low = average_slices(v, 4, 2);
   const auto ours = interpolate_slices(low, 4, 13, Interpolation::kLinear, 2);
-  const auto theirs = F::interpolate(low.unsqueeze(0).unsqueeze(0),
-                                     F::InterpolateFuncOptions().size(std::vector<int64_t>{4, 3, 16}).mode(torch::kTrilinear).align_corners(false));
+  const auto options =
+      F::InterpolateFuncOptions().size(std::vector<int64_t>{4, 3, 16}).mode(torch::kTrilinear).align_corners(false);
+  const auto theirs = F::interpolate(low.unsqueeze(0).unsqueeze(0), options);
   EXPECT_TRUE(torch::allclose(ours, theirs[0][0].narrow(2, 0, 13), 1e-12, 1e-10));
 }
 
@@ -56,8 +57,9 @@ TEST(SuperResolution, CubicWithMinus075EqualsPytorchBicubic) {
   const auto low = average_slices(v, 4, 2);  // 3 blocks
   const auto ours = interpolate_slices(low, 4, 10, Interpolation::kCubic, 2, -0.75);
   // Bicubic over (y, z) with y kept: at scale 1 its y weights are exactly (0, 1, 0, 0).
-  const auto theirs = F::interpolate(low.unsqueeze(0),
-                                     F::InterpolateFuncOptions().size(std::vector<int64_t>{5, 12}).mode(torch::kBicubic).align_corners(false));
+  const auto options =
+      F::InterpolateFuncOptions().size(std::vector<int64_t>{5, 12}).mode(torch::kBicubic).align_corners(false);
+  const auto theirs = F::interpolate(low.unsqueeze(0), options);
   EXPECT_TRUE(torch::allclose(ours, theirs[0].narrow(2, 0, 10), 1e-12, 1e-10));
 }
 
@@ -146,7 +148,9 @@ TEST(SuperResolution, SmallVolumeSplitPatchesAndErrors) {
 TEST(SuperResolution, TiledPredictionEqualsTheWholePass) {
   const auto v = random_volume({20, 23, 17}, 8).to(torch::kFloat32);
   // A 3x3x3 box filter, zero beyond the faces: receptive radius 1.
-  const auto blur = [](const torch::Tensor& x) { return F::avg_pool3d(x, F::AvgPool3dFuncOptions(3).stride(1).padding(1)); };
+  const auto blur = [](const torch::Tensor& x) {
+    return F::avg_pool3d(x, F::AvgPool3dFuncOptions(3).stride(1).padding(1));
+  };
   const auto whole = blur(v.unsqueeze(0).unsqueeze(0))[0][0];
   int calls = 0;
   const auto counted = [&](const torch::Tensor& x) {

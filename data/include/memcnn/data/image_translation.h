@@ -6,10 +6,11 @@
 // images, scored against the real images with L1, PSNR and SSIM (image_quality.h).
 //
 // The edge map is the gradient magnitude sqrt(gx^2 + gy^2) of the 3x3 Sobel operator
-// (gx = [-1 0 1; -2 0 2; -1 0 1] across columns, gy the same down rows), zero beyond the image's border (Fashion-MNIST's
-// background is 0), scaled per image so its largest magnitude is 255 (an image with no edge, e.g.
-// a constant one, maps to 0 everywhere), rounded to bytes: the edge maps are byte images like the
-// images themselves, so both domains share one scaling (bytes_to_unit: [-1, 1]).
+// (gx = [-1 0 1; -2 0 2; -1 0 1] across columns, gy the same down rows), zero beyond the image's
+// border (Fashion-MNIST's background is 0), scaled per image so its largest magnitude is 255 (an
+// all-zero image maps to 0 everywhere; any other has edges, at its border at least), rounded to
+// bytes: the edge maps are byte images like the images themselves, so both domains share one
+// scaling (bytes_to_unit: [-1, 1]).
 
 #include <memcnn/data/dataset.h>
 #include <memcnn/data/image_quality.h>
