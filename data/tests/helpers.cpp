@@ -1,5 +1,7 @@
 #include "helpers.h"
 
+#include <c10/util/Exception.h>
+#include <gtest/gtest.h>
 #include <nifti2_io.h>
 #include <zlib.h>
 
@@ -19,6 +21,21 @@
 
 namespace memcnn::data::test {
 namespace fs = std::filesystem;
+
+void expect_error_mentioning(const std::function<void()>& call, const std::vector<std::string>& parts) {
+  std::string message;
+  try {
+    call();
+    ADD_FAILURE() << "expected an error mentioning '" << (parts.empty() ? std::string() : parts.front()) << "'";
+    return;
+  } catch (const c10::Error& error) {
+    message = error.what_without_backtrace();
+  } catch (const std::exception& error) {
+    message = error.what();
+  }
+  for (const auto& part : parts)
+    EXPECT_NE(message.find(part), std::string::npos) << "'" << part << "' not in: " << message;
+}
 
 TempDir::TempDir() {
   std::string templ = (fs::temp_directory_path() / "memcnn-data-test-XXXXXX").string();

@@ -5,6 +5,7 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <thread>
@@ -27,6 +28,10 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Runs `call` expecting an exception (c10::Error, std::invalid_argument, ...) whose message, without
+// LibTorch's backtrace, holds every one of `parts`; a gtest failure otherwise.
+void expect_error_mentioning(const std::function<void()>& call, const std::vector<std::string>& parts);
 
 void write_file(const std::string& path, const Bytes& bytes);
 Bytes read_whole_file(const std::string& path);
