@@ -62,6 +62,9 @@ struct AffineCouplingOptions {
   TORCH_ARG(AffineAdapter, adapter) = AffineAdapter::naive;
 };
 
+/// Implementation details, not API. Only the bases that public classes inherit their interface
+/// from are documented: CouplingBase and CouplingModule here, OrthogonalResamplingBase in
+/// resampling.h (docs/Doxyfile's EXCLUDE_SYMBOLS hides the other helpers).
 namespace detail {
 
 class ParameterGradients;  // recompute.h (internal)
@@ -71,57 +74,74 @@ torch::nn::AnyModule to_any_module(T&& module) {
   return torch::nn::AnyModule(std::forward<T>(module));
 }
 
-// What both couplings share. A coupling is two half steps, each changing one half from the
-// other through F or G with a rule (couple) that subclasses define with its inverse (uncouple):
-//   forward: x1 <- couple(x1, F(x2)); x2 <- couple(x2, G(x1))
-//   inverse: x2 <- uncouple(x2, G(x1)); x1 <- uncouple(x1, F(x2))
+/// What both couplings share. A coupling is two half steps, each changing one half from the
+/// other through F or G with a rule (couple) that subclasses define with its inverse (uncouple):
+///
+///     forward: x1 <- couple(x1, F(x2)); x2 <- couple(x2, G(x1))
+///     inverse: x2 <- uncouple(x2, G(x1)); x1 <- uncouple(x1, F(x2))
 class CouplingBase : public InvertibleModule, public FusedBackward {
  public:
-  // F and G may be replaced through these; reset() then registers the new ones.
+  /// F, the module of the first half step, as a `torch::nn::AnyModule&`. F and G may be replaced
+  /// through these; reset() then registers the new ones.
   torch::nn::AnyModule& F() { return F_; }
+  /// G, the module of the second half step; replaceable as F() is.
   torch::nn::AnyModule& G() { return G_; }
-  // Read from the options on every call, so a changed option takes effect at once.
+  /// The dimension split into halves. Read from the options on every call, so a changed option
+  /// takes effect at once.
   virtual int64_t split_dim() const = 0;
 
+  /// The coupling of every tensor in `x`, each split into halves along split_dim(). With one
+  /// tensor F and G take and return a torch::Tensor, with several a `std::vector<torch::Tensor>`
+  /// of the halves, one per input.
+  /// @throws c10::ValueError for no tensors.
+  /// @throws c10::Error for an undefined tensor, a split_dim() out of range or of odd size, or an
+  ///   F or G whose forward has the wrong signature or returns the wrong shape (naming the module).
   std::vector<torch::Tensor> forward_multi(const std::vector<torch::Tensor>& x) final;
+  /// The inverse of forward_multi: the half steps undone in reverse order (uncouple with G, then
+  /// with F); the same checks.
   std::vector<torch::Tensor> inverse_multi(const std::vector<torch::Tensor>& y) final;
-  // The RevNet backward: walks the half steps backwards, rebuilding each half and
-  // differentiating the same sub-module call, so F and G run once each (MemCNN: twice).
+  /// The RevNet backward: walks the half steps backwards, rebuilding each half and
+  /// differentiating the same sub-module call, so F and G run once each (MemCNN: twice).
+  /// See memcnn::FusedBackward for the parameters.
   RebuildAndGradients rebuild_and_differentiate(const std::vector<torch::Tensor>& outputs,
                                                 const std::vector<torch::Tensor>& grad_outputs,
                                                 bool inverse_direction,
                                                 const std::vector<torch::Tensor>& zero_masks) final;
 
  protected:
+  /// Keeps F and G and `name`, the coupling's name in error messages; the derived class's
+  /// reset() registers F and G (register_parts()).
   CouplingBase(torch::nn::AnyModule F, torch::nn::AnyModule G, const char* name);
-  // Checks F and G and registers them as the submodules "F" and "G", replacing what is
-  // registered under those names: reset() runs on a built coupling as well as on a copy whose
-  // registry LibTorch has emptied. F and G are the user's modules, kept, never rebuilt.
+  /// Checks F and G and registers them as the submodules "F" and "G", replacing what is
+  /// registered under those names: reset() runs on a built coupling as well as on a copy whose
+  /// registry LibTorch has emptied. F and G are the user's modules, kept, never rebuilt.
+  /// @throws c10::ValueError when F or G is empty, or both are the same module object.
   void register_parts();
-  // Deep copies of F and G (on `device` if given) in place of the shared ones: for clone().
+  /// Deep copies of F and G (on `device` if given) in place of the shared ones: for clone().
   void replace_parts_with_clones(const torch::optional<torch::Device>& device);
 
-  // What a half step adds from the output h of F or G, for a target half shaped like `target`
-  // (the exact coupling's grid index); h itself by default. Differentiable.
+  /// What a half step adds from the output h of F or G, for a target half shaped like `target`
+  /// (the exact coupling's grid index); h itself by default. Differentiable.
   virtual torch::Tensor coupling_term(const torch::Tensor& h, const torch::Tensor& target) const { return h; }
-  // y = couple(x, term) with term = coupling_term(h, x), and its inverse.
+  /// y = couple(x, term) with term = coupling_term(h, x): the rule of a half step.
   virtual torch::Tensor couple(const torch::Tensor& x, const torch::Tensor& term) const = 0;
+  /// The inverse of couple(): x = uncouple(couple(x, term), term).
   virtual torch::Tensor uncouple(const torch::Tensor& y, const torch::Tensor& term) const = 0;
-  // Without a graph: writes couple(x, term), or uncouple when `uncoupling`, into `out` in one
-  // pass over memory and says whether undoing it gives x back bit for bit; std::nullopt, with
-  // nothing written, where the rule has no such pass (then the tensor operations run).
+  /// Without a graph: writes couple(x, term), or uncouple when `uncoupling`, into `out` in one
+  /// pass over memory and says whether undoing it gives x back bit for bit; std::nullopt, with
+  /// nothing written, where the rule has no such pass (then the tensor operations run).
   virtual std::optional<bool> step_in_one_pass(const torch::Tensor& x, const torch::Tensor& h, bool uncoupling,
                                                const torch::Tensor& out) const {
     return std::nullopt;
   }
-  // How much larger than a half along split_dim the output of F and G is.
+  /// How much larger than a half along split_dim the output of F and G is (1 by default).
   virtual int64_t module_output_factor() const { return 1; }
-  // Whether the rule hands the output's gradient on unchanged to the target half and (negated
-  // when uncoupling) to F's or G's output, as x + h does: the backward then skips the autograd
-  // pass over the rule, a few percent of a transformer block's backward.
+  /// Whether the rule hands the output's gradient on unchanged to the target half and (negated
+  /// when uncoupling) to F's or G's output, as x + h does: the backward then skips the autograd
+  /// pass over the rule, a few percent of a transformer block's backward. False by default.
   virtual bool rule_passes_gradient_through() const { return false; }
 
-  const char* name_;
+  const char* name_;  ///< The coupling's name in error messages (the derived class's kName).
 
  private:
   struct HalfStep {
@@ -176,16 +196,27 @@ using not_options_t = std::enable_if_t<!std::is_same_v<std::decay_t<T>, Additive
 // G defaults to an independent deep copy of F.
 torch::nn::AnyModule clone_for_G(const torch::nn::AnyModule& F, const char* coupling_name);
 
-// The LibTorch module around a coupling rule: construction from F alone (G a deep copy) or
-// from F and G, single-tensor calls, reset and clone. Derived supplies the rule, log_det, kName
-// and check_options (static: reset() runs from this class's constructor, before Derived exists).
+/// The LibTorch module around a coupling rule: construction from F alone (G a deep copy) or
+/// from F and G, single-tensor calls, reset and clone. Derived supplies the rule, log_det, kName
+/// and check_options (static: reset() runs from this class's constructor, before Derived exists).
+/// @tparam Derived the coupling (memcnn::AdditiveCouplingImpl, memcnn::AffineCouplingImpl).
+/// @tparam Options its options (memcnn::AdditiveCouplingOptions, memcnn::AffineCouplingOptions).
 template <typename Derived, typename Options>
 class CouplingModule : public torch::nn::Cloneable<Derived>, public CouplingBase, public LogDetModule {
  public:
+  /// A coupling of F and, as G, an independent deep copy of F (F's Impl must derive from
+  /// `torch::nn::Cloneable`). F is a module holder, a shared pointer or a `torch::nn::AnyModule`,
+  /// registered as the submodule "F" (the same object, not a copy); a `torch::nn::Sequential`
+  /// goes in wrapped as a memcnn::TensorSequential (AnyModule cannot hold its template forward).
+  /// @throws c10::ValueError for an empty F or invalid options.
+  /// @throws c10::Error when F cannot be cloned (then pass G explicitly).
   template <typename FModule, typename = not_options_t<FModule>>
   explicit CouplingModule(FModule&& F, Options options = {})
       : CouplingModule(to_any_module(std::forward<FModule>(F)), options, 0) {}
 
+  /// A coupling of F and G, two different module objects of the kinds the constructor above
+  /// takes, registered as the submodules "F" and "G" (the same objects, not copies).
+  /// @throws c10::ValueError for an empty F or G, F and G the same object, or invalid options.
   template <typename FModule, typename GModule, typename = not_options_t<GModule>>
   CouplingModule(FModule&& F, GModule&& G, Options options = {})
       : CouplingBase(to_any_module(std::forward<FModule>(F)), to_any_module(std::forward<GModule>(G)),
@@ -194,22 +225,31 @@ class CouplingModule : public torch::nn::Cloneable<Derived>, public CouplingBase
     reset();
   }
 
+  /// The coupling of one tensor: forward_multi({x}). F and G must return tensors shaped like
+  /// their inputs (twice as long along split_dim with the affine `sigmoid` adapter; c10::Error
+  /// naming the module otherwise).
   torch::Tensor forward(const torch::Tensor& x) { return forward_multi({x}).front(); }
+  /// The inverse for one tensor: inverse_multi({y}), so that inverse(forward(x)) gives x back (to
+  /// rounding; bit for bit for an exact additive coupling).
   torch::Tensor inverse(const torch::Tensor& y) { return inverse_multi({y}).front(); }
   using LogDetModule::log_det;
+  /// log|det| of the Jacobian of forward at one tensor x, per sample: shape `[N]`.
   torch::Tensor log_det(const torch::Tensor& x) { return log_det(std::vector<torch::Tensor>{x}); }
 
+  /// `options.split_dim()`, read on every call.
   int64_t split_dim() const final { return options.split_dim(); }
 
-  // Validates the options and registers F and G: after a change of options, or of F or G.
+  /// Validates the options and registers F and G: after a change of options, or of F or G.
+  /// @throws c10::ValueError for invalid options (Derived::check_options), an empty F or G, or F
+  ///   and G the same object.
   void reset() override {
     Derived::check_options(options);
     register_parts();
   }
 
-  // A copy with the same options and training mode whose F and G are deep copies. (Cloneable's
-  // clone would register the original F and G in the copy and then assign their clones to them,
-  // changing the originals' parameters under any optimizer that holds them.)
+  /// A copy with the same options and training mode whose F and G are deep copies. (Cloneable's
+  /// clone would register the original F and G in the copy and then assign their clones to them,
+  /// changing the originals' parameters under any optimizer that holds them.)
   std::shared_ptr<torch::nn::Module> clone(
       const torch::optional<torch::Device>& device = torch::nullopt) const override {
     auto copy = std::make_shared<Derived>(static_cast<const Derived&>(*this));
@@ -217,6 +257,7 @@ class CouplingModule : public torch::nn::Cloneable<Derived>, public CouplingBase
     return copy;
   }
 
+  /// The coupling's options, read on every call; reset() validates them after a change.
   Options options;
 
  private:
@@ -249,7 +290,22 @@ class AdditiveCouplingImpl : public detail::CouplingModule<AdditiveCouplingImpl,
  public:
   /// The name in error messages.
   static constexpr const char* kName = "AdditiveCoupling";
+#ifdef MEMCNN_DOXYGEN
+  // Doxygen does not show inherited constructors: declared here for the API reference only, the
+  // ones that `using CouplingModule::CouplingModule` (the branch the compiler sees) inherits.
+  /// F and, as G, an independent deep copy of F (F's Impl must derive from `torch::nn::Cloneable`;
+  /// c10::Error otherwise). F: a module holder, a shared pointer or a `torch::nn::AnyModule`,
+  /// registered as the submodule "F" (the same object); a `torch::nn::Sequential` goes in wrapped
+  /// as a memcnn::TensorSequential. c10::ValueError for an empty F or invalid options.
+  template <typename FModule>
+  explicit AdditiveCouplingImpl(FModule&& F, AdditiveCouplingOptions options = {});
+  /// F and G, two different module objects (c10::ValueError when they are the same), registered
+  /// as the submodules "F" and "G" (the same objects, not copies).
+  template <typename FModule, typename GModule>
+  AdditiveCouplingImpl(FModule&& F, GModule&& G, AdditiveCouplingOptions options = {});
+#else
   using CouplingModule::CouplingModule;
+#endif
   using CouplingModule::log_det;
   /// Zeros, shape `[N]`: an additive coupling preserves volume.
   torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
@@ -287,7 +343,22 @@ class AffineCouplingImpl : public detail::CouplingModule<AffineCouplingImpl, Aff
  public:
   /// The name in error messages.
   static constexpr const char* kName = "AffineCoupling";
+#ifdef MEMCNN_DOXYGEN
+  // Doxygen does not show inherited constructors: declared here for the API reference only, the
+  // ones that `using CouplingModule::CouplingModule` (the branch the compiler sees) inherits.
+  /// F and, as G, an independent deep copy of F (F's Impl must derive from `torch::nn::Cloneable`;
+  /// c10::Error otherwise). F: a module holder, a shared pointer or a `torch::nn::AnyModule`,
+  /// registered as the submodule "F" (the same object); a `torch::nn::Sequential` goes in wrapped
+  /// as a memcnn::TensorSequential. c10::ValueError for an empty F or invalid options.
+  template <typename FModule>
+  explicit AffineCouplingImpl(FModule&& F, AffineCouplingOptions options = {});
+  /// F and G, two different module objects (c10::ValueError when they are the same), registered
+  /// as the submodules "F" and "G" (the same objects, not copies).
+  template <typename FModule, typename GModule>
+  AffineCouplingImpl(FModule&& F, GModule&& G, AffineCouplingOptions options = {});
+#else
   using CouplingModule::CouplingModule;
+#endif
   using CouplingModule::log_det;
   /// The sum of log s over both half steps, per sample: shape `[N]`. Runs F and G on the input.
   torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;

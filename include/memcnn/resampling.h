@@ -54,38 +54,58 @@ struct OrthogonalResamplingOptions {
 };
 
 namespace detail {
-// What both directions share: the per-channel matrices and the convolution with them.
+/// What both directions share (the base of memcnn::OrthogonalDownsamplingImpl and
+/// memcnn::OrthogonalUpsamplingImpl): the per-channel matrices and the convolution with them.
 class OrthogonalResamplingBase : public InvertibleLayer {
  public:
   using InvertibleLayer::log_det;
+  /// Zeros, shape `[N]`: orthogonal maps preserve volume.
+  /// @throws c10::Error for an undefined tensor or one without a batch dimension.
   torch::Tensor log_det(const torch::Tensor& x) override;
-  // The [channels, B, B] orthogonal matrices, B = prod(stride), in the precision the layer
-  // computes in: its parameters' (float64 for a fixed layer).
+  /// The [channels, B, B] orthogonal matrices, B = prod(stride), in the precision the layer
+  /// computes in: its parameters' (float64 for a fixed layer). Computed on each call, on the
+  /// device of `free` (of `base_pattern` for a fixed layer).
   torch::Tensor matrices() const;
+  /// B = prod(stride): the elements of one block, the coarse channels per fine channel.
   int64_t block_elements() const;
 
+  /// The layer's options: change them, then call reset().
   OrthogonalResamplingOptions options;
-  torch::Tensor free;  // [channels, B, B] parameter when learnable (strict upper triangle used)
-  // [B, B] buffer: the signs of the initial transform (haar_pattern, or the identity for the
-  // squeeze), which unit_rows turns into the transform in float64 on the buffer's device. A
-  // buffer, so that to() moves it with the module and no call copies it; signs (-1, 0, 1), exact
-  // in every dtype, so that to(torch::kFloat16) and back leave the transform orthogonal to
-  // float64 precision.
+  /// [channels, B, B] parameter when learnable (strict upper triangle used; zeros after reset():
+  /// the initial transform); undefined otherwise.
+  torch::Tensor free;
+  /// [B, B] buffer: the signs of the initial transform (haar_pattern, or the identity for the
+  /// squeeze), which unit_rows turns into the transform in float64 on the buffer's device. A
+  /// buffer, so that to() moves it with the module and no call copies it; signs (-1, 0, 1), exact
+  /// in every dtype, so that to(torch::kFloat16) and back leave the transform orthogonal to
+  /// float64 precision.
   torch::Tensor base_pattern;
 
  protected:
+  /// Keeps the options; the derived class's constructor calls reset() (define_tensors()).
   explicit OrthogonalResamplingBase(OrthogonalResamplingOptions options) : options(std::move(options)) {}
-  // The kernel's values in the layer's dtype on the input's device: a layer with parameters
-  // computes in their dtype, a fixed one in the input's.
+  /// The kernel's values in the layer's dtype on the input's device: a layer with parameters
+  /// computes in their dtype, a fixed one in the input's.
   torch::Tensor kernel_for(const torch::Tensor& input, const std::vector<int64_t>& shape) const;
+  /// What reset() does on `self`: validates the options, then (re)defines `base_pattern` and,
+  /// when learnable, `free` (zeros: the initial transform).
+  /// @throws c10::ValueError naming `who` for invalid options.
   void define_tensors(torch::nn::Module& self, const char* who);
-  // Module::load, accepting checkpoints written before base_pattern was a buffer (reset() has
-  // made it from the options).
+  /// Module::load, accepting checkpoints written before base_pattern was a buffer (reset() has
+  /// made it from the options).
   void load_tensors(torch::nn::Module& self, torch::serialize::InputArchive& archive);
+  /// [N, C, spatial...] -> [N, C*B, spatial/stride...]: the matrices as a grouped convolution of
+  /// kernel size and stride `stride`, autocast off.
+  /// @throws c10::Error naming `who` for a wrong rank or channel count, or a spatial size the
+  ///   stride does not divide.
   torch::Tensor downsample(const torch::Tensor& x, const char* who) const;
+  /// [N, C*B, spatial...] -> [N, C, spatial*stride...]: the matrices' transposes as a grouped 1x1
+  /// convolution, then each block's elements laid back out in space; autocast off.
+  /// @throws c10::Error naming `who` for a wrong rank or channel count.
   torch::Tensor upsample(const torch::Tensor& y, const char* who) const;
+  /// Prints `memcnn::NAME(channels=..., stride=[...], method=..., init=..., learnable=...)`.
   void print(std::ostream& stream, const char* name) const;
-  // The matrices in float64, computed on `device`.
+  /// The matrices in float64, computed on `device`.
   torch::Tensor orthogonal_float64(const torch::Device& device) const;
 };
 }  // namespace detail
