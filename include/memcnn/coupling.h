@@ -290,22 +290,7 @@ class AdditiveCouplingImpl : public detail::CouplingModule<AdditiveCouplingImpl,
  public:
   /// The name in error messages.
   static constexpr const char* kName = "AdditiveCoupling";
-#ifdef MEMCNN_DOXYGEN
-  // Doxygen does not show inherited constructors: declared here for the API reference only, the
-  // ones that `using CouplingModule::CouplingModule` (the branch the compiler sees) inherits.
-  /// F and, as G, an independent deep copy of F (F's Impl must derive from `torch::nn::Cloneable`;
-  /// c10::Error otherwise). F: a module holder, a shared pointer or a `torch::nn::AnyModule`,
-  /// registered as the submodule "F" (the same object); a `torch::nn::Sequential` goes in wrapped
-  /// as a memcnn::TensorSequential. c10::ValueError for an empty F or invalid options.
-  template <typename FModule>
-  explicit AdditiveCouplingImpl(FModule&& F, AdditiveCouplingOptions options = {});
-  /// F and G, two different module objects (c10::ValueError when they are the same), registered
-  /// as the submodules "F" and "G" (the same objects, not copies).
-  template <typename FModule, typename GModule>
-  AdditiveCouplingImpl(FModule&& F, GModule&& G, AdditiveCouplingOptions options = {});
-#else
   using CouplingModule::CouplingModule;
-#endif
   using CouplingModule::log_det;
   /// Zeros, shape `[N]`: an additive coupling preserves volume.
   torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
@@ -343,22 +328,7 @@ class AffineCouplingImpl : public detail::CouplingModule<AffineCouplingImpl, Aff
  public:
   /// The name in error messages.
   static constexpr const char* kName = "AffineCoupling";
-#ifdef MEMCNN_DOXYGEN
-  // Doxygen does not show inherited constructors: declared here for the API reference only, the
-  // ones that `using CouplingModule::CouplingModule` (the branch the compiler sees) inherits.
-  /// F and, as G, an independent deep copy of F (F's Impl must derive from `torch::nn::Cloneable`;
-  /// c10::Error otherwise). F: a module holder, a shared pointer or a `torch::nn::AnyModule`,
-  /// registered as the submodule "F" (the same object); a `torch::nn::Sequential` goes in wrapped
-  /// as a memcnn::TensorSequential. c10::ValueError for an empty F or invalid options.
-  template <typename FModule>
-  explicit AffineCouplingImpl(FModule&& F, AffineCouplingOptions options = {});
-  /// F and G, two different module objects (c10::ValueError when they are the same), registered
-  /// as the submodules "F" and "G" (the same objects, not copies).
-  template <typename FModule, typename GModule>
-  AffineCouplingImpl(FModule&& F, GModule&& G, AffineCouplingOptions options = {});
-#else
   using CouplingModule::CouplingModule;
-#endif
   using CouplingModule::log_det;
   /// The sum of log s over both half steps, per sample: shape `[N]`. Runs F and G on the input.
   torch::Tensor log_det(const std::vector<torch::Tensor>& inputs) override;
