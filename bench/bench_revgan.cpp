@@ -167,9 +167,11 @@ std::string revgan_section(const RevGANBenchOptions& o) {
   table(markdown, {"depth", "generator", "parameters", "activation MiB", "MiB / conventional", "step s (median)",
                    "time / conventional"},
         rows);
-  std::cout << "RevGAN figures\n";
-  markdown << "### Figures\n\n";
-  table(markdown, {"figure", "measured", "target", "holds"}, figures(by_depth));
+  if (by_depth.size() >= 2) {  // the figures compare depths
+    std::cout << "RevGAN figures\n";
+    markdown << "### Figures\n\n";
+    table(markdown, {"figure", "measured", "target", "holds"}, figures(by_depth));
+  }
   return markdown.str();
 }
 
