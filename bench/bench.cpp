@@ -10,6 +10,7 @@
 
 #include "bench_budget.h"
 #include "bench_iunet.h"
+#include "bench_revgan.h"
 #include "bench_transformers.h"
 #include "report.h"
 
@@ -192,6 +193,7 @@ struct BenchArgs {
 bench::IUNetBenchOptions iunet_options;  // of the iunet section (--iunet-*)
 bench::TransformerBenchOptions transformer_options;  // of the transformers section (--transformer-*)
 bench::BudgetBenchOptions budget_options;  // of the budget section (--budget-*)
+bench::RevGANBenchOptions revgan_options;  // of the revgan section (--revgan-*)
 
 // Replaces the sections this run measured and keeps the others; atomically (a rename), so an
 // interrupted run leaves the earlier file whole.
@@ -478,6 +480,12 @@ int run(BenchArgs args) {
     report.markdown << bench::transformers_section(transformer_options);
   }
 
+  if (wanted("revgan")) {
+    revgan_options.device = device;
+    revgan_options.quick = quick;
+    report.markdown << bench::revgan_section(revgan_options);
+  }
+
   if (!output.empty()) write_report(output, stamp_sections(report.markdown.str(), provenance));
   return 0;
 }
@@ -500,9 +508,9 @@ int main(int argc, char** argv) {
   app.add_option("--fraction-bits", fraction_bits, "fraction bits of the exact models' fixed-point grid");
   app.add_option("--accuracy-seeds", args.accuracy_seeds, "seeds of the gradient accuracy section");
   app.add_option("--sections", args.sections,
-                 "which sections to run: strategies, sweep, models, accuracy (the default), transformers, iunet and "
-                 "budget")
-      ->check(CLI::IsMember({"strategies", "sweep", "models", "accuracy", "transformers", "iunet", "budget"}));
+                 "which sections to run: strategies, sweep, models, accuracy (the default), transformers, iunet, "
+                 "budget and revgan")
+      ->check(CLI::IsMember({"strategies", "sweep", "models", "accuracy", "transformers", "iunet", "budget", "revgan"}));
   app.add_option("--budget-model", budget_options.model, "the budget section's model (a RevNet of model_names())");
   app.add_option("--budget-batch", budget_options.batch, "batch size of the budget section")->check(CLI::PositiveNumber);
   app.add_option("--budget-steps", budget_options.budgets,
@@ -530,6 +538,18 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--transformer-repetitions", transformer_options.repetitions,
                  "timed steps per model in the transformers section (median)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--revgan-depths", revgan_options.depths, "core depths of the revgan section")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--revgan-size", revgan_options.size, "side of the revgan section's patch (a multiple of 2, at least 4)")
+      ->check(CLI::Range(int64_t{4}, int64_t{1024}));
+  app.add_option("--revgan-ngf", revgan_options.ngf, "channels after the stem of the revgan section's generators")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--revgan-directions", revgan_options.directions,
+                 "the revgan section's step: 1 (A to B) or 2 (A to B and B to A, an L1 loss each)")
+      ->check(CLI::Range(int64_t{1}, int64_t{2}));
+  app.add_option("--revgan-repetitions", revgan_options.repetitions,
+                 "timed steps per generator and depth in the revgan section (median)")
       ->check(CLI::PositiveNumber);
   app.add_flag("--quick", args.quick, "tiny sizes: checks that the program works, figures mean nothing");
   app.add_flag("--cuda", args.cuda, "run on the first CUDA device");

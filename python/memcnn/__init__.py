@@ -34,6 +34,7 @@ from memcnn.layers import (OrthogonalDownsampling, OrthogonalUpsampling, Orthogo
                            ChannelSplit, ChannelConcat, orthogonality_error)
 from memcnn.iunet import IUNet, iunet_coupling_block, iunet_coupling_blocks  # noqa: E402
 from memcnn.models.vit import ViT, RevViT  # noqa: E402
+from memcnn.models.revgan import RevGANGenerator, ConvGANGenerator, ConvGANPair, PatchGAN  # noqa: E402
 
 
 def _install_storage_of_freed_inputs():
@@ -94,4 +95,8 @@ __all__ = [
     'iunet_coupling_blocks',
     'ViT',
     'RevViT',
+    'RevGANGenerator',
+    'ConvGANGenerator',
+    'ConvGANPair',
+    'PatchGAN',
 ]

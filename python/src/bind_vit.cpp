@@ -1,8 +1,7 @@
 // memcnn._C: the vision transformers of memcnn::models (vit.h) for memcnn.models.vit. The C++ model
-// computes; the Python module owns the parameters (nn.Parameters under the C++ names), and before
-// each call bind_transformer points every registered tensor of the C++ model, and the member that
-// holds it, at the Python module's tensor of the same name: so .to(), load_state_dict, optimizers
-// and copies act on what the C++ model computes with, and gradients arrive on the Python tensors.
+// computes; the Python module owns the parameters (module_binding.h).
+
+#include "module_binding.h"
 
 #include <memcnn/models/resnet.h>
 #include <memcnn/models/vit.h>
@@ -26,24 +25,6 @@ namespace {
 
 using memcnn::models::ClassifierImpl;
 using Model = std::shared_ptr<ClassifierImpl>;
-
-// LibTorch registers a parameter once and has no call to replace it; its dictionary is protected.
-struct RegisteredParameters : torch::nn::Module {
-  static torch::OrderedDict<std::string, torch::Tensor>& of(torch::nn::Module& m) {
-    return m.*(&RegisteredParameters::parameters_);
-  }
-};
-
-// The members through which each module a transformer is made of reads its registered tensors.
-std::vector<std::pair<std::string, torch::Tensor*>> tensor_members(torch::nn::Module& m) {
-  if (auto* l = dynamic_cast<torch::nn::LinearImpl*>(&m)) return {{"weight", &l->weight}, {"bias", &l->bias}};
-  if (auto* n = dynamic_cast<torch::nn::LayerNormImpl*>(&m)) return {{"weight", &n->weight}, {"bias", &n->bias}};
-  if (auto* c = dynamic_cast<torch::nn::Conv2dImpl*>(&m)) return {{"weight", &c->weight}, {"bias", &c->bias}};
-  if (auto* e = dynamic_cast<memcnn::models::PatchEmbeddingImpl*>(&m)) {
-    return {{"class_token", &e->class_token}, {"position_embedding", &e->position_embedding}};
-  }
-  return {};
-}
 
 template <typename T>
 T option(const py::dict& options, const char* key, T fallback) {
@@ -90,36 +71,8 @@ Model make_transformer(bool reversible, const py::dict& o) {
   return std::make_shared<memcnn::models::RevViTImpl>(options);
 }
 
-// The C++ names and values of the model's parameters (Python copies them into its own).
-std::vector<std::pair<std::string, torch::Tensor>> transformer_parameters(const Model& model) {
-  std::vector<std::pair<std::string, torch::Tensor>> parameters;
-  for (const auto& p : model->named_parameters()) parameters.emplace_back(p.key(), p.value());
-  return parameters;
-}
-
 void bind_transformer(const Model& model, const std::map<std::string, torch::Tensor>& tensors, bool training) {
-  for (const auto& item : model->named_modules("", /*include_self=*/true)) {
-    auto& module = *item.value();
-    auto& registered = RegisteredParameters::of(module);
-    const auto members = tensor_members(module);
-    for (auto& parameter : registered) {
-      const std::string name = item.key().empty() ? parameter.key() : item.key() + "." + parameter.key();
-      const auto found = tensors.find(name);
-      TORCH_CHECK(found != tensors.end(), "the transformer's parameter '", name, "' is missing from the module's ",
-                  "parameters (its state_dict must keep the names the model was built with)");
-      if (parameter.value().unsafeGetTensorImpl() == found->second.unsafeGetTensorImpl()) continue;
-      bool held = false;
-      for (const auto& [member_name, member] : members) {
-        if (member_name == parameter.key()) {
-          *member = found->second;
-          held = true;
-        }
-      }
-      TORCH_CHECK(held, "memcnn: no member known to hold the parameter '", name, "' of ", module.name());
-      parameter.value() = found->second;
-    }
-  }
-  model->train(training);
+  memcnn::python::bind_module_parameters(*model, tensors, training, "transformer");
 }
 
 py::dict named_shape(const std::string& name, int64_t num_classes, int64_t in_channels, int64_t image_size) {
@@ -151,7 +104,8 @@ void bind_vit(py::module_& m) {
         return text.str();
       });
   m.def("transformer", &make_transformer, py::arg("reversible"), py::arg("options"));
-  m.def("transformer_parameters", &transformer_parameters, py::arg("model"));
+  m.def("transformer_parameters", [](const Model& model) { return memcnn::python::named_parameter_list(*model); },
+        py::arg("model"));
   m.def("bind_transformer", &bind_transformer, py::arg("model"), py::arg("tensors"), py::arg("training"));
   m.def("transformer_forward", [](const Model& model, const torch::Tensor& images) { return model->forward(images); },
         py::arg("model"), py::arg("images"), py::call_guard<py::gil_scoped_release>());

@@ -335,6 +335,8 @@ struct CppModel {
 void bind_resampling(py::module_& m);
 // bind_vit.cpp: the vision transformers of memcnn::models (ViT, RevViT).
 void bind_vit(py::module_& m);
+// bind_revgan.cpp: the reversible GANs of memcnn::models (RevGAN generator, conventional pair, PatchGAN).
+void bind_revgan(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "memcnn's C++ core (LibTorch) behind the Python package";
@@ -428,6 +430,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("bind_layer", &bind_layer, py::arg("layer"), py::arg("tensors"), py::arg("training"));
   bind_resampling(m);
   bind_vit(m);
+  bind_revgan(m);
 
   py::class_<CppModel>(m, "CppModel", "A memcnn::models network built in C++ (benchmark comparison)")
       .def(py::init<const std::string&, bool>(), py::arg("name"), py::arg("fused_backward") = true)

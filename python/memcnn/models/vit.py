@@ -14,59 +14,31 @@ as usual.
     model = memcnn.models.vit.create('revvit_tiny', num_classes=10, in_channels=1, image_size=28)
 """
 
-import torch.nn as nn
-
 from memcnn import _C
 from memcnn._bridge import check_tensors
+from memcnn.models._cpp_network import CppNetwork
 
 __all__ = ['ViT', 'RevViT', 'create', 'names', 'vit_tiny', 'revvit_tiny', 'vit_small', 'revvit_small']
 
 
-class _Part(nn.Module):
-    """Holds the parameters of one part of the C++ model, under its C++ name."""
-
-    def forward(self, *args):
-        raise RuntimeError("a part of a memcnn transformer's parameters; call the whole model")
-
-
-class _Transformer(nn.Module):
+class _Transformer(CppNetwork):
     _reversible = False
 
-    def __init__(self, **options):
-        super().__init__()
-        self._options = options
-        model = _C.transformer(self._reversible, options)
-        for name, tensor in _C.transformer_parameters(model):
-            *path, leaf = name.split('.')
-            module = self
-            for part in path:
-                if part not in module._modules:
-                    module.add_module(part, _Part())
-                module = module._modules[part]
-            module.register_parameter(leaf, nn.Parameter(tensor.detach().clone()))
-        self.__dict__['_cpp_model'] = model
+    def _build(self, options):
+        return _C.transformer(self._reversible, options)
 
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state.pop('_cpp_model', None)
-        return state
+    @staticmethod
+    def _parameters_of(network):
+        return _C.transformer_parameters(network)
 
-    def _model(self):
-        model = self.__dict__.get('_cpp_model')
-        if model is None:
-            model = _C.transformer(self._reversible, self._options)
-            self.__dict__['_cpp_model'] = model
-        _C.bind_transformer(model, dict(self.named_parameters()), self.training)
-        return model
+    @staticmethod
+    def _bind(network, tensors, training):
+        _C.bind_transformer(network, tensors, training)
 
     def forward(self, images):
         """Class logits [N, num_classes] for images [N, in_channels, image_size, image_size]."""
         check_tensors((images,), type(self).__name__ + '.forward')
-        return _C.transformer_forward(self._model(), images)
-
-    def extra_repr(self):
-        """The model's options, for print(model)."""
-        return ', '.join('{}={!r}'.format(k, v) for k, v in self._options.items())
+        return _C.transformer_forward(self._network(), images)
 
 
 class ViT(_Transformer):
