@@ -4,8 +4,10 @@ scripts/docs.sh runs Doxygen first and passes its XML folder in MEMCNN_DOXYGEN_X
 command-line pages run the programs from the build folder, which docs.sh puts first on PATH;
 the Python API pages import the built package (PYTHONPATH set by docs.sh).
 """
+import logging
 import os
 import re
+import xml.etree.ElementTree as ET
 
 project = "memcnn"
 author = "memcnn developers"
@@ -42,6 +44,40 @@ breathe_show_include = True
 # C++ signatures the Sphinx C++ domain cannot resolve (LibTorch's types) are not warnings: the
 # reference links what it knows and prints the rest as text.
 nitpicky = False
+
+
+
+class _ReopenedNamespaces(logging.Filter):
+    """Each API page renders one header (doxygenfile), and every header reopens the namespaces it
+    declares in (memcnn, memcnn::data, ...): Breathe declares such a namespace once per page, which
+    Sphinx's C++ domain reports as a duplicate declaration. Only those reports are dropped; a
+    class, function or variable declared twice is still an error."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names = names
+
+    def filter(self, record):
+        message = record.getMessage()
+        if not message.startswith("Duplicate C++ declaration"):
+            return True
+        match = re.search(r"Declaration is '\.\. cpp:type:: ([A-Za-z_:]+)'", message)
+        return not (match and match.group(1) in self.names)
+
+
+def _doxygen_namespaces(xml_dir):
+    names = set()
+    index = os.path.join(xml_dir, "index.xml")
+    if xml_dir and os.path.isfile(index):
+        for compound in ET.parse(index).getroot().iter("compound"):
+            if compound.get("kind") == "namespace":
+                full = compound.findtext("name")
+                names.update({full, full.split("::")[-1]})
+    return names
+
+
+logging.getLogger("sphinx.sphinx.domains.cpp").addFilter(
+    _ReopenedNamespaces(_doxygen_namespaces(breathe_projects["memcnn"])))
 
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": True}

@@ -15,9 +15,6 @@ import sys
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 PAGES = ROOT / "docs" / "api" / "cpp"
 COMPONENTS = ["models", "data", "distributed", "train"]
-# What a header's page shows, in this order. Not its namespaces: each header reopens memcnn::, and
-# Breathe would declare the namespace once per page (Sphinx's duplicate-declaration warnings).
-SECTIONS = "briefdescription detaileddescription innerclass define typedef enum func var"
 
 
 def public_headers():
@@ -32,7 +29,7 @@ def public_headers():
 def page_text(include):
     return (f"# `{include}`\n\n"
             f"```cpp\n#include <{include}>\n```\n\n"
-            f"```{{doxygenfile}} {include}\n:project: memcnn\n:sections: {SECTIONS}\n```\n")
+            f"```{{doxygenfile}} {include}\n:project: memcnn\n```\n")
 
 
 def main():

@@ -40,7 +40,9 @@ class OrthogonalChannelMixingImpl : public torch::nn::Cloneable<OrthogonalChanne
   /// Builds the layer (drawing its rotation with random_init); c10::ValueError for fewer than
   /// 1 channel.
   explicit OrthogonalChannelMixingImpl(OrthogonalChannelMixingOptions options);
-  using InvertibleLayer::log_det;
+  /// @cond
+  using InvertibleLayer::log_det;  // log_det(vector), documented on InvertibleLayer
+  /// @endcond
   /// Mixes the channels with matrix().
   torch::Tensor forward(const torch::Tensor& x) override;
   /// Mixes the channels with the transpose of matrix().

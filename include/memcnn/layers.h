@@ -44,7 +44,9 @@ class InvertibleDownsamplingImpl : public torch::nn::Cloneable<InvertibleDownsam
  public:
   /// Builds the layer; c10::ValueError for a block_size below 1.
   explicit InvertibleDownsamplingImpl(InvertibleDownsamplingOptions options = {});
-  using InvertibleLayer::log_det;
+  /// @cond
+  using InvertibleLayer::log_det;  // log_det(vector), documented on InvertibleLayer
+  /// @endcond
   torch::Tensor forward(const torch::Tensor& x) override;
   torch::Tensor inverse(const torch::Tensor& y) override;
   torch::Tensor log_det(const torch::Tensor& x) override;
@@ -71,7 +73,9 @@ class InvertibleUpsamplingImpl : public torch::nn::Cloneable<InvertibleUpsamplin
  public:
   /// Builds the layer; c10::ValueError for a block_size below 1.
   explicit InvertibleUpsamplingImpl(InvertibleUpsamplingOptions options = {});
-  using InvertibleLayer::log_det;
+  /// @cond
+  using InvertibleLayer::log_det;  // log_det(vector), documented on InvertibleLayer
+  /// @endcond
   torch::Tensor forward(const torch::Tensor& x) override;
   torch::Tensor inverse(const torch::Tensor& y) override;
   torch::Tensor log_det(const torch::Tensor& x) override;
@@ -105,7 +109,9 @@ class ChannelPermutationImpl : public torch::nn::Cloneable<ChannelPermutationImp
  public:
   /// Builds the layer and draws its permutation; c10::ValueError for fewer than 1 channel.
   explicit ChannelPermutationImpl(ChannelPermutationOptions options);
-  using InvertibleLayer::log_det;
+  /// @cond
+  using InvertibleLayer::log_det;  // log_det(vector), documented on InvertibleLayer
+  /// @endcond
   torch::Tensor forward(const torch::Tensor& x) override;
   torch::Tensor inverse(const torch::Tensor& y) override;
   torch::Tensor log_det(const torch::Tensor& x) override;
@@ -143,7 +149,9 @@ class InvertibleConv1x1Impl : public torch::nn::Cloneable<InvertibleConv1x1Impl>
  public:
   /// Builds the layer and draws W; c10::ValueError for fewer than 1 channel.
   explicit InvertibleConv1x1Impl(InvertibleConv1x1Options options);
-  using InvertibleLayer::log_det;
+  /// @cond
+  using InvertibleLayer::log_det;  // log_det(vector), documented on InvertibleLayer
+  /// @endcond
   torch::Tensor forward(const torch::Tensor& x) override;
   /// Convolution with the inverse of W (a matrix inverse per call).
   torch::Tensor inverse(const torch::Tensor& y) override;
@@ -192,7 +200,9 @@ class ActNormImpl : public torch::nn::Cloneable<ActNormImpl>, public InvertibleL
   /// Builds the layer, uninitialised (bias and log_scale zero); c10::ValueError for fewer than
   /// 1 channel.
   explicit ActNormImpl(ActNormOptions options);
-  using InvertibleLayer::log_det;
+  /// @cond
+  using InvertibleLayer::log_det;  // log_det(vector), documented on InvertibleLayer
+  /// @endcond
   /// `(x + bias) * exp(log_scale)`; in training, the first call initialises from x first.
   torch::Tensor forward(const torch::Tensor& x) override;
   torch::Tensor inverse(const torch::Tensor& y) override;

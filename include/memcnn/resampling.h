@@ -58,7 +58,9 @@ namespace detail {
 /// memcnn::OrthogonalUpsamplingImpl): the per-channel matrices and the convolution with them.
 class OrthogonalResamplingBase : public InvertibleLayer {
  public:
-  using InvertibleLayer::log_det;
+  /// @cond
+  using InvertibleLayer::log_det;  // log_det(vector), documented on InvertibleLayer
+  /// @endcond
   /// Zeros, shape `[N]`: orthogonal maps preserve volume.
   /// @throws c10::Error for an undefined tensor or one without a batch dimension.
   torch::Tensor log_det(const torch::Tensor& x) override;
