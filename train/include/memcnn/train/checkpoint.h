@@ -12,8 +12,10 @@
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
+#include <torch/serialize/archive.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -38,15 +40,29 @@ struct CheckpointInfo {
   std::optional<nlohmann::json> recipe;
 };
 
+// What a checkpoint holds besides the model, for trainers with several optimizers (a GAN's, one for
+// its generator and one for its discriminators) or further state (a GAN's image pools): each
+// optimizer under its name, and `extra`, which `save_extra` writes and `load_extra` reads back
+// (throwing to refuse a checkpoint; it runs after the optimizers are loaded, before the model).
+struct TrainingState {
+  std::vector<std::pair<std::string, torch::optim::Optimizer*>> optimizers;
+  std::function<void(torch::serialize::OutputArchive&)> save_extra;
+  std::function<void(torch::serialize::InputArchive&)> load_extra;
+};
+
 class Checkpointer {
  public:
   explicit Checkpointer(std::string directory);
   void save(const torch::nn::Module& model, const torch::optim::Optimizer& optimizer, const CheckpointInfo& info) const;
+  void save(const torch::nn::Module& model, const TrainingState& state, const CheckpointInfo& info) const;
   // Loads the newest good checkpoint into model and optimizer; what it recorded, or nothing when
   // there is none. Corrupt files are reported on stderr and skipped.
   std::optional<CheckpointInfo> load(torch::nn::Module& model, torch::optim::Optimizer& optimizer) const;
+  std::optional<CheckpointInfo> load(torch::nn::Module& model, const TrainingState& state) const;
   // load(), then the model onto `device`.
   std::optional<CheckpointInfo> restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                                        const torch::Device& device) const;
+  std::optional<CheckpointInfo> restore(torch::nn::Module& model, const TrainingState& state,
                                         const torch::Device& device) const;
   std::string latest_path() const;
   std::string previous_path() const;
