@@ -443,6 +443,8 @@ int main(int argc, char** argv) {
     run_options.batch_size = args.batch_size;
     run_options.threads = args.threads;
     run_options.max_test = args.max_test;
+    std::signal(SIGINT, on_signal);  // Ctrl-C: checkpoint after the current step and stop
+    std::signal(SIGTERM, on_signal);
     try {
       return run_gan(run_options);
     } catch (const c10::Error& e) {

@@ -158,6 +158,15 @@ GANConfig GANConfig::from_json(const Json& e) {
                                                           "convgan2d and convgan3d");
   const bool unpaired_name = c.dataset.size() > 9 && c.dataset.compare(c.dataset.size() - 9, 9, "-unpaired") == 0;
   c.paired = field(e, "paired", !unpaired_name);
+  // The shipped datasets' dimension: a model of the other one would fail only after loading them.
+  const int64_t data_dims = c.dataset == "ch2-superresolution" ? 3 : c.dataset.rfind("fashion-edges", 0) == 0 ? 2 : 0;
+  if (data_dims != 0 && data_dims != c.dims()) {
+    const std::string kind = c.reversible() ? "revgan" : "convgan";
+    throw std::invalid_argument(c.model + " cannot train on " + c.dataset + ": it is a " + std::to_string(c.dims()) +
+                                "-D model and " + c.dataset + " is " + std::to_string(data_dims) + "-D; use " + kind +
+                                std::to_string(data_dims) + "d (the 2-D GANs go with fashion-edges and "
+                                "fashion-edges-unpaired, the 3-D ones with ch2-superresolution)");
+  }
   c.gan_loss = field<std::string>(e, "gan_loss", c.paired ? "bce" : "lsgan");
   require(c.gan_loss == "bce" || c.gan_loss == "lsgan",
           "gan_loss must be \"bce\" (with logits, pix2pix's) or \"lsgan\" (least squares, CycleGAN's), not \"" +

@@ -145,7 +145,8 @@ TEST(GANRecipe, InvalidFieldsAreNamed) {
   EXPECT_NE(message({{"pool_size", -1}}).find("pool_size"), std::string::npos);
   EXPECT_NE(message({{"data", {{"patchsize", 3}}}}).find("data.patchsize"), std::string::npos);
   // A 3-D model on a 2-D task names the model to use.
-  const auto volume_model = train::GANConfig::from_json(Json{{"model", "revgan3d"}, {"dataset", "fashion-edges"}});
+  EXPECT_NE(message({{"model", "convgan3d"}}).find("use convgan2d"), std::string::npos);
+  const auto volume_model = train::GANConfig::from_json(Json{{"model", "revgan3d"}, {"dataset", "synthetic"}});
   try {
     train::GANNetworks(volume_model, 2, 1, 1);
     ADD_FAILURE() << "a 3-D model on 2-D data was accepted";

@@ -38,23 +38,24 @@
 namespace memcnn {
 namespace train {
 
+// The recipe of a GAN experiment (an entry of experiments.json).
 struct GANConfig {
   std::string model;    // revgan2d, revgan3d, convgan2d, convgan3d
   std::string dataset;  // ch2-superresolution, fashion-edges, fashion-edges-unpaired
-  bool paired = true;
+  bool paired = true;            // default: false for a dataset named *-unpaired
   std::string gan_loss = "bce";  // "bce" (with logits) or "lsgan" (least squares)
   double l1_weight = 100;        // paired: L1 to the true output, each direction
   double cycle_weight = 10;      // unpaired: L1 of A -> B -> A to A and of B -> A -> B to B
   double identity_weight = 0.5;  // unpaired: times cycle_weight, L1 of G_AB(b) to b and G_BA(a) to a
   int64_t pool_size = 50;        // unpaired: generated images each discriminator's pool holds (0: none)
   int64_t batch_size = 1;
-  int64_t max_iterations = 20000;
+  int64_t max_iterations = 20000;  // the learning rate reaches 0 here
   int64_t decay_iterations = 10000;  // the last ones: the learning rate falls linearly to 0
-  double lr = 2e-4, beta1 = 0.5, beta2 = 0.999;
+  double lr = 2e-4, beta1 = 0.5, beta2 = 0.999;  // Adam's, both optimizers ("betas": [beta1, beta2])
   int64_t checkpoint_every = 500;
-  int64_t validate_every = 1000;
-  int64_t log_every = 10;
-  uint64_t seed = 0;
+  int64_t validate_every = 1000;  // evaluation (metrics' test column) every N iterations and at the end
+  int64_t log_every = 10;         // a progress line and a metrics row every N iterations
+  uint64_t seed = 0;              // of the networks' initialisation, the batches and the pools
   // The generator: ngf, depth, downsamplings, stem_kernel, memory_saving (RevGAN), init_std; the
   // discriminators: ndf, discriminator_layers. Absent: the authors' sizes for the dimension.
   Json model_options = Json::object();
@@ -80,7 +81,7 @@ bool is_gan_model(const std::string& model);
 // One batch of both domains, [B, channels, spatial...] each in [-1, 1]; paired: b[i] is a[i]'s
 // true translation.
 struct GANBatch {
-  torch::Tensor a, b;
+  torch::Tensor a, b;  // domain A (the generator's input), domain B
 };
 
 // The figures of A-to-B translation on the task's test data.
@@ -120,9 +121,9 @@ class GANNetworksImpl : public torch::nn::Module {
   std::vector<torch::Tensor> generator_parameters() const;
   std::vector<torch::Tensor> discriminator_parameters() const;
 
-  models::Translator generator{nullptr};
+  models::Translator generator{nullptr};    // both directions
   models::RevGANGenerator revgan{nullptr};  // the generator when it is a RevGAN, else empty
-  models::PatchGAN discriminator_a{nullptr}, discriminator_b{nullptr};
+  models::PatchGAN discriminator_a{nullptr}, discriminator_b{nullptr};  // see above
 };
 TORCH_MODULE(GANNetworks);
 
@@ -131,13 +132,13 @@ TORCH_MODULE(GANNetworks);
 // (which the new one replaces). Draws come from a generator seeded by (seed, iteration, stream).
 class ImagePool {
  public:
-  explicit ImagePool(int64_t capacity) : capacity_(capacity) {}
+  explicit ImagePool(int64_t capacity) : capacity_(capacity) {}  // 0: serves what it is given
   // images [B, ...] detached; returns [B, ...].
   torch::Tensor query(const torch::Tensor& images, uint64_t seed, int64_t iteration, uint64_t stream);
-  int64_t size() const { return static_cast<int64_t>(images_.size()); }
+  int64_t size() const { return static_cast<int64_t>(images_.size()); }  // images held
   // The contents stacked ([0] when empty) and back.
   torch::Tensor stacked() const;
-  void load(const torch::Tensor& stacked);
+  void load(const torch::Tensor& stacked);  // c10::Error when it holds more than the capacity
 
  private:
   int64_t capacity_;
@@ -153,41 +154,47 @@ struct GANStepLosses {
   double train_psnr = 0;     // of A to B on the batch against b (paired), dB (peak: the [-1, 1] range)
 };
 
+// Where and how a GANTrainer runs.
 struct GANTrainerOptions {
-  std::string results_dir;
+  std::string results_dir;  // this experiment's folder: checkpoints, metrics.csv, metrics.svg, outputs
   torch::Device device = torch::kCPU;
   torch::Dtype dtype = torch::kFloat32;  // of the networks and batches (tests: float64)
-  bool live_line = false;
-  std::ostream* out = nullptr;
-  bool allow_recipe_change = false;
+  bool live_line = false;            // rewrite one progress line (a terminal)
+  std::ostream* out = nullptr;       // progress output; std::cout when null
+  bool allow_recipe_change = false;  // as TrainerOptions::allow_recipe_change
 };
 
+// What a GANTrainer::run did.
 struct GANSummary {
   int64_t generator_parameters = 0, discriminator_parameters = 0;
-  int64_t start_iteration = 0, final_iteration = 0;
-  bool interrupted = false;
-  double seconds = 0;
-  std::optional<double> total_seconds;
+  int64_t start_iteration = 0, final_iteration = 0;  // a resumed run starts above 0
+  bool interrupted = false;                          // stopped by request (checkpointed)
+  double seconds = 0;                                // wall time of this run
+  std::optional<double> total_seconds;               // as TrainSummary::total_seconds
   GANEvaluation evaluation;  // at the end (none when interrupted)
-  bool evaluated = false;
+  bool evaluated = false;        // whether `evaluation` holds figures
   int64_t activation_bytes = 0;  // of the last training step
 };
 
+// Trains a GAN experiment; on CPU the program must have called memcnn::enable_cpu_memory_tracking()
+// (memory.h) first, as for the other trainers.
 class GANTrainer {
  public:
   GANTrainer(GANConfig config, GANTask task, GANTrainerOptions options);
   ~GANTrainer();
+  // Trains from the newest checkpoint (if any) to config.max_iterations, then evaluates.
   GANSummary run();
   // One step of both optimizers on a batch at an iteration's learning rate (run() calls it).
   GANStepLosses step(const GANBatch& batch, int64_t iteration);
+  // The task's evaluation of the current generator (A to B); `final` as GANTask::evaluate's.
   GANEvaluation evaluate(bool final);
-  int64_t restore();  // the checkpoint's iteration, or -1
+  int64_t restore();  // loads the newest checkpoint: its iteration, or -1
   GANNetworks& networks();
   const GANConfig& config() const;
   const GANTask& task() const;
   GANBatch training_batch(int64_t iteration) const;  // on the trainer's device and dtype
-  const ImagePool& pool_a() const;
-  const ImagePool& pool_b() const;
+  const ImagePool& pool_a() const;  // fakes of domain A, judged by discriminator_a
+  const ImagePool& pool_b() const;  // fakes of domain B
   // Peak bytes above the start of one training step on `batch` with the generator's memory
   // saving on or off (same weights; the networks and optimizers are left as they were).
   int64_t step_bytes(const GANBatch& batch, bool memory_saving);
