@@ -13,6 +13,7 @@
 #include <memcnn/state_dict.h>
 #include <memcnn/train/checkpoint.h>
 #include <memcnn/train/config.h>
+#include <memcnn/train/gan.h>
 #include <memcnn/train/memory_plan_json.h>
 #include <memcnn/train/progress.h>
 #include <memcnn/train/python_weights.h>
@@ -20,6 +21,7 @@
 #include <memcnn/train/segmentation.h>
 #include <memcnn/train/trainer.h>
 
+#include "train_gan.h"
 #include "train_segmentation.h"
 
 #include <CLI/CLI.hpp>
@@ -62,6 +64,7 @@ struct Arguments {
   std::string inputs;  // overrides the recipe's
   bool fresh = false, no_cuda = false, evaluate = false, exact = false, allow_recipe_change = false;
   int64_t max_iterations = 0, batch_size = 0, threads = 0, nproc = 0, anchor_every = 0, fraction_bits = -1;
+  int64_t max_test = 0;  // the GANs' evaluation on Fashion-MNIST: the first N test images
   double dist_timeout = 120;
   double memory_budget_mib = 0;  // 0: no memory plan
 };
@@ -325,17 +328,22 @@ int main(int argc, char** argv) {
   auto model_names = models::model_names();
   for (const auto& name : models::transformer_names()) model_names.push_back(name);
   model_names.push_back("iunet3d");  // segmentation (train_segmentation.h)
+  for (const char* name : {"revgan2d", "revgan3d", "convgan2d", "convgan3d"}) model_names.push_back(name);  // train_gan.h
   std::string model_list;
   for (const auto& name : model_names) model_list += (model_list.empty() ? "" : ", ") + name;
   app.add_option("MODEL", args.model, model_list)->required()->check(CLI::IsMember(model_names));
-  app.add_option("DATASET", args.dataset, "cifar10, cifar100, fashion-mnist; brain-extraction (for iunet3d)")
+  app.add_option("DATASET", args.dataset,
+                 "cifar10, cifar100, fashion-mnist; brain-extraction (for iunet3d); ch2-superresolution (for revgan3d "
+                 "and convgan3d), fashion-edges and fashion-edges-unpaired (for revgan2d and convgan2d)")
       ->required()
-      ->check(CLI::IsMember({"cifar10", "cifar100", "fashion-mnist", "brain-extraction"}));
+      ->check(CLI::IsMember({"cifar10", "cifar100", "fashion-mnist", "brain-extraction", "ch2-superresolution",
+                             "fashion-edges", "fashion-edges-unpaired"}));
   app.add_flag("--fresh", args.fresh, "remove earlier results (checkpoints, metrics) of this experiment");
   app.add_flag("--no-cuda", args.no_cuda, "train on the CPU even when CUDA is available");
   app.add_option("--data-dir", args.data_dir,
-                 "where the datasets are (CIFAR is downloaded there when missing); default: datasets/, and "
-                 "/usr/share/datasets/fashion-mnist for Fashion-MNIST");
+                 "where the datasets are (CIFAR is downloaded there when missing); default: datasets/, "
+                 "/usr/share/datasets/fashion-mnist for Fashion-MNIST and its edges, mricron-data's folder for the "
+                 "volumes");
   app.add_option("--results-dir", args.results_dir, "where checkpoints and metrics go (default: results)");
   app.add_option("--experiments-file", args.experiments_file, "a JSON file of experiments (default: the shipped one)");
   app.add_option("--max-iterations", args.max_iterations, "stop after this many iterations")->check(CLI::PositiveNumber);
@@ -399,7 +407,53 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--dist-backend", args.dist_backend, "data-parallel: auto (NCCL on CUDA, else Gloo), gloo or nccl")
       ->check(CLI::IsMember({"auto", "gloo", "nccl"}));
+  app.add_option("--max-test", args.max_test,
+                 "GANs on fashion-edges: evaluate on the first N of the 10,000 test images (default: all)")
+      ->check(CLI::PositiveNumber);
   CLI11_PARSE(app, argc, argv);
+  const bool gan = train::is_gan_model(args.model);
+  const bool gan_dataset = args.dataset == "ch2-superresolution" || args.dataset.rfind("fashion-edges", 0) == 0;
+  if (gan != gan_dataset) {
+    std::cerr << "memcnn-train: " << args.model << " cannot train on " << args.dataset
+              << ": the GANs revgan2d and convgan2d go with the datasets fashion-edges and fashion-edges-unpaired, "
+                 "revgan3d and convgan3d with ch2-superresolution; the classifiers with cifar10, cifar100 and "
+                 "fashion-mnist" << std::endl;
+    return 2;
+  }
+  if (gan) {
+    if (args.nproc > 1 || !args.weights.empty() || !args.export_weights.empty() || !args.optimizer_state.empty() ||
+        !args.logits.empty() || args.exact || args.memory_budget_mib > 0 || !args.autocast.empty()) {
+      std::cerr << "memcnn-train: the GANs take --evaluate, --max-iterations, --batch-size, --max-test, --threads, "
+                   "--data-dir, --fresh and --allow-recipe-change; --nproc, --weights, --export-weights, "
+                   "--optimizer-state, --logits, --exact, --memory-budget and --autocast are for the classifiers"
+                << std::endl;
+      return 2;
+    }
+    GANRun run_options;
+    run_options.model = args.model;
+    run_options.dataset = args.dataset;
+    run_options.data_dir = args.data_dir;
+    run_options.results_dir = args.results_dir;
+    run_options.experiments_file = args.experiments_file;
+    run_options.fresh = args.fresh;
+    run_options.evaluate = args.evaluate;
+    run_options.no_cuda = args.no_cuda;
+    run_options.allow_recipe_change = args.allow_recipe_change;
+    run_options.max_iterations = args.max_iterations;
+    run_options.batch_size = args.batch_size;
+    run_options.threads = args.threads;
+    run_options.max_test = args.max_test;
+    std::signal(SIGINT, on_signal);  // Ctrl-C: checkpoint after the current step and stop
+    std::signal(SIGTERM, on_signal);
+    try {
+      return run_gan(run_options);
+    } catch (const c10::Error& e) {
+      std::cerr << "memcnn-train: " << e.what_without_backtrace() << std::endl;
+    } catch (const std::exception& e) {
+      std::cerr << "memcnn-train: " << e.what() << std::endl;
+    }
+    return 1;
+  }
   const bool segmentation = train::is_segmentation_model(args.model);
   if (segmentation != (args.dataset == "brain-extraction")) {
     std::cerr << "memcnn-train: " << args.model << " cannot train on " << args.dataset

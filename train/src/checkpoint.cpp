@@ -58,12 +58,25 @@ std::string Checkpointer::previous_path() const { return (fs::path(directory_) /
 
 void Checkpointer::save(const torch::nn::Module& model, const torch::optim::Optimizer& optimizer,
                         const CheckpointInfo& info) const {
+  // Saving reads the optimizer only.
+  save(model, TrainingState{{{"optimizer", const_cast<torch::optim::Optimizer*>(&optimizer)}}, {}, {}}, info);
+}
+
+void Checkpointer::save(const torch::nn::Module& model, const TrainingState& state, const CheckpointInfo& info) const {
   fs::create_directories(directory_);
-  torch::serialize::OutputArchive archive, model_archive, optimizer_archive;
+  torch::serialize::OutputArchive archive, model_archive;
   model.save(model_archive);
-  optimizer.save(optimizer_archive);
   archive.write("model", model_archive);
-  archive.write("optimizer", optimizer_archive);
+  for (const auto& [name, optimizer] : state.optimizers) {
+    torch::serialize::OutputArchive optimizer_archive;
+    optimizer->save(optimizer_archive);
+    archive.write(name, optimizer_archive);
+  }
+  if (state.save_extra) {
+    torch::serialize::OutputArchive extra;
+    state.save_extra(extra);
+    archive.write("extra", extra);
+  }
   archive.write("iteration", torch::tensor(info.iteration, torch::kLong));
   if (info.training_seconds) archive.write("training_seconds", c10::IValue(*info.training_seconds));
   if (info.recipe) archive.write("recipe", c10::IValue(info.recipe->dump()));
@@ -75,11 +88,15 @@ void Checkpointer::save(const torch::nn::Module& model, const torch::optim::Opti
 }
 
 std::optional<CheckpointInfo> Checkpointer::load(torch::nn::Module& model, torch::optim::Optimizer& optimizer) const {
+  return load(model, TrainingState{{{"optimizer", &optimizer}}, {}, {}});
+}
+
+std::optional<CheckpointInfo> Checkpointer::load(torch::nn::Module& model, const TrainingState& state) const {
   for (const auto& path : {latest_path(), previous_path()}) {
     if (!fs::exists(path)) continue;
     try {
       verify_zip_archive(path);
-      torch::serialize::InputArchive archive, model_archive, optimizer_archive;
+      torch::serialize::InputArchive archive, model_archive;
       archive.load_from(path);
       torch::Tensor iteration;
       archive.read("iteration", iteration);
@@ -89,16 +106,32 @@ std::optional<CheckpointInfo> Checkpointer::load(torch::nn::Module& model, torch
       if (archive.try_read("training_seconds", value)) info.training_seconds = value.toDouble();
       if (archive.try_read("recipe", value)) info.recipe = parse_json(value.toStringRef(), "its recipe");
       archive.read("model", model_archive);
-      archive.read("optimizer", optimizer_archive);
+      std::vector<torch::serialize::InputArchive> optimizer_archives(state.optimizers.size());
+      for (size_t i = 0; i < state.optimizers.size(); ++i) {
+        if (!archive.try_read(state.optimizers[i].first, optimizer_archives[i])) {
+          throw std::runtime_error("it holds no state of the optimizer '" + state.optimizers[i].first +
+                                   "'; is it another trainer's checkpoint?");
+        }
+      }
       // Everything that can be checked first is, and the model is loaded last: a checkpoint that
       // fails leaves the model as it was.
       check_same_tensors(model, model_archive, "");
-      try {
-        optimizer.load(optimizer_archive);
-      } catch (const c10::Error& e) {
-        // LibTorch reports another optimizer's state as an internal assertion.
-        throw std::runtime_error(std::string("its optimizer state does not fit this optimizer (saved by another "
-                                             "one, such as AdamW for SGD?): ") + e.what_without_backtrace());
+      for (size_t i = 0; i < state.optimizers.size(); ++i) {
+        try {
+          state.optimizers[i].second->load(optimizer_archives[i]);
+        } catch (const c10::Error& e) {
+          // LibTorch reports another optimizer's state as an internal assertion.
+          throw std::runtime_error("its state of the optimizer '" + state.optimizers[i].first +
+                                   "' does not fit this optimizer (saved by another one, such as AdamW for SGD?): " +
+                                   e.what_without_backtrace());
+        }
+      }
+      if (state.load_extra) {
+        torch::serialize::InputArchive extra;
+        if (!archive.try_read("extra", extra)) {
+          throw std::runtime_error("it holds none of the trainer's further state; is it another trainer's checkpoint?");
+        }
+        state.load_extra(extra);
       }
       model.load(model_archive);
       return info;
@@ -115,6 +148,13 @@ std::optional<CheckpointInfo> Checkpointer::load(torch::nn::Module& model, torch
 std::optional<CheckpointInfo> Checkpointer::restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
                                                     const torch::Device& device) const {
   auto info = load(model, optimizer);
+  model.to(device);
+  return info;
+}
+
+std::optional<CheckpointInfo> Checkpointer::restore(torch::nn::Module& model, const TrainingState& state,
+                                                    const torch::Device& device) const {
+  auto info = load(model, state);
   model.to(device);
   return info;
 }

@@ -13,8 +13,10 @@
 #include <nlohmann/json.hpp>
 #include <torch/nn/module.h>
 #include <torch/optim/optimizer.h>
+#include <torch/serialize/archive.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -40,6 +42,18 @@ struct CheckpointInfo {
   std::optional<nlohmann::json> recipe;
 };
 
+/// What a checkpoint holds besides the model, for trainers with several optimizers (a GAN's, one
+/// for its generator and one for its discriminators) or further state (a GAN's image pools).
+struct TrainingState {
+  /// Each optimizer under its name (the classifier's and iunet3d's single one is "optimizer").
+  std::vector<std::pair<std::string, torch::optim::Optimizer*>> optimizers;
+  /// Writes the further state into the checkpoint; empty: none.
+  std::function<void(torch::serialize::OutputArchive&)> save_extra;
+  /// Reads it back, throwing to refuse a checkpoint; runs after the optimizers are loaded, before
+  /// the model. Empty: none.
+  std::function<void(torch::serialize::InputArchive&)> load_extra;
+};
+
 /// Saves and loads the checkpoints of one run in a folder: checkpoint.pt, and the one it
 /// replaced as checkpoint.prev.pt.
 class Checkpointer {
@@ -50,12 +64,19 @@ class Checkpointer {
   /// replaces becomes checkpoint.prev.pt.
   /// @throws std::exception (c10::Error, std::filesystem::filesystem_error) when writing fails.
   void save(const torch::nn::Module& model, const torch::optim::Optimizer& optimizer, const CheckpointInfo& info) const;
+  /// save() for several named optimizers and further state (TrainingState).
+  void save(const torch::nn::Module& model, const TrainingState& state, const CheckpointInfo& info) const;
   /// Loads the newest good checkpoint into model and optimizer; what it recorded, or nothing when
   /// there is none. Corrupt files are reported on stderr and skipped, and so is a checkpoint
   /// of another model (a parameter or buffer of another shape or dtype) or another optimizer.
   std::optional<CheckpointInfo> load(torch::nn::Module& model, torch::optim::Optimizer& optimizer) const;
+  /// load() for several named optimizers and further state (TrainingState).
+  std::optional<CheckpointInfo> load(torch::nn::Module& model, const TrainingState& state) const;
   /// load(), then the model onto `device`.
   std::optional<CheckpointInfo> restore(torch::nn::Module& model, torch::optim::Optimizer& optimizer,
+                                        const torch::Device& device) const;
+  /// restore() for several named optimizers and further state (TrainingState).
+  std::optional<CheckpointInfo> restore(torch::nn::Module& model, const TrainingState& state,
                                         const torch::Device& device) const;
   std::string latest_path() const;    ///< directory/checkpoint.pt
   std::string previous_path() const;  ///< directory/checkpoint.prev.pt
