@@ -5,13 +5,15 @@
 
 Runs Doxygen over the public headers with EXTRACT_ALL (so undocumented symbols are listed too)
 into WORK_DIR and counts, by unique Doxygen id: public classes and structs, and their public
-members, namespace-level functions, variables, types and enumerators. A symbol is documented when
+members (not deleted copies or defaulted destructors), namespace-level functions, variables,
+types and enumerators. A symbol is documented when
 its brief or detailed description has text. Prints the totals per header folder and exits 0; the
 docs build fails on undocumented symbols through Doxygen's own warnings (scripts/docs.sh).
 """
 import collections
 import os
 import pathlib
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -62,6 +64,8 @@ def main():
         for member in compound.iter("memberdef"):
             if member.get("prot") != "public":
                 continue
+            if re.search(r"=\s*(delete|default)\s*$", member.findtext("argsstring") or ""):
+                continue  # deleted copies and defaulted destructors: nothing to document
             name = (compound.findtext("compoundname") or "") + "::" + (member.findtext("name") or "")
             symbols[member.get("id")] = (component_of(member.find("location")), documented(member), name)
             for value in member.findall("enumvalue"):
