@@ -64,4 +64,5 @@ class CppNetwork(nn.Module):
         return network
 
     def extra_repr(self):
+        """The network's options, for print(model)."""
         return ', '.join('{}={!r}'.format(k, v) for k, v in self._options.items())
