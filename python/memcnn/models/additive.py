@@ -38,8 +38,7 @@ class AdditiveCoupling(nn.Module):
     Args:
         Fm (torch.nn.Module): F, from half of the channels to half of the channels.
         Gm (torch.nn.Module, optional): G; None: a deep copy of Fm.
-        implementation_fwd (int): MemCNN's implementation number: -1, or the deprecated 0 and 1
-            (computed the same way, with a DeprecationWarning).
+        implementation_fwd (int): MemCNN's implementation number, -1 (0 and 1 are deprecated).
         implementation_bwd (int): as implementation_fwd.
         split_dim (int): the dimension split into the two halves (1: channels).
         exact (bool): round what Fm and Gm add to the fixed-point grid (see above).

@@ -8,10 +8,8 @@ gradients equal those of the same computation without memory saving (bit for bit
 exact=True). The models compute in C++; the modules here are ordinary torch.nn.Modules that own
 the parameters (named as in C++, so state_dict keys match memcnn-train's checkpoints' names), which
 the C++ model is pointed at before every call: .to(), load_state_dict, optimizers and copies work
-as usual.
-
-    model = memcnn.RevViT(num_classes=10, in_channels=1, image_size=28, dim=96, depth=6, heads=3)
-    model = memcnn.models.vit.create('revvit_tiny', num_classes=10, in_channels=1, image_size=28)
+as usual. For example ``memcnn.RevViT(num_classes=10, in_channels=1, image_size=28, dim=96, depth=6,
+heads=3)`` or ``memcnn.models.vit.create('revvit_tiny', num_classes=10, in_channels=1, image_size=28)``.
 """
 
 from memcnn import _C
