@@ -61,9 +61,14 @@ TEST(CpuBfloat16, ThisMachineIsRead) {
 // reported, and so autocast "auto" and the warning, follow the cap.
 class OneDnnIsaCap {
  public:
+  // nullptr: no cap.
   explicit OneDnnIsaCap(const char* isa) {
     if (const char* old = std::getenv("ONEDNN_MAX_CPU_ISA")) saved_ = old;
-    setenv("ONEDNN_MAX_CPU_ISA", isa, 1);
+    if (isa != nullptr) {
+      setenv("ONEDNN_MAX_CPU_ISA", isa, 1);
+    } else {
+      unsetenv("ONEDNN_MAX_CPU_ISA");
+    }
   }
   ~OneDnnIsaCap() {
     if (saved_) {
@@ -87,8 +92,14 @@ TEST(CpuBfloat16, OneDnnIsaCapBelowAvx512ReadsAsAnAvx2Machine) {
   EXPECT_NE(warning->find("AVX-512"), std::string::npos) << *warning;
 }
 
+// The machine without a cap, whatever the environment this test runs in sets.
+memcnn::CpuBfloat16Support uncapped_support() {
+  OneDnnIsaCap none(nullptr);
+  return memcnn::cpu_bfloat16_support();
+}
+
 TEST(CpuBfloat16, OneDnnIsaCapAtAvx512CoreLeavesNoNativeBfloat16) {
-  const auto uncapped = memcnn::cpu_bfloat16_support();
+  const auto uncapped = uncapped_support();
   OneDnnIsaCap cap("AVX512_CORE");
   const auto support = memcnn::cpu_bfloat16_support();
   EXPECT_EQ(support.avx512_core, uncapped.avx512_core);
@@ -96,7 +107,7 @@ TEST(CpuBfloat16, OneDnnIsaCapAtAvx512CoreLeavesNoNativeBfloat16) {
 }
 
 TEST(CpuBfloat16, OneDnnIsaCapAllChangesNothing) {
-  const auto uncapped = memcnn::cpu_bfloat16_support();
+  const auto uncapped = uncapped_support();
   OneDnnIsaCap cap("ALL");
   const auto support = memcnn::cpu_bfloat16_support();
   EXPECT_EQ(support.avx512_core, uncapped.avx512_core);
