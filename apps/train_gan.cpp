@@ -1,4 +1,5 @@
 #include "train_gan.h"
+#include "results_folder.h"
 
 #include <memcnn/memory.h>
 #include <memcnn/train/config.h>
@@ -41,18 +42,7 @@ int run_gan(const GANRun& run) {
 
   const fs::path results = fs::path(run.results_dir) / (run.model + "_" + run.dataset);
   std::optional<train::ResultsLock> lock;
-  if (!run.evaluate) {
-    lock.emplace(results.string());
-    if (const auto previous = lock->taken_over_from()) {
-      std::cout << "[memcnn-train] took over " << lock->path() << " from process " << *previous
-                << ", which ended without releasing it" << std::endl;
-    }
-  }
-  if (run.fresh && fs::exists(results)) {
-    fs::remove_all(results);
-    std::cout << "[memcnn-train] --fresh: removed " << results.string() << std::endl;
-  }
-  fs::create_directories(results);
+  prepare_results_folder(results, !run.evaluate, run.fresh, lock);
 
   train::GANTrainerOptions options;
   options.results_dir = results.string();

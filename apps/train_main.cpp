@@ -21,6 +21,7 @@
 #include <memcnn/train/segmentation.h>
 #include <memcnn/train/trainer.h>
 
+#include "results_folder.h"
 #include "train_gan.h"
 #include "train_segmentation.h"
 
@@ -191,18 +192,7 @@ int run(const Arguments& args) {
   const fs::path results = fs::path(args.results_dir) / (args.model + "_" + args.dataset);
   // One trainer per experiment (rank 0 speaks for a distributed one); evaluation only reads.
   std::optional<train::ResultsLock> lock;
-  if (rank0 && !args.evaluate && args.export_weights.empty()) {
-    lock.emplace(results.string());
-    if (const auto previous = lock->taken_over_from()) {
-      std::cout << "[memcnn-train] took over " << lock->path() << " from process " << *previous
-                << ", which ended without releasing it" << std::endl;
-    }
-  }
-  if (rank0 && args.fresh && fs::exists(results)) {
-    fs::remove_all(results);
-    std::cout << "[memcnn-train] --fresh: removed " << results.string() << std::endl;
-  }
-  if (rank0) fs::create_directories(results);
+  if (rank0) prepare_results_folder(results, !args.evaluate && args.export_weights.empty(), args.fresh, lock);
   if (group) group->barrier();  // the other ranks read checkpoints only after rank 0 cleared them
 
   auto train_set = data::load_dataset(config.dataset, args.data_dir, /*train=*/true);

@@ -1,4 +1,5 @@
 #include "train_segmentation.h"
+#include "results_folder.h"
 
 #include <memcnn/memory.h>
 #include <memcnn/models/python_keys.h>
@@ -66,18 +67,7 @@ int run_segmentation(const SegmentationRun& run) {
 
   const fs::path results = fs::path(run.results_dir) / (run.model + "_" + run.dataset);
   std::optional<train::ResultsLock> lock;
-  if (!run.evaluate && run.export_weights.empty()) {
-    lock.emplace(results.string());
-    if (const auto previous = lock->taken_over_from()) {
-      std::cout << "[memcnn-train] took over " << lock->path() << " from process " << *previous
-                << ", which ended without releasing it" << std::endl;
-    }
-  }
-  if (run.fresh && fs::exists(results)) {
-    fs::remove_all(results);
-    std::cout << "[memcnn-train] --fresh: removed " << results.string() << std::endl;
-  }
-  fs::create_directories(results);
+  prepare_results_folder(results, !run.evaluate && run.export_weights.empty(), run.fresh, lock);
 
   train::SegmentationTrainerOptions options;
   options.results_dir = results.string();
