@@ -511,13 +511,18 @@ int main(int argc, char** argv) {
                  "which sections to run: strategies, sweep, models, accuracy (the default), transformers, iunet, "
                  "budget and revgan")
       ->check(CLI::IsMember({"strategies", "sweep", "models", "accuracy", "transformers", "iunet", "budget", "revgan"}));
-  app.add_option("--budget-model", budget_options.model, "the budget section's model (a RevNet of model_names())");
+  app.add_option("--budget-models", budget_options.models,
+                 "the budget section's models: revnet38, revnet110, revnet164, revvit, iunet3d (default: revnet110 "
+                 "revvit iunet3d)");
   app.add_option("--budget-batch", budget_options.batch, "batch size of the budget section")->check(CLI::PositiveNumber);
   app.add_option("--budget-steps", budget_options.budgets,
                  "budget steps from the all-saving minimum to the plain peak in the budget section")
       ->check(CLI::PositiveNumber);
   app.add_option("--budget-repetitions", budget_options.repetitions,
                  "timed steps per configuration in the budget section (median)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--budget-profile-steps", budget_options.profile_steps,
+                 "timed profile steps per uniform setting in the budget section (the fastest counts)")
       ->check(CLI::PositiveNumber);
   app.add_option("--iunet-layers", iunet_options.layers, "layers per level of the iunet section");
   app.add_option("--iunet-size", iunet_options.size, "side of the iunet section's input cube")->check(CLI::PositiveNumber);

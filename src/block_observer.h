@@ -15,8 +15,9 @@ namespace detail {
 class BlockObserver {
  public:
   virtual ~BlockObserver() = default;
-  virtual void forward_begin(torch::nn::Module& block, const std::vector<torch::Tensor>& inputs) = 0;
-  virtual void forward_end(torch::nn::Module& block, const std::vector<torch::Tensor>& outputs) = 0;
+  // `key` identifies the block (a C++ block: its module's address; see PlannableBlock::key).
+  virtual void forward_begin(const void* key, const std::vector<torch::Tensor>& inputs) = 0;
+  virtual void forward_end(const void* key, const std::vector<torch::Tensor>& outputs) = 0;
 };
 
 // The calling thread's observer (nullptr: none, the usual case).
@@ -30,9 +31,9 @@ std::vector<torch::Tensor> observed_forward(torch::nn::Module& block, const std:
                                             Run&& run) {
   auto* observer = block_observer();
   if (observer == nullptr || !block.is_training() || !torch::GradMode::is_enabled()) return run();
-  observer->forward_begin(block, inputs);
+  observer->forward_begin(&block, inputs);
   auto outputs = run();
-  observer->forward_end(block, outputs);
+  observer->forward_end(&block, outputs);
   return outputs;
 }
 

@@ -104,12 +104,6 @@ void set_choice(torch::nn::Module& block, BlockChoice choice) {
   }
 }
 
-std::map<const torch::nn::Module*, std::string> names_by_module(torch::nn::Module& model) {
-  std::map<const torch::nn::Module*, std::string> names;
-  for (const auto& item : model.named_modules("", /*include_self=*/true)) names.emplace(item.value().get(), item.key());
-  return names;
-}
-
 // --- Recording one step --------------------------------------------------------------------------
 
 enum class EventKind { forward_begin, forward_end, backward_begin, backward_end, step_end };
@@ -123,7 +117,7 @@ struct Event {
 };
 
 struct Recording {
-  std::vector<torch::nn::Module*> blocks;  // in the order their forward ran
+  std::vector<const void*> blocks;  // their keys, in the order their forward ran
   // Per block: its input is the previous block's output, which something besides that tensor
   // (an autograd graph's saved variable) held when the previous block's forward ended.
   std::vector<bool> input_saved_by_previous;
@@ -167,10 +161,10 @@ class StepRecorder : public detail::BlockObserver, public std::enable_shared_fro
     return std::move(recording_);
   }
 
-  void forward_begin(torch::nn::Module& block, const std::vector<torch::Tensor>& inputs) override {
+  void forward_begin(const void* key, const std::vector<torch::Tensor>& inputs) override {
     if (depth_++ > 0) return;  // a block inside a block's forward belongs to it
     const std::size_t index = recording_.blocks.size();
-    recording_.blocks.push_back(&block);
+    recording_.blocks.push_back(key);
     const bool adjacent = !inputs.empty() && inputs.front().defined() &&
                           inputs.front().unsafeGetTensorImpl() == last_output_.lock().get();
     recording_.input_saved_by_previous.push_back(adjacent && last_output_saved_);
@@ -178,7 +172,7 @@ class StepRecorder : public detail::BlockObserver, public std::enable_shared_fro
     hook_first_differentiable(inputs, EventKind::backward_end, index);
   }
 
-  void forward_end(torch::nn::Module& block, const std::vector<torch::Tensor>& outputs) override {
+  void forward_end(const void* /*key*/, const std::vector<torch::Tensor>& outputs) override {
     if (--depth_ > 0) return;
     const std::size_t index = recording_.blocks.size() - 1;
     last_output_ = c10::weak_intrusive_ptr<c10::TensorImpl>(c10::intrusive_ptr<c10::TensorImpl>());
@@ -245,16 +239,14 @@ Recording record_step(const torch::Device& device, const std::function<void()>& 
   return std::make_shared<StepRecorder>(device)->run(step);
 }
 
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  return values[values.size() / 2];
-}
+// The fastest reading: the one the rest of the machine disturbed least.
+double fastest(const std::vector<double>& values) { return *std::min_element(values.begin(), values.end()); }
 
 // What one uniform setting's recordings say about the blocks and the gaps between them.
 struct UniformRun {
   std::vector<BlockChoice> choices;  // each block's choice in this run
   std::vector<std::int64_t> held, forward_base, backward_base;
-  std::vector<double> seconds;  // median over the steps
+  std::vector<double> seconds;  // the fastest over the steps
   std::vector<GapProfile> gaps;
   std::vector<bool> input_saved_by_previous;
   std::int64_t peak_bytes = 0;
@@ -292,7 +284,7 @@ UniformRun analyse(const std::vector<Recording>& steps, std::vector<BlockChoice>
     }
     opened = &e;
   }
-  // Times: a block's forward window plus its backward window, median over the steps.
+  // Times: a block's forward window plus its backward window, the fastest over the steps.
   std::vector<std::vector<double>> per_block(n);
   std::vector<double> step_seconds;
   for (const auto& step : steps) {
@@ -306,10 +298,10 @@ UniformRun analyse(const std::vector<Recording>& steps, std::vector<BlockChoice>
     for (std::size_t i = 0; i < n; ++i) per_block[i].push_back(seconds[i]);
     step_seconds.push_back(step.seconds);
   }
-  for (const auto& s : per_block) run.seconds.push_back(median(s));
+  for (const auto& s : per_block) run.seconds.push_back(fastest(s));
   run.input_saved_by_previous = last.input_saved_by_previous;
   run.peak_bytes = last.peak_bytes;
-  run.step_seconds = median(step_seconds);
+  run.step_seconds = fastest(step_seconds);
   return run;
 }
 
@@ -323,32 +315,71 @@ bool same_structure(const Recording& a, const Recording& b) {
 
 }  // namespace
 
+std::vector<PlannableBlock> plannable_blocks(torch::nn::Module& model) {
+  std::vector<PlannableBlock> blocks;
+  for (const auto& item : model.named_modules("", /*include_self=*/true)) {
+    const auto module = item.value();
+    const auto allowed = allowed_choices(*module);
+    if (!allowed[index_of(BlockChoice::keep)]) continue;
+    blocks.push_back({module.get(), item.key(), kind_of(*module), allowed,
+                      [module](BlockChoice choice) { set_choice(*module, choice); }});
+  }
+  return blocks;
+}
+
+bool report_block_forward_begin(const void* key, const std::vector<torch::Tensor>& inputs, bool training) {
+  auto* observer = detail::block_observer();
+  if (observer == nullptr || !training || !torch::GradMode::is_enabled()) return false;
+  observer->forward_begin(key, inputs);
+  return true;
+}
+
+void report_block_forward_end(const void* key, const std::vector<torch::Tensor>& outputs) {
+  if (auto* observer = detail::block_observer()) observer->forward_end(key, outputs);
+}
+
 MemoryProfile profile_memory(torch::nn::Module& model, const std::function<void()>& step,
+                             const ProfileOptions& options) {
+  TORCH_CHECK_VALUE(model.is_training(), "profile_memory: the model is in evaluation mode, where no block saves "
+                    "memory; call model.train() first");
+  auto with_device = options;
+  with_device.device(device_of(model, options.device()));
+  return profile_memory(plannable_blocks(model), step, with_device);
+}
+
+MemoryProfile profile_memory(const std::vector<PlannableBlock>& given, const std::function<void()>& step,
                              const ProfileOptions& options) {
   TORCH_CHECK_VALUE(step, "profile_memory: the step function is empty");
   TORCH_CHECK_VALUE(options.steps() >= 1, "profile_memory: steps must be at least 1, got ", options.steps());
-  TORCH_CHECK_VALUE(model.is_training(), "profile_memory: the model is in evaluation mode, where no block saves "
-                    "memory; call model.train() first");
-  const auto device = device_of(model, options.device());
+  TORCH_CHECK_VALUE(options.device().has_value(), "profile_memory: give the device whose allocator to read "
+                    "(ProfileOptions().device(...)) when profiling blocks rather than a model");
+  const auto device = *options.device();
   TORCH_CHECK(!device.is_cpu() || cpu_memory_tracking_enabled(), "profile_memory: CPU bytes are counted only after "
               "memcnn::enable_cpu_memory_tracking(); call it at the start of main()");
+  std::unordered_map<const void*, const PlannableBlock*> by_key;
+  for (const auto& b : given) {
+    TORCH_CHECK_VALUE(b.key != nullptr && b.set_choice, "profile_memory: block '", b.name,
+                      "' has no key or no set_choice");
+    by_key.emplace(b.key, &b);
+  }
 
   // The blocks and their order, from one untimed step (which also allocates gradients and
   // optimizer state, so the timed steps start where a run's steps do).
   const auto first = record_step(device, step);
-  const auto& blocks = first.blocks;
-  TORCH_CHECK_VALUE(!blocks.empty(), "profile_memory: the step ran no memory-saving block (InvertibleModuleWrapper "
+  TORCH_CHECK_VALUE(!first.blocks.empty(), "profile_memory: the step ran no memory-saving block (InvertibleModuleWrapper "
                     "or Checkpointed) of the model in training mode; there is nothing to plan");
-  const auto names = names_by_module(model);
+  std::vector<const PlannableBlock*> blocks;
   MemoryProfile profile;
-  for (auto* block : blocks) {
-    const auto name = names.find(block);
-    TORCH_CHECK_VALUE(name != names.end(), "profile_memory: the step ran a memory-saving block (", kind_of(*block),
-                      ") that is not a registered submodule of the model; register it so that a plan can name it");
+  for (const auto* key : first.blocks) {
+    const auto found = by_key.find(key);
+    TORCH_CHECK_VALUE(found != by_key.end(), "profile_memory: the step ran a memory-saving block that is not a "
+                      "registered submodule of the model (or not among the blocks given); register it so that a plan "
+                      "can name it");
+    blocks.push_back(found->second);
     BlockProfile b;
-    b.name = name->second;
-    b.kind = kind_of(*block);
-    b.allowed = allowed_choices(*block);
+    b.name = found->second->name;
+    b.kind = found->second->kind;
+    b.allowed = found->second->allowed;
     profile.blocks.push_back(std::move(b));
   }
 
@@ -357,7 +388,7 @@ MemoryProfile profile_memory(torch::nn::Module& model, const std::function<void(
     std::vector<BlockChoice> choices;
     for (std::size_t i = 0; i < blocks.size(); ++i) {
       choices.push_back(offered(profile.blocks[i].allowed, uniform));
-      set_choice(*blocks[i], choices.back());
+      blocks[i]->set_choice(choices.back());
     }
     record_step(device, step);  // untimed: the first step after a change of options
     std::vector<Recording> steps;
@@ -383,6 +414,12 @@ MemoryProfile profile_memory(torch::nn::Module& model, const std::function<void(
       b.backward_peak_base[index_of(choice)] = run.backward_base[i];
       b.seconds[index_of(choice)] = run.seconds[i];
     }
+    // Keeping does strictly less work than recomputing or rebuilding: a slower reading is noise,
+    // and believing it would make the planner pay memory for nothing.
+    auto& keep_seconds = b.seconds[index_of(BlockChoice::keep)];
+    for (const auto choice : {BlockChoice::recompute, BlockChoice::rebuild}) {
+      if (b.allowed[index_of(choice)]) keep_seconds = std::min(keep_seconds, b.seconds[index_of(choice)]);
+    }
     // Where the keeping block before it saved this block's input (seen in the all-keep run), a
     // rebuild holds the input like a recompute does.
     if (i > 0 && b.allowed[index_of(BlockChoice::rebuild)] &&
@@ -406,7 +443,7 @@ MemoryProfile profile_memory(torch::nn::Module& model, const std::function<void(
     other += run.step_seconds - blocks_seconds;
   }
   profile.other_seconds = other / static_cast<double>(runs.size());
-  for (std::size_t i = 0; i < blocks.size(); ++i) set_choice(*blocks[i], most_saving(profile.blocks[i].allowed));
+  for (std::size_t i = 0; i < blocks.size(); ++i) blocks[i]->set_choice(most_saving(profile.blocks[i].allowed));
   return profile;
 }
 
@@ -556,59 +593,82 @@ MemoryPlan plan_memory(const MemoryProfile& profile, std::int64_t budget_bytes, 
 }
 
 void apply_memory_plan(torch::nn::Module& model, const MemoryPlan& plan) {
+  apply_memory_plan(plannable_blocks(model), plan);
+}
+
+void apply_memory_plan(const std::vector<PlannableBlock>& blocks, const MemoryPlan& plan) {
   TORCH_CHECK_VALUE(plan.block_names.size() == plan.choices.size(), "apply_memory_plan: the plan names ",
                     plan.block_names.size(), " blocks but has ", plan.choices.size(), " choices");
-  std::map<std::string, torch::nn::Module*> modules;
-  for (const auto& item : model.named_modules("", /*include_self=*/true)) modules.emplace(item.key(), item.value().get());
-  std::vector<std::pair<torch::nn::Module*, BlockChoice>> settings;
+  std::map<std::string, const PlannableBlock*> by_name;
+  for (const auto& b : blocks) by_name.emplace(b.name, &b);
+  // Every name and choice checked before any block changes, so a wrong plan changes nothing.
+  std::vector<std::pair<const PlannableBlock*, BlockChoice>> settings;
   for (std::size_t i = 0; i < plan.block_names.size(); ++i) {
     const auto& name = plan.block_names[i];
-    const auto found = modules.find(name);
-    if (found == modules.end() || !allowed_choices(*found->second)[0]) {
+    const auto found = by_name.find(name);
+    if (found == by_name.end()) {
       throw std::invalid_argument("apply_memory_plan: the plan's block '" + name + "' is not a memory-saving block "
                                   "(InvertibleModuleWrapper or Checkpointed) of this model; was the plan made for "
                                   "another model?");
     }
-    if (!allowed_choices(*found->second)[index_of(plan.choices[i])]) {
-      throw std::invalid_argument("apply_memory_plan: block '" + name + "' (" + kind_of(*found->second) +
-                                  ") cannot " + to_string(plan.choices[i]));
+    if (!found->second->allowed[index_of(plan.choices[i])]) {
+      throw std::invalid_argument("apply_memory_plan: block '" + name + "' (" + found->second->kind + ") cannot " +
+                                  to_string(plan.choices[i]));
     }
     settings.emplace_back(found->second, plan.choices[i]);
   }
-  for (const auto& [block, choice] : settings) set_choice(*block, choice);
+  for (const auto& [block, choice] : settings) block->set_choice(choice);
 }
 
-void measure_memory_plan(torch::nn::Module& model, const std::function<void()>& step, MemoryPlan& plan,
-                         torch::optional<torch::Device> device) {
+namespace {
+
+void measure_on(const torch::Device& device, const std::function<void()>& step, MemoryPlan& plan) {
   TORCH_CHECK_VALUE(step, "measure_memory_plan: the step function is empty");
-  const auto on = device_of(model, device);
-  TORCH_CHECK(!on.is_cpu() || cpu_memory_tracking_enabled(), "measure_memory_plan: CPU bytes are counted only after "
-              "memcnn::enable_cpu_memory_tracking(); call it at the start of main()");
-  wait_for(on);
-  MemoryProbe probe(on);
+  TORCH_CHECK(!device.is_cpu() || cpu_memory_tracking_enabled(), "measure_memory_plan: CPU bytes are counted only "
+              "after memcnn::enable_cpu_memory_tracking(); call it at the start of main()");
+  wait_for(device);
+  MemoryProbe probe(device);
   const auto start = std::chrono::steady_clock::now();
   step();
-  wait_for(on);
+  wait_for(device);
   plan.measured_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   plan.measured_peak_bytes = probe.peak_above_start();
 }
 
+}  // namespace
+
+void measure_memory_plan(torch::nn::Module& model, const std::function<void()>& step, MemoryPlan& plan,
+                         torch::optional<torch::Device> device) {
+  measure_on(device_of(model, device), step, plan);
+}
+
 MemoryPlan fit_memory_plan(torch::nn::Module& model, const std::function<void()>& step, std::int64_t budget_bytes,
                            const ProfileOptions& profile_options, int retries, MemoryProfile* profile_out) {
-  const auto profile = profile_memory(model, step, profile_options);
+  TORCH_CHECK_VALUE(model.is_training(), "fit_memory_plan: the model is in evaluation mode, where no block saves "
+                    "memory; call model.train() first");
+  auto with_device = profile_options;
+  with_device.device(device_of(model, profile_options.device()));
+  return fit_memory_plan(plannable_blocks(model), step, budget_bytes, with_device, retries, profile_out);
+}
+
+MemoryPlan fit_memory_plan(const std::vector<PlannableBlock>& blocks, const std::function<void()>& step,
+                           std::int64_t budget_bytes, const ProfileOptions& profile_options, int retries,
+                           MemoryProfile* profile_out) {
+  const auto profile = profile_memory(blocks, step, profile_options);
   if (profile_out != nullptr) *profile_out = profile;
+  const auto device = *profile_options.device();
   const auto minimum = minimum_budget_bytes(profile);
   auto plan = plan_memory(profile, budget_bytes);
-  apply_memory_plan(model, plan);
-  measure_memory_plan(model, step, plan, profile_options.device());
+  apply_memory_plan(blocks, plan);
+  measure_on(device, step, plan);
   std::int64_t aim = budget_bytes;
   for (int attempt = 0; attempt < retries && plan.measured_peak_bytes > budget_bytes; ++attempt) {
     aim -= plan.measured_peak_bytes - budget_bytes;
     if (aim < minimum) break;
     auto tighter = plan_memory(profile, aim);
     tighter.budget_bytes = budget_bytes;
-    apply_memory_plan(model, tighter);
-    measure_memory_plan(model, step, tighter, profile_options.device());
+    apply_memory_plan(blocks, tighter);
+    measure_on(device, step, tighter);
     plan = tighter;
   }
   return plan;

@@ -280,4 +280,46 @@ TEST_F(MemoryPlanTest, ProfileRefusesAModelWithoutBlocksOrInEvaluation) {
   EXPECT_THROW(memcnn::profile_memory(*net, [] {}), c10::Error);
 }
 
+TEST_F(MemoryPlanTest, KeepIsNeverTakenAsSlowerThanSaving) {
+  torch::manual_seed(0);
+  ChainNet net(4);
+  const auto batch = make_batch(2, 8, torch::kFloat32);
+  const auto profile = memcnn::profile_memory(*net, training_step(net, batch), memcnn::ProfileOptions().steps(2));
+  for (const auto& b : profile.blocks) {
+    for (const auto choice : {BlockChoice::recompute, BlockChoice::rebuild}) {
+      if (!b.allowed[static_cast<std::size_t>(choice)]) continue;
+      EXPECT_LE(b.seconds[0], b.seconds[static_cast<std::size_t>(choice)]) << b.name;
+    }
+  }
+}
+
+// A front end that describes its blocks itself (as the Python package does): the same blocks,
+// names and choices as the model's own, and a block it does not describe is refused.
+TEST_F(MemoryPlanTest, BlocksDescribedByTheirOwnerPlanLikeTheModelsOwn) {
+  torch::manual_seed(0);
+  ChainNet net(3);
+  const auto batch = make_batch(2, 8, torch::kFloat32);
+  const auto blocks = memcnn::plannable_blocks(*net);
+  ASSERT_EQ(blocks.size(), 4u);
+  EXPECT_EQ(blocks[0].name, "stem");
+  EXPECT_EQ(blocks[0].kind, "Checkpointed");
+  EXPECT_FALSE(blocks[0].allowed[static_cast<std::size_t>(BlockChoice::rebuild)]);
+  EXPECT_EQ(blocks[3].name, "blocks.2");
+  const auto options = memcnn::ProfileOptions().steps(1).device(torch::Device(torch::kCPU));
+  const auto profile = memcnn::profile_memory(blocks, training_step(net, batch), options);
+  ASSERT_EQ(profile.blocks.size(), 4u);
+  EXPECT_EQ(profile.blocks[2].name, "blocks.1");
+  auto plan = memcnn::plan_memory(profile, profile.measured_peak_bytes[0]);
+  memcnn::apply_memory_plan(blocks, plan);
+  for (std::size_t i = 0; i < net->blocks->size(); ++i) {
+    const auto& wrapper = *net->blocks[i]->as<memcnn::InvertibleModuleWrapperImpl>();
+    EXPECT_EQ(wrapper.options.disable(), plan.choices[i + 1] == BlockChoice::keep) << i;
+  }
+  const std::vector<memcnn::PlannableBlock> some(blocks.begin(), blocks.begin() + 2);
+  EXPECT_THROW(memcnn::profile_memory(some, training_step(net, batch), options), c10::ValueError);
+  EXPECT_THROW(memcnn::profile_memory(blocks, training_step(net, batch), memcnn::ProfileOptions()), c10::ValueError);
+  // Outside a profile, reporting does nothing.
+  EXPECT_FALSE(memcnn::report_block_forward_begin(&net, {batch.images}, true));
+}
+
 }  // namespace

@@ -67,7 +67,7 @@ struct BlockProfile {
   /// backward's level includes the rest of the step: other modules' activations, the gradient
   /// coming back).
   std::array<std::int64_t, kBlockChoices> backward_peak_base{};
-  /// Median seconds of the block's forward plus its backward.
+  /// Seconds of the block's forward plus its backward: the fastest timed step.
   std::array<double, kBlockChoices> seconds{};
   /// Bytes of its input that it cannot free when the block before it keeps: that block's graph
   /// saved the tensor (a plain block ending in ReLU saves its output), so rebuilding after it holds
@@ -87,16 +87,16 @@ struct GapProfile {
 struct MemoryProfile {
   std::vector<BlockProfile> blocks;  ///< in the order the forward runs them
   std::vector<GapProfile> gaps;      ///< the stretches of the step between blocks
-  double other_seconds = 0;  ///< the step's median time minus its blocks' times
+  double other_seconds = 0;  ///< the step's fastest time minus its blocks' times
   /// The uniform settings as measured: peak above the step's start (bytes).
   std::array<std::int64_t, kBlockChoices> measured_peak_bytes{};
-  /// The uniform settings as measured: median step time (seconds).
+  /// The uniform settings as measured: fastest step time (seconds).
   std::array<double, kBlockChoices> measured_seconds{};
 };
 
 /// Options of profile_memory.
 struct ProfileOptions {
-  /// Timed steps per uniform setting (median), after one untimed step; default 3.
+  /// Timed steps per uniform setting (the fastest counts), after one untimed step; default 3.
   TORCH_ARG(int64_t, steps) = 3;
   /// The device whose allocator is read; the model's by default (the first parameter's).
   TORCH_ARG(torch::optional<torch::Device>, device) = torch::nullopt;
@@ -108,8 +108,43 @@ struct ProfileOptions {
 /// step must run every block once in the same order. Leaves the blocks set to rebuild (recompute
 /// where they cannot rebuild). The step's parameter updates happen: profile on a copy, or on the
 /// first steps of a run where that is acceptable.
+///
+/// Per block and choice the profile keeps the fastest of the timed steps (the least disturbed by
+/// the rest of the machine), and a block's keep is never taken as slower than its recompute or
+/// rebuild (keeping does strictly less work; a slower reading is noise).
 MemoryProfile profile_memory(torch::nn::Module& model, const std::function<void()>& step,
                              const ProfileOptions& options = {});
+
+/// A memory-saving block as the planner drives it: its identity, its name, what it offers and how
+/// its choice is set. plannable_blocks() describes a LibTorch model's; a front end whose blocks are
+/// not LibTorch modules (the Python package's wrappers) describes its own and reports their
+/// forwards with report_block_forward_begin() and report_block_forward_end().
+struct PlannableBlock {
+  const void* key = nullptr;  ///< the identity its forward reports (a C++ block: the module's address)
+  std::string name;           ///< its name in the model, as plans and JSON files name it
+  std::string kind;           ///< what it is, for messages ("InvertibleModuleWrapper", "Checkpointed")
+  std::array<bool, kBlockChoices> allowed{};   ///< whether it offers each choice
+  std::function<void(BlockChoice)> set_choice;  ///< sets its options for a choice it offers
+};
+
+/// The memory-saving blocks of `model` (InvertibleModuleWrapper and Checkpointed submodules, the
+/// model itself included), in named_modules() order, with their names.
+std::vector<PlannableBlock> plannable_blocks(torch::nn::Module& model);
+
+/// profile_memory over blocks described by their owner. options.device() is required (there is no
+/// model to take it from). c10::ValueError when the step runs a memory-saving block that is not in
+/// `blocks`, or none.
+MemoryProfile profile_memory(const std::vector<PlannableBlock>& blocks, const std::function<void()>& step,
+                             const ProfileOptions& options);
+
+/// Reports the start of a block's forward to a profile running on the calling thread; returns
+/// whether it reported (a profile runs, `training` is true and grad mode is on). Call
+/// report_block_forward_end() after the forward exactly when it returned true. For front ends
+/// whose blocks are not this library's modules; InvertibleModuleWrapper and Checkpointed report
+/// themselves.
+bool report_block_forward_begin(const void* key, const std::vector<torch::Tensor>& inputs, bool training);
+/// Reports the end of the forward begun by report_block_forward_begin().
+void report_block_forward_end(const void* key, const std::vector<torch::Tensor>& outputs);
 
 /// A choice per block, with what the profile predicts for it and (once a step ran) what was
 /// measured.
@@ -153,6 +188,8 @@ MemoryPlan plan_memory(const MemoryProfile& profile, std::int64_t budget_bytes, 
 /// as they are). std::invalid_argument when a name is not a block of the model or the block does
 /// not offer the choice.
 void apply_memory_plan(torch::nn::Module& model, const MemoryPlan& plan);
+/// apply_memory_plan over blocks described by their owner (errors as above).
+void apply_memory_plan(const std::vector<PlannableBlock>& blocks, const MemoryPlan& plan);
 
 /// Runs one step and records its peak above its start and its time in the plan.
 void measure_memory_plan(torch::nn::Module& model, const std::function<void()>& step, MemoryPlan& plan,
@@ -164,6 +201,10 @@ void measure_memory_plan(torch::nn::Module& model, const std::function<void()>& 
 /// as it is (its measured peak says so).
 MemoryPlan fit_memory_plan(torch::nn::Module& model, const std::function<void()>& step, std::int64_t budget_bytes,
                            const ProfileOptions& profile_options = {}, int retries = 3,
+                           MemoryProfile* profile_out = nullptr);
+/// fit_memory_plan over blocks described by their owner; profile_options.device() is required.
+MemoryPlan fit_memory_plan(const std::vector<PlannableBlock>& blocks, const std::function<void()>& step,
+                           std::int64_t budget_bytes, const ProfileOptions& profile_options, int retries = 3,
                            MemoryProfile* profile_out = nullptr);
 
 /// One line per block ("stages.0.3  rebuild") and the predicted and measured figures, in MiB.

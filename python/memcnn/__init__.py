@@ -35,6 +35,9 @@ from memcnn.layers import (OrthogonalDownsampling, OrthogonalUpsampling, Orthogo
 from memcnn.iunet import IUNet, iunet_coupling_block, iunet_coupling_blocks  # noqa: E402
 from memcnn.models.vit import ViT, RevViT  # noqa: E402
 from memcnn.models.revgan import RevGANGenerator, ConvGANGenerator, ConvGANPair, PatchGAN  # noqa: E402
+from memcnn.memory_plan import (plannable_blocks, profile_memory, plan_memory, plan_for_profile,  # noqa: E402
+                                minimum_budget_mib, apply_memory_plan, save_memory_plan, load_memory_plan,
+                                MemoryPlan, MemoryProfile)
 
 
 def _install_storage_of_freed_inputs():
@@ -99,4 +102,14 @@ __all__ = [
     'ConvGANGenerator',
     'ConvGANPair',
     'PatchGAN',
+    'plannable_blocks',
+    'profile_memory',
+    'plan_memory',
+    'plan_for_profile',
+    'minimum_budget_mib',
+    'apply_memory_plan',
+    'save_memory_plan',
+    'load_memory_plan',
+    'MemoryPlan',
+    'MemoryProfile',
 ]

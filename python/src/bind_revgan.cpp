@@ -4,6 +4,7 @@
 
 #include "module_binding.h"
 
+#include <memcnn/memory_plan.h>
 #include <memcnn/models/revgan.h>
 
 #include <torch/csrc/utils/pybind.h>
@@ -168,6 +169,8 @@ void bind_revgan(py::module_& m) {
       });
   m.def("gan_network", &make_network, py::arg("kind"), py::arg("options"));
   m.def("gan_options", &resolved_options, py::arg("network"));
+  m.def("gan_plannable_blocks", [](const GANNetwork& network) { return memcnn::plannable_blocks(*network.module); },
+        py::arg("network"));
   m.def("gan_parameters", [](const GANNetwork& network) { return memcnn::python::named_parameter_list(*network.module); },
         py::arg("network"));
   m.def("bind_gan",

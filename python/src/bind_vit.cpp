@@ -4,6 +4,7 @@
 #include "module_binding.h"
 
 #include <memcnn/models/resnet.h>
+#include <memcnn/memory_plan.h>
 #include <memcnn/models/vit.h>
 
 #include <torch/csrc/utils/pybind.h>
@@ -107,6 +108,8 @@ void bind_vit(py::module_& m) {
   m.def("transformer_parameters", [](const Model& model) { return memcnn::python::named_parameter_list(*model); },
         py::arg("model"));
   m.def("bind_transformer", &bind_transformer, py::arg("model"), py::arg("tensors"), py::arg("training"));
+  m.def("transformer_plannable_blocks", [](const Model& model) { return memcnn::plannable_blocks(*model); },
+        py::arg("model"));
   m.def("transformer_forward", [](const Model& model, const torch::Tensor& images) { return model->forward(images); },
         py::arg("model"), py::arg("images"), py::call_guard<py::gil_scoped_release>());
   m.def("transformer_shape", &named_shape, py::arg("name"), py::arg("num_classes"), py::arg("in_channels"),

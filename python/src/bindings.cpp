@@ -337,6 +337,8 @@ void bind_resampling(py::module_& m);
 void bind_vit(py::module_& m);
 // bind_revgan.cpp: the reversible GANs of memcnn::models (RevGAN generator, conventional pair, PatchGAN).
 void bind_revgan(py::module_& m);
+// bind_memory_plan.cpp: the memory planner (memory_plan.h) for memcnn.memory_plan.
+void bind_memory_plan(py::module_& m);
 
 PYBIND11_MODULE(_C, m) {
   m.doc() = "memcnn's C++ core (LibTorch) behind the Python package";
@@ -431,6 +433,7 @@ PYBIND11_MODULE(_C, m) {
   bind_resampling(m);
   bind_vit(m);
   bind_revgan(m);
+  bind_memory_plan(m);
 
   py::class_<CppModel>(m, "CppModel", "A memcnn::models network built in C++ (benchmark comparison)")
       .def(py::init<const std::string&, bool>(), py::arg("name"), py::arg("fused_backward") = true)

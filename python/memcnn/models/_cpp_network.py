@@ -63,6 +63,19 @@ class CppNetwork(nn.Module):
         self._bind(network, dict(self.named_parameters()), self.training)
         return network
 
+    def plannable_blocks(self):
+        """The memory-saving blocks inside the C++ network, for memcnn.plan_memory.
+
+        Returns:
+            list of memcnn._C.PlannableBlock, named as in the C++ network (memcnn.plannable_blocks
+            prefixes them with this module's name in the whole model).
+        """
+        return list(self._plannable_blocks(self._network()))
+
+    @staticmethod
+    def _plannable_blocks(network):
+        return []
+
     def extra_repr(self):
         """The network's options, for print(model)."""
         return ', '.join('{}={!r}'.format(k, v) for k, v in self._options.items())

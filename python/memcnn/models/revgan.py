@@ -51,6 +51,10 @@ class _GANNetwork(CppNetwork):
         _C.bind_gan(network, tensors, training)
 
     @staticmethod
+    def _plannable_blocks(network):
+        return _C.gan_plannable_blocks(network)
+
+    @staticmethod
     def _cpp_options(options):
         return {key: value for key, value in options.items() if value is not None}
 

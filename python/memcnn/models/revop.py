@@ -49,6 +49,15 @@ class InvertibleModuleWrapper(nn.Module):
 
     def _run(self, xs, inverse):
         check_tensors(xs, "InvertibleModuleWrapper." + ("inverse" if inverse else "forward"))
+        # A memory plan being profiled (memcnn.plan_memory) sees this block's forward, whatever its
+        # options; otherwise the report does nothing.
+        reported = _C.report_block_forward_begin(self, xs, self.training)
+        outputs = self._run_unreported(xs, inverse)
+        if reported:
+            _C.report_block_forward_end(self, pack(outputs))
+        return outputs
+
+    def _run_unreported(self, xs, inverse):
         if self.disable:
             return self._fn.inverse(*xs) if inverse else self._fn(*xs)
         return unpack(_C.run_wrapped(handle(self._fn, len(xs)), list(xs), inverse, self.training,

@@ -33,6 +33,10 @@ class _Transformer(CppNetwork):
     def _bind(network, tensors, training):
         _C.bind_transformer(network, tensors, training)
 
+    @staticmethod
+    def _plannable_blocks(network):
+        return _C.transformer_plannable_blocks(network)
+
     def forward(self, images):
         """Class logits [N, num_classes] for images [N, in_channels, image_size, image_size]."""
         check_tensors((images,), type(self).__name__ + '.forward')

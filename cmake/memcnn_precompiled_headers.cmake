@@ -1,0 +1,91 @@
+# Precompiled <torch/torch.h> for every C++ target of memcnn's directories.
+#
+# Parsing LibTorch's headers is most of the time a translation unit takes here (about 12 s of a
+# 15-20 s compile on one core); the build has about 170 of them. Two targets compile the header
+# once, one for position-independent code (the libraries) and one for the programs (GCC refuses a
+# precompiled header made under another -fpic/-fpie setting), and every other target reuses the
+# one that matches (REUSE_FROM). A target whose flags differ in another way that matters gets no
+# use of it: GCC then reads the headers as text, so the build stays correct, only slower.
+#
+# Off for clang (its precompiled headers are an error, not a fallback, when flags differ: the fuzz
+# build) and with -DMEMCNN_PRECOMPILED_HEADERS=OFF.
+
+if(CMAKE_CXX_COMPILER_ID STREQUAL "GNU")
+  set(memcnn_pch_default ON)
+else()
+  set(memcnn_pch_default OFF)
+endif()
+option(MEMCNN_PRECOMPILED_HEADERS "Precompile <torch/torch.h> once and reuse it in every target (GCC)"
+       ${memcnn_pch_default})
+
+# The build-system targets defined in `directory` and below it.
+function(memcnn_targets_below directory out)
+  get_property(targets DIRECTORY ${directory} PROPERTY BUILDSYSTEM_TARGETS)
+  get_property(subdirectories DIRECTORY ${directory} PROPERTY SUBDIRECTORIES)
+  foreach(subdirectory ${subdirectories})
+    memcnn_targets_below(${subdirectory} below)
+    list(APPEND targets ${below})
+  endforeach()
+  set(${out} ${targets} PARENT_SCOPE)
+endfunction()
+
+# Whether `target` links LibTorch's `torch` target, directly or through targets it links (only
+# those get LibTorch's include paths and definitions, which the precompiled header needs).
+function(memcnn_links_torch target out)
+  set(${out} OFF PARENT_SCOPE)
+  get_target_property(aliased ${target} ALIASED_TARGET)
+  if(aliased)
+    set(target ${aliased})
+  endif()
+  if(target STREQUAL "torch")
+    set(${out} ON PARENT_SCOPE)
+    return()
+  endif()
+  get_target_property(imported ${target} IMPORTED)
+  if(imported)
+    return()
+  endif()
+  get_target_property(libraries ${target} LINK_LIBRARIES)
+  foreach(library ${libraries})
+    if(TARGET ${library})
+      memcnn_links_torch(${library} found)
+      if(found)
+        set(${out} ON PARENT_SCOPE)
+        return()
+      endif()
+    endif()
+  endforeach()
+endfunction()
+
+# Call once, after every target exists.
+function(memcnn_use_precompiled_headers)
+  if(NOT MEMCNN_PRECOMPILED_HEADERS)
+    return()
+  endif()
+  set(source ${PROJECT_SOURCE_DIR}/cmake/memcnn_pch.cpp)
+  add_library(memcnn_pch_programs OBJECT ${source})
+  add_library(memcnn_pch_pic OBJECT ${source})
+  set_target_properties(memcnn_pch_pic PROPERTIES POSITION_INDEPENDENT_CODE ON)
+  foreach(provider memcnn_pch_programs memcnn_pch_pic)
+    target_link_libraries(${provider} PRIVATE torch)
+    target_precompile_headers(${provider} PRIVATE <torch/torch.h>)
+  endforeach()
+  memcnn_targets_below(${PROJECT_SOURCE_DIR} targets)
+  foreach(target ${targets})
+    get_target_property(type ${target} TYPE)
+    if(NOT type MATCHES "^(EXECUTABLE|STATIC_LIBRARY|SHARED_LIBRARY|MODULE_LIBRARY|OBJECT_LIBRARY)$"
+       OR target MATCHES "^memcnn_pch_")
+      continue()
+    endif()
+    memcnn_links_torch(${target} uses_torch)
+    if(NOT uses_torch)
+      continue()
+    endif()
+    get_target_property(pic ${target} POSITION_INDEPENDENT_CODE)
+    if(pic OR type MATCHES "^(SHARED_LIBRARY|MODULE_LIBRARY)$")
+      target_precompile_headers(${target} REUSE_FROM memcnn_pch_pic)
+    else()
+      target_precompile_headers(${target} REUSE_FROM memcnn_pch_programs)
+    endif()
+  endforeach()
+endfunction()
