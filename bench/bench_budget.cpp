@@ -124,23 +124,6 @@ Subject subject_of(const std::string& name, const BudgetBenchOptions& o) {
                             o.device, name + ", batch " + std::to_string(batch) + ", 32x32 images");
 }
 
-// plan_memory at `budget`; where the measured peak is over it, plans again for the budget lowered
-// by the excess (as memcnn::fit_memory_plan does), at most three times.
-MemoryPlan fitted_plan(const MemoryProfile& profile, int64_t budget, const std::function<int64_t(const MemoryPlan&)>& peak_of,
-                       int& replans) {
-  const int64_t minimum = minimum_budget_bytes(profile);
-  auto plan = plan_memory(profile, budget);
-  int64_t peak = peak_of(plan), aim = budget;
-  for (replans = 0; replans < 3 && peak > budget; ++replans) {
-    aim -= peak - budget;
-    if (aim < minimum) break;
-    plan = plan_memory(profile, aim);
-    peak = peak_of(plan);
-  }
-  plan.budget_bytes = budget;
-  return plan;
-}
-
 std::string sweep(const std::string& name, const BudgetBenchOptions& options) {
   const int64_t repetitions = options.quick ? 1 : options.repetitions;
   const int64_t budgets = options.quick ? 2 : options.budgets;
@@ -166,13 +149,16 @@ std::string sweep(const std::string& name, const BudgetBenchOptions& options) {
   std::vector<std::vector<std::string>> rows;
   rows.push_back({"all saving", "", mib(all_saving.predicted_peak_bytes), mib(ends[0].peak_bytes),
                   fixed(all_saving.predicted_seconds, 3), fixed(ends[0].median_seconds, 3), counts(all_saving.choices),
-                  "", "", "", ""});
+                  "", "", "", "", "", ""});
   bool all_within = true;
   std::ostringstream halfway;
   for (int64_t k = 0; k <= budgets; ++k) {
     const int64_t budget = low + (high - low) * k / budgets;
-    int replans = 0;
-    const auto planned = fitted_plan(profile, budget, peak_of, replans);
+    int replans = -1;  // the first plan is not a replan
+    const auto planned = plan_memory_within(profile, budget, [&](const MemoryPlan& plan) {
+      ++replans;
+      return peak_of(plan);
+    });
     // The naive rule's largest k predicted to fit the plan's measured peak, then lowered until its
     // measured peak does too.
     const int64_t planned_peak = peak_of(planned);
@@ -181,27 +167,28 @@ std::string sweep(const std::string& name, const BudgetBenchOptions& options) {
            predicted_peak_bytes(profile, first_k_keep(profile, keep + 1)) <= planned_peak) {
       ++keep;
     }
-    std::vector<TurnMeasurement> measured;
-    MemoryPlan naive;
-    for (;;) {
-      naive = plan_of(profile, first_k_keep(profile, keep));
-      measured = measure_in_turn({applied(planned), applied(naive)}, options.device, repetitions);
-      if (measured[1].peak_bytes <= measured[0].peak_bytes || keep == 0) break;
-      --keep;
-    }
+    MemoryPlan naive = plan_of(profile, first_k_keep(profile, keep));
+    while (keep > 0 && peak_of(naive) > planned_peak) naive = plan_of(profile, first_k_keep(profile, --keep));
+    // The plan, the naive rule and both ends in turn: the machine's speed drifts by tens of percent
+    // over minutes, so each row's times are compared with ends measured beside them.
+    const auto measured = measure_in_turn({applied(planned), applied(naive), applied(all_saving), applied(plain)},
+                                          options.device, repetitions);
+    const double midpoint = (measured[2].median_seconds + measured[3].median_seconds) / 2;
     all_within = all_within && measured[0].peak_bytes <= budget;
     rows.push_back({fixed(to_mib(budget), 1), std::to_string(k) + "/" + std::to_string(budgets),
                     mib(planned.predicted_peak_bytes), mib(measured[0].peak_bytes), fixed(planned.predicted_seconds, 3),
                     fixed(measured[0].median_seconds, 3), counts(planned.choices), std::to_string(replans),
-                    std::to_string(keep), mib(measured[1].peak_bytes), fixed(measured[1].median_seconds, 3)});
+                    std::to_string(keep), mib(measured[1].peak_bytes), fixed(measured[1].median_seconds, 3),
+                    fixed(measured[2].median_seconds, 3), fixed(measured[3].median_seconds, 3)});
     std::cout << "  budget " << mib(budget) << " MiB: measured peak " << mib(measured[0].peak_bytes) << " MiB, "
               << fixed(measured[0].median_seconds, 3) << " s; naive (k " << keep << ") "
-              << mib(measured[1].peak_bytes) << " MiB, " << fixed(measured[1].median_seconds, 3) << " s" << std::endl;
+              << mib(measured[1].peak_bytes) << " MiB, " << fixed(measured[1].median_seconds, 3)
+              << " s; all saving " << fixed(measured[2].median_seconds, 3) << " s, plain "
+              << fixed(measured[3].median_seconds, 3) << " s" << std::endl;
     if (2 * k == budgets) {
-      const double midpoint = (ends[0].median_seconds + ends[1].median_seconds) / 2;
       halfway << "At the halfway budget (" << fixed(to_mib(budget), 1) << " MiB) the plan's step took "
               << fixed(measured[0].median_seconds, 3) << " s against " << fixed(midpoint, 3)
-              << " s halfway between the all-saving and the plain step ("
+              << " s halfway between the all-saving and the plain step measured beside it ("
               << (measured[0].median_seconds <= midpoint ? "at most" : "ABOVE") << "), and the naive rule's "
               << fixed(measured[1].median_seconds, 3) << " s at " << mib(measured[1].peak_bytes)
               << " MiB (plan " << (measured[0].median_seconds <= measured[1].median_seconds ? "no slower" : "SLOWER")
@@ -210,19 +197,21 @@ std::string sweep(const std::string& name, const BudgetBenchOptions& options) {
   }
   rows.push_back({"plain", "", mib(plain.predicted_peak_bytes), mib(ends[1].peak_bytes),
                   fixed(plain.predicted_seconds, 3), fixed(ends[1].median_seconds, 3), counts(plain.choices), "", "",
-                  "", ""});
+                  "", "", "", ""});
 
   std::ostringstream markdown;
   markdown << "## Memory plans: " << subject.title << ", budgets from the all-saving minimum to the plain peak\n\n";
   table(markdown,
         {"budget MiB", "step", "predicted peak MiB", "measured peak MiB", "predicted step s", "measured step s",
-         "keep/recompute/rebuild", "replans", "naive k", "naive peak MiB", "naive step s"},
+         "keep/recompute/rebuild", "replans", "naive k", "naive peak MiB", "naive step s", "all-saving step s",
+         "plain step s"},
         rows);
   markdown << "memcnn::profile_memory (" << options.profile_steps << " timed steps per uniform setting, the fastest "
            << "counts), then memcnn::plan_memory at each budget, planned again lower where the measured peak was over "
            << "it (replans, as memcnn::fit_memory_plan does); " << profile.blocks.size() << " blocks. Peaks: allocator "
            << "bytes above the step's start, the largest of the timed steps; steps: median of " << repetitions
-           << ", each row's plan and naive rule measured in turn. Naive rule: the first k blocks keep every "
+           << ", each row's plan, naive rule, all-saving and plain model measured in turn (the last two columns; the "
+           << "first and last rows' times were measured at the start). Naive rule: the first k blocks keep every "
            << "activation, the rest save, with the largest k whose measured peak is at most the plan's. Measured peak "
            << "within the budget at every budget: " << (all_within ? "yes" : "NO") << ". " << halfway.str() << "\n\n";
   std::cout << subject.title << ": measured peak within the budget at every budget: " << (all_within ? "yes" : "NO")

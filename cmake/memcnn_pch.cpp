@@ -1,2 +1,2 @@
 // The translation unit that compiles the precompiled <torch/torch.h>
-// (cmake/memcnn_precompiled_headers.cmake); it defines nothing.
+// (cmake/memcnn_build_time.cmake); it defines nothing.

@@ -394,8 +394,11 @@ MemoryProfile profile_memory(const std::vector<PlannableBlock>& given, const std
     std::vector<Recording> steps;
     for (int64_t s = 0; s < options.steps(); ++s) {
       steps.push_back(record_step(device, step));
-      TORCH_CHECK(same_structure(steps.back(), first), "profile_memory: the step ran the blocks in another order or "
-                  "number than in its first run; profile a step that runs every block once, the same way each time");
+      // The blocks' order must not change; the gradient events may between settings (a kept block's
+      // output can reach backward by another path than a saving block's), not between its steps.
+      TORCH_CHECK(steps.back().blocks == first.blocks && same_structure(steps.back(), steps.front()),
+                  "profile_memory: the step ran the blocks in another order or number than in its first run; profile "
+                  "a step that runs every block once, the same way each time");
     }
     runs.push_back(analyse(steps, std::move(choices)));
     profile.measured_peak_bytes[index_of(uniform)] = runs.back().peak_bytes;
@@ -428,14 +431,9 @@ MemoryProfile profile_memory(const std::vector<PlannableBlock>& given, const std
           0, b.held_bytes[index_of(BlockChoice::recompute)] - b.held_bytes[index_of(BlockChoice::rebuild)]);
     }
   }
-  // Gaps belong to no block: the largest of the runs, so each uniform setting is predicted at or
-  // above its measured peak.
-  profile.gaps = runs.front().gaps;
-  for (const auto& run : runs) {
-    for (std::size_t g = 0; g < profile.gaps.size(); ++g) {
-      profile.gaps[g].peak_base = std::max(profile.gaps[g].peak_base, run.gaps[g].peak_base);
-    }
-  }
+  // Gaps belong to no block: every run's, so each uniform setting is predicted at or above its
+  // measured peak (plan_memory takes the largest per number of blocks held).
+  for (const auto& run : runs) profile.gaps.insert(profile.gaps.end(), run.gaps.begin(), run.gaps.end());
   double other = 0;
   for (const auto& run : runs) {
     double blocks_seconds = 0;
@@ -657,20 +655,35 @@ MemoryPlan fit_memory_plan(const std::vector<PlannableBlock>& blocks, const std:
   const auto profile = profile_memory(blocks, step, profile_options);
   if (profile_out != nullptr) *profile_out = profile;
   const auto device = *profile_options.device();
+  MemoryPlan measured;
+  auto plan = plan_memory_within(
+      profile, budget_bytes,
+      [&](const MemoryPlan& candidate) {
+        measured = candidate;
+        apply_memory_plan(blocks, measured);
+        measure_on(device, step, measured);
+        return measured.measured_peak_bytes;
+      },
+      retries);
+  // The last plan measured is the one returned (plan_memory_within stops at it).
+  plan.measured_peak_bytes = measured.measured_peak_bytes;
+  plan.measured_seconds = measured.measured_seconds;
+  return plan;
+}
+
+MemoryPlan plan_memory_within(const MemoryProfile& profile, std::int64_t budget_bytes,
+                              const std::function<std::int64_t(const MemoryPlan&)>& measured_peak, int retries) {
+  TORCH_CHECK_VALUE(measured_peak, "plan_memory_within: the measuring function is empty");
   const auto minimum = minimum_budget_bytes(profile);
   auto plan = plan_memory(profile, budget_bytes);
-  apply_memory_plan(blocks, plan);
-  measure_on(device, step, plan);
-  std::int64_t aim = budget_bytes;
-  for (int attempt = 0; attempt < retries && plan.measured_peak_bytes > budget_bytes; ++attempt) {
-    aim -= plan.measured_peak_bytes - budget_bytes;
+  std::int64_t peak = measured_peak(plan), aim = budget_bytes;
+  for (int attempt = 0; attempt < retries && peak > budget_bytes; ++attempt) {
+    aim -= peak - budget_bytes + budget_bytes / 256;
     if (aim < minimum) break;
-    auto tighter = plan_memory(profile, aim);
-    tighter.budget_bytes = budget_bytes;
-    apply_memory_plan(blocks, tighter);
-    measure_on(device, step, tighter);
-    plan = tighter;
+    plan = plan_memory(profile, aim);
+    peak = measured_peak(plan);
   }
+  plan.budget_bytes = budget_bytes;
   return plan;
 }
 

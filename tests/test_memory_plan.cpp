@@ -322,4 +322,38 @@ TEST_F(MemoryPlanTest, BlocksDescribedByTheirOwnerPlanLikeTheModelsOwn) {
   EXPECT_FALSE(memcnn::report_block_forward_begin(&net, {batch.images}, true));
 }
 
+// Where the measured peak runs over the prediction (a structure the chain model leaves out),
+// plan_memory_within plans lower until the measurement fits; where it does not, it plans once.
+TEST_F(MemoryPlanTest, PlanningWithinAMeasuredBudgetReplansLowerWhenThePeakRunsOver) {
+  torch::manual_seed(0);
+  ChainNet net(6);
+  const auto batch = make_batch(4, 8, torch::kFloat32);
+  const auto profile = memcnn::profile_memory(*net, training_step(net, batch), memcnn::ProfileOptions().steps(1));
+  const auto low = memcnn::minimum_budget_bytes(profile), high = profile.measured_peak_bytes[0];
+  const auto budget = (low + high) / 2;
+  int calls = 0;
+  const auto exact = memcnn::plan_memory_within(profile, budget, [&](const memcnn::MemoryPlan& plan) {
+    ++calls;
+    return plan.predicted_peak_bytes;
+  });
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ(exact.choices, memcnn::plan_memory(profile, budget).choices);
+  // A model that underestimates every plan holding anything above the minimum by a fixed excess.
+  const std::int64_t excess = (high - low) / 10;
+  calls = 0;
+  std::int64_t last_peak = 0;
+  const auto lowered = memcnn::plan_memory_within(
+      profile, budget,
+      [&](const memcnn::MemoryPlan& plan) {
+        ++calls;
+        last_peak = plan.predicted_peak_bytes + excess;
+        return last_peak;
+      },
+      8);
+  EXPECT_GT(calls, 1);
+  EXPECT_LE(last_peak, budget);
+  EXPECT_EQ(lowered.budget_bytes, budget);
+  EXPECT_LE(lowered.predicted_peak_bytes + excess, budget);
+}
+
 }  // namespace

@@ -22,8 +22,8 @@
 ///    front small, see PlanOptions).
 /// 3. apply_memory_plan sets each block's options. fit_memory_plan does all three, then runs the
 ///    step once more, and where the measured peak exceeds the budget (the model captures only the
-///    one interaction between neighbouring blocks above) plans again for a budget lowered by the
-///    excess.
+///    one interaction between neighbouring blocks above) plans again for a lower budget
+///    (plan_memory_within).
 
 #include <torch/arg.h>
 #include <torch/nn/module.h>
@@ -202,6 +202,15 @@ void measure_memory_plan(torch::nn::Module& model, const std::function<void()>& 
 MemoryPlan fit_memory_plan(torch::nn::Module& model, const std::function<void()>& step, std::int64_t budget_bytes,
                            const ProfileOptions& profile_options = {}, int retries = 3,
                            MemoryProfile* profile_out = nullptr);
+/// plan_memory, then, while `measured_peak` (applies a plan, runs a step, returns its peak in bytes)
+/// says the plan exceeds the budget, plans again (at most `retries` times) for the budget lowered
+/// by the excess and by 1/256 of the budget (so that a plan the rounding leaves unchanged still
+/// moves). The returned plan names the original budget; its measured figures are not filled in.
+/// Where the peak model is exact (a chain) no retry happens; the retries correct what it leaves
+/// out (blocks holding tensors for later ones, as an iUNet's skip connections do).
+MemoryPlan plan_memory_within(const MemoryProfile& profile, std::int64_t budget_bytes,
+                              const std::function<std::int64_t(const MemoryPlan&)>& measured_peak, int retries = 3);
+
 /// fit_memory_plan over blocks described by their owner; profile_options.device() is required.
 MemoryPlan fit_memory_plan(const std::vector<PlannableBlock>& blocks, const std::function<void()>& step,
                            std::int64_t budget_bytes, const ProfileOptions& profile_options, int retries = 3,
