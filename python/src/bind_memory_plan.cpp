@@ -4,6 +4,8 @@
 // report_block_forward_begin/end) and the wrappers inside networks built in C++ (RevViT, RevGAN:
 // memcnn::plannable_blocks of the C++ network). The planner sees both alike.
 
+#include "gil_object.h"
+
 #include <memcnn/memory_plan.h>
 
 #include <torch/csrc/autograd/python_variable.h>
@@ -29,19 +31,7 @@ using memcnn::MemoryProfile;
 using memcnn::PlannableBlock;
 using Blocks = std::vector<PlannableBlock>;
 
-// A Python object kept by C++ callbacks; released with the GIL held.
-struct HeldObject {
-  py::object object;
-  explicit HeldObject(py::object o) : object(std::move(o)) {}
-  ~HeldObject() {
-    if (Py_IsInitialized()) {
-      py::gil_scoped_acquire gil;
-      object = py::object();
-    } else {
-      object.release();
-    }
-  }
-};
+using memcnn::python::GilObject;
 
 // A block owned by Python: `owner` is its identity (its report_block_forward_* calls pass it),
 // `set_choice` a callable taking "keep", "recompute" or "rebuild".
@@ -56,9 +46,9 @@ PlannableBlock python_block(const py::object& owner, const std::string& name, co
   block.name = name;
   block.kind = kind;
   for (std::size_t i = 0; i < allowed.size(); ++i) block.allowed[i] = allowed[i];
-  auto setter = std::make_shared<HeldObject>(std::move(set_choice));
+  auto setter = std::make_shared<GilObject>(std::move(set_choice));
   // The owner too: its address is the key, so it must outlive the block.
-  auto keep_owner = std::make_shared<HeldObject>(owner);
+  auto keep_owner = std::make_shared<GilObject>(owner);
   block.set_choice = [setter, keep_owner](BlockChoice choice) {
     py::gil_scoped_acquire gil;
     setter->object(memcnn::to_string(choice));

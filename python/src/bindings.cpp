@@ -12,6 +12,8 @@
 // the GIL either: the adapter takes it for F or G and lets go before the core differentiates
 // (torch::autograd::grad), so no thread ever waits for autograd work while holding the GIL.
 
+#include "gil_object.h"
+
 #include <memcnn/memcnn.h>
 #include <memcnn/models/resnet.h>
 
@@ -165,19 +167,7 @@ class PyInvertibleImpl : public PyModuleBase, public memcnn::InvertibleModule {
 
 using Handle = std::shared_ptr<memcnn::InvertibleModule>;
 
-// A Python object whose last reference may be dropped on a thread without the GIL.
-struct GilObject {
-  py::object object;
-  explicit GilObject(py::object o) : object(std::move(o)) {}
-  ~GilObject() {
-    if (Py_IsInitialized()) {
-      py::gil_scoped_acquire gil;
-      object = py::object();
-    } else {
-      object.release();
-    }
-  }
-};
+using memcnn::python::GilObject;
 
 torch::nn::AnyModule python_fn(py::object module, const std::string& role, std::size_t n_tensors) {
   if (n_tensors == 1) return torch::nn::AnyModule(std::make_shared<PyTensorFnImpl>(std::move(module), role));
