@@ -155,13 +155,13 @@ std::string sweep(const std::string& name, const BudgetBenchOptions& options) {
   for (int64_t k = 0; k <= budgets; ++k) {
     const int64_t budget = low + (high - low) * k / budgets;
     int replans = -1;  // the first plan is not a replan
+    int64_t planned_peak = 0;  // the last plan measured: the one returned
     const auto planned = plan_memory_within(profile, budget, [&](const MemoryPlan& plan) {
       ++replans;
-      return peak_of(plan);
+      return planned_peak = peak_of(plan);
     });
     // The naive rule's largest k predicted to fit the plan's measured peak, then lowered until its
     // measured peak does too.
-    const int64_t planned_peak = peak_of(planned);
     std::size_t keep = 0;
     while (keep < profile.blocks.size() &&
            predicted_peak_bytes(profile, first_k_keep(profile, keep + 1)) <= planned_peak) {

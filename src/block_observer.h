@@ -4,6 +4,8 @@
 // Checkpointed report their forward's start and end to the calling thread's observer, whatever
 // their options (a disabled block too), when they run in training with grad mode on.
 
+#include "memcnn/memory_plan.h"
+
 #include <torch/nn/module.h>
 #include <torch/types.h>
 
@@ -25,15 +27,14 @@ BlockObserver* block_observer();
 // Sets it for the calling thread; returns the previous one.
 BlockObserver* set_block_observer(BlockObserver* observer);
 
-// Reports a block's forward to the thread's observer, if any, around `run`.
+// Reports a block's forward to the thread's observer, if any, around `run`
+// (report_block_forward_begin/_end of memory_plan.h, which decide whether it is reported).
 template <typename Run>
 std::vector<torch::Tensor> observed_forward(torch::nn::Module& block, const std::vector<torch::Tensor>& inputs,
                                             Run&& run) {
-  auto* observer = block_observer();
-  if (observer == nullptr || !block.is_training() || !torch::GradMode::is_enabled()) return run();
-  observer->forward_begin(&block, inputs);
+  if (!report_block_forward_begin(&block, inputs, block.is_training())) return run();
   auto outputs = run();
-  observer->forward_end(&block, outputs);
+  report_block_forward_end(&block, outputs);
   return outputs;
 }
 

@@ -338,13 +338,21 @@ void report_block_forward_end(const void* key, const std::vector<torch::Tensor>&
   if (auto* observer = detail::block_observer()) observer->forward_end(key, outputs);
 }
 
+namespace {
+
+// The options of a model's profile: the model in training, its device where none was given.
+ProfileOptions for_model(torch::nn::Module& model, ProfileOptions options, const char* who) {
+  TORCH_CHECK_VALUE(model.is_training(), who, ": the model is in evaluation mode, where no block saves memory; call "
+                    "model.train() first");
+  options.device(device_of(model, options.device()));
+  return options;
+}
+
+}  // namespace
+
 MemoryProfile profile_memory(torch::nn::Module& model, const std::function<void()>& step,
                              const ProfileOptions& options) {
-  TORCH_CHECK_VALUE(model.is_training(), "profile_memory: the model is in evaluation mode, where no block saves "
-                    "memory; call model.train() first");
-  auto with_device = options;
-  with_device.device(device_of(model, options.device()));
-  return profile_memory(plannable_blocks(model), step, with_device);
+  return profile_memory(plannable_blocks(model), step, for_model(model, options, "profile_memory"));
 }
 
 MemoryProfile profile_memory(const std::vector<PlannableBlock>& given, const std::function<void()>& step,
@@ -642,11 +650,8 @@ void measure_memory_plan(torch::nn::Module& model, const std::function<void()>& 
 
 MemoryPlan fit_memory_plan(torch::nn::Module& model, const std::function<void()>& step, std::int64_t budget_bytes,
                            const ProfileOptions& profile_options, int retries, MemoryProfile* profile_out) {
-  TORCH_CHECK_VALUE(model.is_training(), "fit_memory_plan: the model is in evaluation mode, where no block saves "
-                    "memory; call model.train() first");
-  auto with_device = profile_options;
-  with_device.device(device_of(model, profile_options.device()));
-  return fit_memory_plan(plannable_blocks(model), step, budget_bytes, with_device, retries, profile_out);
+  return fit_memory_plan(plannable_blocks(model), step, budget_bytes,
+                         for_model(model, profile_options, "fit_memory_plan"), retries, profile_out);
 }
 
 MemoryPlan fit_memory_plan(const std::vector<PlannableBlock>& blocks, const std::function<void()>& step,
