@@ -55,9 +55,7 @@ struct Workload {
   std::unique_ptr<torch::optim::SGD> optimizer;
 
   void step(const torch::Tensor& input, const torch::Tensor& labels) {
-    for (auto& p : module->parameters()) {
-      if (p.grad().defined()) p.grad().zero_();
-    }
+    bench::zero_gradients(*module);
     auto out = forward(input);
     auto loss = labels.defined() ? torch::nn::functional::cross_entropy(out, labels) : out.pow(2).mean();
     loss.backward();

@@ -53,14 +53,6 @@ struct Subject {
   std::function<void()> step;
 };
 
-// Zeroes the gradients in place, so that they stay allocated between steps (the peak then counts
-// activations and temporaries, not gradients appearing).
-void zero_gradients(torch::nn::Module& model) {
-  for (auto& p : model.parameters()) {
-    if (p.grad().defined()) p.mutable_grad().zero_();
-  }
-}
-
 Subject classifier_subject(const std::string& name, models::Classifier classifier, int64_t batch, int64_t size,
                            const c10::Device& device, std::string title) {
   classifier->to(device);

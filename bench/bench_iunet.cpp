@@ -25,9 +25,7 @@ namespace {
 // step's peak counts activations and temporaries only).
 template <typename Model, typename Loss>
 void step(Model& model, const torch::Tensor& input, const Loss& loss) {
-  for (auto& p : model->parameters()) {
-    if (p.grad().defined()) p.mutable_grad().zero_();
-  }
+  zero_gradients(*model);
   loss(model->forward(input)).backward();
 }
 

@@ -30,12 +30,6 @@ namespace {
 const char* const kGenerators[] = {"RevGAN, memory saving", "RevGAN, no memory saving", "conventional pair"};
 constexpr std::size_t kSaving = 0, kPlain = 1, kConventional = 2;
 
-void zero_gradients(torch::nn::Module& module) {
-  for (auto& p : module.parameters()) {
-    if (p.grad().defined()) p.mutable_grad().zero_();
-  }
-}
-
 // One generator step of `directions` directions: L1(A to B, b) [+ L1(B to A, a)], one backward.
 void step(models::Translator& generator, const torch::Tensor& a, const torch::Tensor& b, int64_t directions) {
   zero_gradients(*generator);

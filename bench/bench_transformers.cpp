@@ -66,9 +66,7 @@ struct Contender {
 // One SGD step: gradients zeroed in place (they stay allocated, so the peak counts activations);
 // forward and loss under the contender's autocast, backward outside it, as memcnn-train does.
 void step(Contender& c, const torch::Tensor& images, const torch::Tensor& labels) {
-  for (auto& p : c.model->parameters()) {
-    if (p.grad().defined()) p.mutable_grad().zero_();
-  }
+  zero_gradients(*c.model);
   torch::Tensor loss;
   {
     std::optional<Autocast> precision;
