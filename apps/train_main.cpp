@@ -313,7 +313,7 @@ int run(const Arguments& args) {
 
 int main(int argc, char** argv) {
   enable_cpu_memory_tracking();  // the trainer reports each step's activation memory
-  CLI::App app{"Train MemCNN's ResNet/RevNet experiments and ViT/RevViT (memcnn, C++)"};
+  CLI::App app{"Train MemCNN's ResNet/RevNet experiments, ViT/RevViT, the 3-D iUNet and the RevGANs (memcnn, C++)"};
   Arguments args;
   auto model_names = models::model_names();
   for (const auto& name : models::transformer_names()) model_names.push_back(name);

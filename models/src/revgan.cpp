@@ -115,6 +115,9 @@ void check_generator_options(const RevGANOptions& o, const char* who) {
                     ": downsamplings must be between 0 and 8, got ", o.downsamplings());
   TORCH_CHECK_VALUE(o.stem_kernel() >= 1 && o.stem_kernel() % 2 == 1, who,
                     ": stem_kernel must be odd (it pads (k - 1) / 2 each side to keep the size), got ", o.stem_kernel());
+  TORCH_CHECK_VALUE(!o.add_input() || o.channels_a() == o.channels_b(), who, ": add_input adds the input to the "
+                    "output, so channels_a and channels_b must be equal, got ", o.channels_a(), " and ", o.channels_b(),
+                    "; set add_input(false)");
   check_core_options(o.core(), who);
 }
 
@@ -140,7 +143,8 @@ torch::nn::Sequential encoder(const RevGANOptions& o, int64_t channels) {
   return net;
 }
 
-// The stride-2 transposed convolutions halving the channels, then the stem's kernel and tanh.
+// The stride-2 transposed convolutions halving the channels, then the stem's kernel and tanh
+// (its convolution zero-initialised under add_input, so that the generator starts as the identity).
 torch::nn::Sequential decoder(const RevGANOptions& o, int64_t channels) {
   const int64_t dims = o.dims();
   torch::nn::Sequential net;
@@ -156,6 +160,7 @@ torch::nn::Sequential decoder(const RevGANOptions& o, int64_t channels) {
   }
   ConvSpec head{dims, o.ngf(), channels, o.stem_kernel()};
   head.padding = o.padding();
+  head.zero_init = o.add_input();
   net->push_back(convolution(head, o.init_std()));
   net->push_back(torch::nn::AnyModule(torch::nn::Tanh()));
   return net;
@@ -189,6 +194,11 @@ torch::Tensor translated(const RevGANOptions& o, const torch::Tensor& x, const c
   auto y = net(F::pad(x, F::PadFuncOptions(padding).mode(torch::kReplicate)));
   for (int64_t d = 2; d < x.dim(); ++d) y = y.narrow(d, 0, x.size(d));
   return y;
+}
+
+// A decoder's output, with the generator's input added under add_input.
+torch::Tensor with_input(const RevGANOptions& o, const torch::Tensor& input, const torch::Tensor& decoded) {
+  return o.add_input() ? input + decoded : decoded;
 }
 
 void register_sequential(torch::nn::Module& parent, const std::string& name, torch::nn::Sequential& member,
@@ -371,13 +381,17 @@ void RevGANGeneratorImpl::reset() {
 torch::Tensor RevGANGeneratorImpl::forward(const torch::Tensor& a) {
   check_image(a, options.dims(), options.channels_a(), "RevGANGenerator::forward (A to B)", "channels_a");
   return translated(options, a, "RevGANGenerator::forward (A to B)",
-                    [&](const torch::Tensor& x) { return decoder_b->forward(core->forward(encoder_a->forward(x))); });
+                    [&](const torch::Tensor& x) {
+                      return with_input(options, x, decoder_b->forward(core->forward(encoder_a->forward(x))));
+                    });
 }
 
 torch::Tensor RevGANGeneratorImpl::inverse(const torch::Tensor& b) {
   check_image(b, options.dims(), options.channels_b(), "RevGANGenerator::inverse (B to A)", "channels_b");
   return translated(options, b, "RevGANGenerator::inverse (B to A)",
-                    [&](const torch::Tensor& y) { return decoder_a->forward(core->inverse(encoder_b->forward(y))); });
+                    [&](const torch::Tensor& y) {
+                      return with_input(options, y, decoder_a->forward(core->inverse(encoder_b->forward(y))));
+                    });
 }
 
 void RevGANGeneratorImpl::set_memory_saving(bool on) {
@@ -389,6 +403,7 @@ void RevGANGeneratorImpl::pretty_print(std::ostream& stream) const {
   stream << "memcnn::models::RevGANGenerator(dims=" << options.dims() << ", channels_a=" << options.channels_a()
          << ", channels_b=" << options.channels_b() << ", ngf=" << options.ngf()
          << ", downsamplings=" << options.downsamplings() << ", depth=" << options.depth()
+         << (options.add_input() ? ", add_input=true" : "")
          << ", memory_saving=" << (options.memory_saving() ? "true" : "false") << ")";
 }
 
@@ -407,13 +422,16 @@ void ConvGANGeneratorImpl::reset() {
 torch::Tensor ConvGANGeneratorImpl::forward(const torch::Tensor& a) {
   check_image(a, options.dims(), options.channels_a(), "ConvGANGenerator::forward", "channels_a");
   return translated(options, a, "ConvGANGenerator::forward",
-                    [&](const torch::Tensor& x) { return decoder->forward(core->forward(encoder->forward(x))); });
+                    [&](const torch::Tensor& x) {
+                      return with_input(options, x, decoder->forward(core->forward(encoder->forward(x))));
+                    });
 }
 
 void ConvGANGeneratorImpl::pretty_print(std::ostream& stream) const {
   stream << "memcnn::models::ConvGANGenerator(dims=" << options.dims() << ", in_channels=" << options.channels_a()
          << ", out_channels=" << options.channels_b() << ", ngf=" << options.ngf()
-         << ", downsamplings=" << options.downsamplings() << ", depth=" << options.depth() << ")";
+         << ", downsamplings=" << options.downsamplings() << ", depth=" << options.depth()
+         << (options.add_input() ? ", add_input=true" : "") << ")";
 }
 
 ConvGANPairImpl::ConvGANPairImpl(RevGANOptions options_) : options(std::move(options_)) { reset(); }

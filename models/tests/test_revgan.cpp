@@ -308,6 +308,47 @@ std::string message_of(const std::function<void()>& f) {
   return "(no error)";
 }
 
+// add_input: both directions of a fresh generator (and of a fresh conventional pair) return their
+// input exactly; once trained away from the start they return input + decoder, and memory saving
+// still changes no gradient (float64).
+TEST_P(RevGANDims, AddInputStartsAsTheIdentityAndKeepsSavingExact) {
+  const int64_t dims = GetParam();
+  torch::manual_seed(31 + dims);
+  const auto options = small(dims).channels_b(2).add_input(true);
+  RevGANGenerator generator(options);
+  ConvGANPair pair(options);
+  const auto x = torch::randn(shape_for(dims, 2, dims == 2 ? 16 : 8));
+  {
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::equal(generator->forward(x), x));
+    EXPECT_TRUE(torch::equal(generator->inverse(x), x));
+    EXPECT_TRUE(torch::equal(pair->a_to_b(x), x));
+    EXPECT_TRUE(torch::equal(pair->b_to_a(x), x));
+  }
+  generator->to(torch::kFloat64);
+  perturb(*generator);
+  const auto x64 = x.to(torch::kFloat64);
+  {
+    torch::NoGradGuard no_grad;
+    const auto decoded = generator->decoder_b->forward(generator->core->forward(generator->encoder_a->forward(x64)));
+    EXPECT_GT(decoded.abs().max().item<double>(), 0.01);
+    EXPECT_TRUE(torch::allclose(generator->forward(x64), x64 + decoded, 1e-12, 1e-12));
+  }
+  const auto weights = torch::rand_like(x64);
+  for (const bool a_to_b : {true, false}) {
+    auto run = [&](const torch::Tensor& in) { return a_to_b ? generator->forward(in) : generator->inverse(in); };
+    generator->set_memory_saving(false);
+    const auto plain = gradients_of(*generator, x64, weights, run);
+    generator->set_memory_saving(true);
+    const auto saving = gradients_of(*generator, x64, weights, run);
+    std::string where;
+    EXPECT_LT(worst_relative_error(saving, plain, &where), 1e-10) << where;
+  }
+  EXPECT_NE(message_of([&] { (void)RevGANGenerator(small(dims).add_input(true)); }).find("set add_input(false)"),
+            std::string::npos);
+  EXPECT_THROW((void)ConvGANPair(small(dims).add_input(true)), c10::ValueError);
+}
+
 TEST(RevGAN, BadInputsSayWhatToChange) {
   RevGANGenerator generator(small(2));
   EXPECT_NE(message_of([&] { generator->forward(torch::randn({1, 3, 16, 16})); }).find("set channels_a"),

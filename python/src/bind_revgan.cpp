@@ -69,6 +69,7 @@ models::RevGANOptions generator_options(const py::dict& o) {
       .stem_kernel(option<int64_t>(o, "stem_kernel", options.stem_kernel()))
       .depth(option<int64_t>(o, "depth", options.depth()))
       .pad_to_stride(option<bool>(o, "pad_to_stride", options.pad_to_stride()))
+      .add_input(option<bool>(o, "add_input", options.add_input()))
       .memory_saving(option<bool>(o, "memory_saving", options.memory_saving()))
       .init_std(option<double>(o, "init_std", options.init_std()));
   if (given(o, "block")) options.block(block_from(o["block"].cast<std::string>()));
@@ -130,6 +131,7 @@ py::dict resolved_options(const GANNetwork& network) {
                  : o.padding() == models::GANPadding::replicate ? "replicate"
                                                                 : "zeros";
   d["pad_to_stride"] = o.pad_to_stride();
+  d["add_input"] = o.add_input();
   d["memory_saving"] = o.memory_saving();
   d["init_std"] = o.init_std();
   return d;

@@ -217,6 +217,21 @@ def test_three_dimensional_activation_memory_is_flat_in_depth_with_saving_and_gr
     assert peak(8, False) > 1.5 * peak(2, False)
 
 
+@pytest.mark.parametrize('dims', [2, 3])
+def test_add_input_starts_as_the_identity_in_both_directions(dims):
+    generator = memcnn.RevGANGenerator(**small(dims, channels_b=2, add_input=True))
+    pair = memcnn.ConvGANPair(**small(dims, channels_b=2, add_input=True))
+    assert 'add_input=True' in repr(generator)
+    x = torch.randn(shape(dims, 2, size_for(dims)))
+    with torch.no_grad():
+        for y in (generator(x), generator.inverse(x), pair(x), pair.b_to_a(x)):
+            assert torch.equal(y, x)
+        perturb(generator)
+        assert not torch.equal(generator(x), x)
+    with pytest.raises(ValueError, match='add_input'):
+        memcnn.RevGANGenerator(**small(dims, add_input=True))
+
+
 def test_bad_input_says_what_to_change():
     generator = memcnn.RevGANGenerator(**small(2))
     with pytest.raises(ValueError, match='set channels_a'):

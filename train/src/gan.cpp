@@ -68,7 +68,8 @@ void check_known(const Json& options, const std::string& what, const std::vector
 }
 
 const std::vector<std::string> kModelOptions{"ngf",        "depth", "downsamplings", "stem_kernel", "memory_saving",
-                                             "init_std",   "ndf",   "discriminator_layers", "pad_to_stride"};
+                                             "init_std",   "ndf",   "discriminator_layers", "pad_to_stride",
+                                             "add_input"};
 
 models::RevGANOptions generator_options(const GANConfig& config, int64_t channels_a, int64_t channels_b) {
   const Json& o = config.model_options;
@@ -81,6 +82,7 @@ models::RevGANOptions generator_options(const GANConfig& config, int64_t channel
   options.memory_saving(field(o, "memory_saving", options.memory_saving()));
   options.init_std(field(o, "init_std", options.init_std()));
   options.pad_to_stride(field(o, "pad_to_stride", options.pad_to_stride()));
+  options.add_input(field(o, "add_input", options.add_input()));
   return options;
 }
 

@@ -88,6 +88,9 @@ class RevGANGenerator(_GANNetwork):
         padding: 'reflect', 'replicate' or 'zeros' for the stride-1 convolutions; None: by dims.
         pad_to_stride: pad spatial sizes that 2**downsamplings does not divide (replicating the
             last row, column, slice) and crop the output back; False: such sizes raise.
+        add_input: return the input plus the decoder's output, the decoders' last convolution
+            starting at zero (the generator starts as the identity; global residual learning, not
+            in the authors' code). Needs channels_a == channels_b.
         memory_saving: run the core under memory saving (the same weights either way).
         init_std: standard deviation of the N(0, init_std) convolution weights.
 
@@ -98,10 +101,11 @@ class RevGANGenerator(_GANNetwork):
     _kind = 'revgan'
 
     def __init__(self, dims=2, channels_a=3, channels_b=3, ngf=None, downsamplings=None, stem_kernel=None, depth=None,
-                 block=None, padding=None, pad_to_stride=False, memory_saving=True, init_std=0.02):
+                 block=None, padding=None, pad_to_stride=False, add_input=False, memory_saving=True, init_std=0.02):
         super().__init__(dims=dims, channels_a=channels_a, channels_b=channels_b, ngf=ngf, downsamplings=downsamplings,
                          stem_kernel=stem_kernel, depth=depth, block=block, padding=padding,
-                         pad_to_stride=pad_to_stride, memory_saving=memory_saving, init_std=init_std)
+                         pad_to_stride=pad_to_stride, add_input=add_input, memory_saving=memory_saving,
+                         init_std=init_std)
 
     def forward(self, a):
         """Translates domain A to domain B.
@@ -110,7 +114,7 @@ class RevGANGenerator(_GANNetwork):
             a: [N, channels_a, *spatial] with dims spatial dimensions.
 
         Returns:
-            [N, channels_b, *spatial], in (-1, 1).
+            [N, channels_b, *spatial], in (-1, 1) (without add_input).
 
         Raises:
             TypeError: a is not a tensor.
@@ -126,7 +130,7 @@ class RevGANGenerator(_GANNetwork):
             b: [N, channels_b, *spatial] with dims spatial dimensions.
 
         Returns:
-            [N, channels_a, *spatial], in (-1, 1).
+            [N, channels_a, *spatial], in (-1, 1) (without add_input).
 
         Raises:
             TypeError: b is not a tensor.
@@ -215,7 +219,7 @@ class ConvGANGenerator(_GANNetwork):
         dims: 2 or 3.
         in_channels: channels of the input domain.
         out_channels: channels of the output domain.
-        ngf, downsamplings, stem_kernel, depth, block, padding, pad_to_stride, init_std: as for
+        ngf, downsamplings, stem_kernel, depth, block, padding, pad_to_stride, add_input, init_std: as for
             RevGANGenerator (None: the defaults for dims).
 
     Raises:
@@ -224,10 +228,10 @@ class ConvGANGenerator(_GANNetwork):
     _kind = 'convgan'
 
     def __init__(self, dims=2, in_channels=3, out_channels=3, ngf=None, downsamplings=None, stem_kernel=None,
-                 depth=None, block=None, padding=None, pad_to_stride=False, init_std=0.02):
+                 depth=None, block=None, padding=None, pad_to_stride=False, add_input=False, init_std=0.02):
         super().__init__(dims=dims, in_channels=in_channels, out_channels=out_channels, ngf=ngf,
                          downsamplings=downsamplings, stem_kernel=stem_kernel, depth=depth, block=block,
-                         padding=padding, pad_to_stride=pad_to_stride, init_std=init_std)
+                         padding=padding, pad_to_stride=pad_to_stride, add_input=add_input, init_std=init_std)
 
     @staticmethod
     def _cpp_options(options):
@@ -251,7 +255,7 @@ class ConvGANGenerator(_GANNetwork):
             x: [N, in_channels, *spatial] with dims spatial dimensions.
 
         Returns:
-            [N, out_channels, *spatial], in (-1, 1).
+            [N, out_channels, *spatial], in (-1, 1) (without add_input).
 
         Raises:
             TypeError: x is not a tensor.
@@ -269,7 +273,7 @@ class ConvGANPair(_GANNetwork):
         dims: 2 or 3.
         channels_a: channels of domain A.
         channels_b: channels of domain B.
-        ngf, downsamplings, stem_kernel, depth, block, padding, pad_to_stride, init_std: as for
+        ngf, downsamplings, stem_kernel, depth, block, padding, pad_to_stride, add_input, init_std: as for
             RevGANGenerator (None: the defaults for dims).
 
     Raises:
@@ -278,10 +282,10 @@ class ConvGANPair(_GANNetwork):
     _kind = 'convgan_pair'
 
     def __init__(self, dims=2, channels_a=3, channels_b=3, ngf=None, downsamplings=None, stem_kernel=None,
-                 depth=None, block=None, padding=None, pad_to_stride=False, init_std=0.02):
+                 depth=None, block=None, padding=None, pad_to_stride=False, add_input=False, init_std=0.02):
         super().__init__(dims=dims, channels_a=channels_a, channels_b=channels_b, ngf=ngf,
                          downsamplings=downsamplings, stem_kernel=stem_kernel, depth=depth, block=block,
-                         padding=padding, pad_to_stride=pad_to_stride, init_std=init_std)
+                         padding=padding, pad_to_stride=pad_to_stride, add_input=add_input, init_std=init_std)
 
     @staticmethod
     def _public_options(resolved):

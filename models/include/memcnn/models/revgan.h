@@ -103,6 +103,11 @@ struct RevGANOptions {
   /// Spatial sizes must be multiples of total_stride() (2^downsamplings); with pad_to_stride the
   /// generator pads them (replicating the last row, column, slice) and crops the output back.
   TORCH_ARG(bool, pad_to_stride) = false;
+  /// Each direction returns its input plus the decoder's output, and the decoders' last
+  /// convolution starts at zero, so the generator starts as the identity and learns a
+  /// correction (global residual learning, as super-resolution networks do; not in the authors'
+  /// code, off by default). Needs channels_a == channels_b.
+  TORCH_ARG(bool, add_input) = false;
   TORCH_ARG(bool, memory_saving) = true;  ///< RevGAN's core; a ConvGANPair has no memory saving
   /// Standard deviation of the initial convolution weights, N(0, init_std) (0 or more).
   TORCH_ARG(double, init_std) = 0.02;

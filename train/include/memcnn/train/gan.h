@@ -66,7 +66,7 @@ struct GANConfig {
   int64_t log_every = 10;         ///< a progress line and a metrics row every N iterations
   uint64_t seed = 0;              ///< of the networks' initialisation, the batches and the pools
   /// The generator: ngf, depth, downsamplings, stem_kernel, memory_saving (RevGAN), init_std,
-  /// pad_to_stride; the discriminators: ndf, discriminator_layers. Absent: the authors' sizes for
+  /// pad_to_stride, add_input; the discriminators: ndf, discriminator_layers. Absent: the authors' sizes for
   /// the dimension.
   Json model_options = Json::object();
   /// The task's data: ch2-superresolution: patch [x, y, z], factor, margin; fashion: none.
