@@ -166,10 +166,17 @@ torch::nn::Sequential decoder(const RevGANOptions& o, int64_t channels) {
   return net;
 }
 
-// Runs `net` on x, padded at the end of each spatial dimension to a multiple of the options'
-// total stride when they ask for it, and crops the result back; otherwise requires multiples.
-template <typename Net>
-torch::Tensor translated(const RevGANOptions& o, const torch::Tensor& x, const char* who, Net&& net) {
+// A decoder's output, with the generator's input added under add_input.
+torch::Tensor with_input(const RevGANOptions& o, const torch::Tensor& input, const torch::Tensor& decoded) {
+  return o.add_input() ? input + decoded : decoded;
+}
+
+// Runs `decode` on x (the input added under add_input), padded at the end of each spatial
+// dimension to a multiple of the options' total stride when they ask for it, and crops the result
+// back; otherwise requires multiples.
+template <typename Decode>
+torch::Tensor translated(const RevGANOptions& o, const torch::Tensor& x, const char* who, Decode&& decode) {
+  const auto net = [&](const torch::Tensor& in) { return with_input(o, in, decode(in)); };
   const int64_t stride = o.total_stride();
   // The core's blocks pad by 1 and normalise over space: at least 2 per side there. A
   // reflecting stem needs more than its padding.
@@ -194,11 +201,6 @@ torch::Tensor translated(const RevGANOptions& o, const torch::Tensor& x, const c
   auto y = net(F::pad(x, F::PadFuncOptions(padding).mode(torch::kReplicate)));
   for (int64_t d = 2; d < x.dim(); ++d) y = y.narrow(d, 0, x.size(d));
   return y;
-}
-
-// A decoder's output, with the generator's input added under add_input.
-torch::Tensor with_input(const RevGANOptions& o, const torch::Tensor& input, const torch::Tensor& decoded) {
-  return o.add_input() ? input + decoded : decoded;
 }
 
 void register_sequential(torch::nn::Module& parent, const std::string& name, torch::nn::Sequential& member,
@@ -381,17 +383,13 @@ void RevGANGeneratorImpl::reset() {
 torch::Tensor RevGANGeneratorImpl::forward(const torch::Tensor& a) {
   check_image(a, options.dims(), options.channels_a(), "RevGANGenerator::forward (A to B)", "channels_a");
   return translated(options, a, "RevGANGenerator::forward (A to B)",
-                    [&](const torch::Tensor& x) {
-                      return with_input(options, x, decoder_b->forward(core->forward(encoder_a->forward(x))));
-                    });
+                    [&](const torch::Tensor& x) { return decoder_b->forward(core->forward(encoder_a->forward(x))); });
 }
 
 torch::Tensor RevGANGeneratorImpl::inverse(const torch::Tensor& b) {
   check_image(b, options.dims(), options.channels_b(), "RevGANGenerator::inverse (B to A)", "channels_b");
   return translated(options, b, "RevGANGenerator::inverse (B to A)",
-                    [&](const torch::Tensor& y) {
-                      return with_input(options, y, decoder_a->forward(core->inverse(encoder_b->forward(y))));
-                    });
+                    [&](const torch::Tensor& y) { return decoder_a->forward(core->inverse(encoder_b->forward(y))); });
 }
 
 void RevGANGeneratorImpl::set_memory_saving(bool on) {
@@ -422,9 +420,7 @@ void ConvGANGeneratorImpl::reset() {
 torch::Tensor ConvGANGeneratorImpl::forward(const torch::Tensor& a) {
   check_image(a, options.dims(), options.channels_a(), "ConvGANGenerator::forward", "channels_a");
   return translated(options, a, "ConvGANGenerator::forward",
-                    [&](const torch::Tensor& x) {
-                      return with_input(options, x, decoder->forward(core->forward(encoder->forward(x))));
-                    });
+                    [&](const torch::Tensor& x) { return decoder->forward(core->forward(encoder->forward(x))); });
 }
 
 void ConvGANGeneratorImpl::pretty_print(std::ostream& stream) const {
