@@ -55,7 +55,7 @@ struct Workload {
   std::unique_ptr<torch::optim::SGD> optimizer;
 
   void step(const torch::Tensor& input, const torch::Tensor& labels) {
-    bench::zero_gradients(*module);
+    zero_gradients_in_place(module->parameters());
     auto out = forward(input);
     auto loss = labels.defined() ? torch::nn::functional::cross_entropy(out, labels) : out.pow(2).mean();
     loss.backward();

@@ -63,7 +63,7 @@ Subject classifier_subject(const std::string& name, models::Classifier classifie
   const auto labels = torch::randint(10, {batch}, torch::kLong).to(device);
   auto module = classifier.ptr();
   return {std::move(title), module, [module, optimizer, images, labels] {
-            zero_gradients(*module);
+            zero_gradients_in_place(module->parameters());
             torch::nn::functional::cross_entropy(module->forward(images), labels).backward();
             optimizer->step();
           }};
@@ -102,7 +102,7 @@ Subject subject_of(const std::string& name, const BudgetBenchOptions& o) {
     return {"iUNet 3-D (channels [8, 32, 128], " + std::to_string(layers) + " layers per level), input [2, 8, " +
                 std::to_string(side) + ", " + std::to_string(side) + ", " + std::to_string(side) + "]",
             module, [module, optimizer, input, weights] {
-              zero_gradients(*module);
+              zero_gradients_in_place(module->parameters());
               const auto y = module->forward(input);
               (y * y * weights).sum().backward();
               optimizer->step();

@@ -25,7 +25,7 @@ namespace {
 // step's peak counts activations and temporaries only).
 template <typename Model, typename Loss>
 void step(Model& model, const torch::Tensor& input, const Loss& loss) {
-  zero_gradients(*model);
+  zero_gradients_in_place(model->parameters());
   loss(model->forward(input)).backward();
 }
 

@@ -32,7 +32,7 @@ constexpr std::size_t kSaving = 0, kPlain = 1, kConventional = 2;
 
 // One generator step of `directions` directions: L1(A to B, b) [+ L1(B to A, a)], one backward.
 void step(models::Translator& generator, const torch::Tensor& a, const torch::Tensor& b, int64_t directions) {
-  zero_gradients(*generator);
+  zero_gradients_in_place(generator->parameters());
   auto loss = torch::l1_loss(generator->a_to_b(a), b);
   if (directions == 2) loss = loss + torch::l1_loss(generator->b_to_a(b), a);
   loss.backward();

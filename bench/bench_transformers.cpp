@@ -66,7 +66,7 @@ struct Contender {
 // One SGD step: gradients zeroed in place (they stay allocated, so the peak counts activations);
 // forward and loss under the contender's autocast, backward outside it, as memcnn-train does.
 void step(Contender& c, const torch::Tensor& images, const torch::Tensor& labels) {
-  zero_gradients(*c.model);
+  zero_gradients_in_place(c.model->parameters());
   torch::Tensor loss;
   {
     std::optional<Autocast> precision;

@@ -21,12 +21,6 @@ double median(std::vector<double> values) {
   return values[values.size() / 2];
 }
 
-void zero_gradients(torch::nn::Module& module) {
-  for (auto& p : module.parameters()) {
-    if (p.grad().defined()) p.mutable_grad().zero_();
-  }
-}
-
 std::vector<TurnMeasurement> measure_in_turn(const std::vector<std::function<void()>>& calls,
                                              const c10::Device& device, int64_t repetitions) {
   for (const auto& call : calls) call();

@@ -25,10 +25,6 @@ struct TurnMeasurement {
   int64_t peak_bytes = 0;  // the largest allocator peak of a timed call above the bytes live at its start
 };
 
-// Zeroes the module's gradients in place, so that they stay allocated between training steps (a
-// step's peak then counts its activations and temporaries, not gradients appearing).
-void zero_gradients(torch::nn::Module& module);
-
 // Times the calls side by side, so their ratios share the machine's state: one warm-up call of
 // each first (gradients and optimiser state get allocated, caches fill), then `repetitions`
 // rounds that call each once, in turn (ABAB...). Each call's median time and peak memory.

@@ -245,4 +245,10 @@ std::string format_mib(std::int64_t bytes, int digits) {
   return text;
 }
 
+void zero_gradients_in_place(const std::vector<at::Tensor>& parameters) {
+  for (const auto& p : parameters) {
+    if (p.grad().defined()) p.grad().zero_();
+  }
+}
+
 }  // namespace memcnn

@@ -11,11 +11,13 @@
 /// reset_peak_memory() restarts. A device with no statistics in this build (CUDA without
 /// MEMCNN_WITH_CUDA, any other device) raises a c10::Error.
 
+#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace memcnn {
 
@@ -25,6 +27,12 @@ constexpr double kBytesPerMiB = 1024.0 * 1024.0;
 constexpr double to_mib(std::int64_t bytes) { return static_cast<double>(bytes) / kBytesPerMiB; }
 /// "12.3 MiB" (with `digits` decimals).
 std::string format_mib(std::int64_t bytes, int digits = 1);
+
+/// Zeroes the gradients of `parameters` in place (undefined ones stay undefined). Unlike
+/// zero_grad(), which may free them, their memory stays allocated from one training step to the
+/// next, so a step's measured peak counts its activations and temporaries, not gradients
+/// allocated anew. Every memcnn trainer and benchmark steps this way.
+void zero_gradients_in_place(const std::vector<at::Tensor>& parameters);
 
 /// What memory_stats() reports for a device, in bytes.
 struct MemoryStats {

@@ -112,12 +112,6 @@ void set_requires_grad(const std::vector<torch::Tensor>& parameters, bool on) {
   for (auto p : parameters) p.requires_grad_(on);
 }
 
-void zero_gradients(const std::vector<torch::Tensor>& parameters) {
-  for (auto p : parameters) {
-    if (p.grad().defined()) p.grad().zero_();
-  }
-}
-
 void set_lr(torch::optim::Adam& optimizer, double lr) {
   for (auto& group : optimizer.param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
 }
@@ -419,7 +413,7 @@ struct GANTrainer::State {
     set_lr(*generator_optimizer, lr);
     set_lr(*discriminator_optimizer, lr);
     networks->train();
-    zero_gradients(networks->parameters());
+    zero_gradients_in_place(networks->parameters());
     int64_t generator_bytes = 0, discriminator_bytes = 0;
     GeneratorPass pass;
     {
@@ -428,7 +422,7 @@ struct GANTrainer::State {
       generator_bytes = probe.peak_above_start();
     }
     if (update) generator_optimizer->step();
-    zero_gradients(networks->discriminator_parameters());
+    zero_gradients_in_place(networks->discriminator_parameters());
     {
       MemoryProbe probe(options.device);
       pass.losses.discriminator = discriminator_pass(batch, pass, iteration);
@@ -520,12 +514,10 @@ GANSummary GANTrainer::run() {
     const auto losses = s.step(batch, iteration, /*update=*/true);
     summary.activation_bytes = s.step_activation_bytes;
     if (!std::isfinite(losses.generator) || !std::isfinite(losses.discriminator)) {
-      std::ostringstream message;
-      message << "the losses became " << losses.generator << " (generators) and " << losses.discriminator
-              << " (discriminators) at iteration " << iteration << " (learning rate " << lr
-              << "); training stopped. Lower lr in the experiments file; the last checkpoint in "
-              << s.options.results_dir << " is kept";
-      throw std::runtime_error(message.str());
+      std::ostringstream what;
+      what << "the losses became " << losses.generator << " (generators) and " << losses.discriminator
+           << " (discriminators)";
+      throw_non_finite_loss(what.str(), iteration, lr, "Lower lr in the experiments file", s.options.results_dir);
     }
     ++iteration;
     window_generator += losses.generator;

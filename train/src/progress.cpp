@@ -4,6 +4,7 @@
 #include <atomic>
 #include <iomanip>
 #include <sstream>
+#include <stdexcept>
 
 namespace memcnn {
 namespace train {
@@ -39,6 +40,14 @@ void print_progress(std::ostream& out, const std::string& line, bool live, bool 
 void print_interrupted(std::ostream& out, int64_t iteration, const std::string& results_dir) {
   out << "\n[memcnn-train] interrupted at iteration " << iteration << "; checkpoint saved in " << results_dir
       << ", run the same command again to continue" << std::endl;
+}
+
+void throw_non_finite_loss(const std::string& what, int64_t iteration, double lr, const std::string& remedy,
+                           const std::string& results_dir) {
+  std::ostringstream message;
+  message << what << " at iteration " << iteration << " (learning rate " << lr << "); training stopped. " << remedy
+          << "; the last checkpoint in " << results_dir << " is kept";
+  throw std::runtime_error(message.str());
 }
 
 namespace {

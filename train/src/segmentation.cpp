@@ -80,12 +80,6 @@ int64_t patch_start(int64_t centre, int64_t size, int64_t extent) {
   return std::clamp<int64_t>(centre - size / 2, 0, extent - size);
 }
 
-void zero_gradients(torch::nn::Module& model) {
-  for (auto& p : model.parameters()) {
-    if (p.grad().defined()) p.grad().zero_();
-  }
-}
-
 // The plot names the job's figure, Dice, and labels the held-out Dice the run reports at its end.
 PlotLabels plot_labels(const std::string& title, std::optional<double> final_held_out_dice = std::nullopt) {
   PlotLabels labels;
@@ -370,7 +364,7 @@ SegmentationSummary SegmentationTrainer::run() {
     const auto labelled = batch.labelled.to(s.options.device);
     const double lr = c.lr_at(iteration);
     s.set_lr(lr);
-    zero_gradients(*s.model);
+    zero_gradients_in_place(s.model->parameters());
     MemoryProbe probe(s.options.device);
     torch::Tensor logits, loss_value;
     {
@@ -382,11 +376,8 @@ SegmentationSummary SegmentationTrainer::run() {
     summary.activation_bytes = probe.peak_above_start();
     const double loss = loss_value.item<double>();
     if (!std::isfinite(loss)) {
-      std::ostringstream message;
-      message << "the loss became " << loss << " at iteration " << iteration << " (learning rate " << lr
-              << "); training stopped. Lower lr in the experiments file; the last checkpoint in "
-              << s.options.results_dir << " is kept";
-      throw std::runtime_error(message.str());
+      throw_non_finite_loss("the loss became " + std::to_string(loss), iteration, lr,
+                            "Lower lr in the experiments file", s.options.results_dir);
     }
     s.optimizer->step();
     ++iteration;

@@ -129,13 +129,6 @@ uint64_t step_seed(uint64_t seed, int64_t iteration, int64_t rank) {
   return z ^ (z >> 31);
 }
 
-// Zeroes gradients in place: their memory stays allocated, so a step's peak counts activations.
-void zero_gradients(torch::nn::Module& model) {
-  for (auto& p : model.parameters()) {
-    if (p.grad().defined()) p.grad().zero_();
-  }
-}
-
 }  // namespace
 
 torch::Tensor tf_style_cross_entropy(const torch::Tensor& logits, const torch::Tensor& labels) {
@@ -214,7 +207,7 @@ int64_t measure_activation_bytes(models::Classifier& model, const torch::Tensor&
                                  const std::string& autocast) {
   model->train();
   training_loss(model, images, labels, autocast).backward();  // allocates the gradients
-  zero_gradients(*model);
+  zero_gradients_in_place(model->parameters());
   MemoryProbe probe(images.device());
   training_loss(model, images, labels, autocast).backward();
   return probe.peak_above_start();
@@ -434,7 +427,7 @@ TrainSummary Trainer::run() {
     const auto labels = batch.labels.to(s.options.device);
     const double lr = c.lr_at(iteration);
     set_learning_rate(*s.optimizer, lr);
-    zero_gradients(*s.model);
+    zero_gradients_in_place(s.model->parameters());
 
     torch::manual_seed(step_seed(c.seed, iteration, s.rank()));
     MemoryProbe probe(s.options.device);
@@ -455,11 +448,8 @@ TrainSummary Trainer::run() {
     const double loss_value = step_values[0].item<double>() / step_values[2].item<double>();
     const bool stop = step_values[3].item<double>() > 0;
     if (!std::isfinite(loss_value)) {
-      std::ostringstream message;
-      message << "the loss became " << loss_value << " at iteration " << iteration << " (learning rate " << lr
-              << "); training stopped. Lower optimizer.lr in the experiments file or check the data; the last "
-                 "checkpoint in " << s.options.results_dir << " is kept";
-      throw std::runtime_error(message.str());
+      throw_non_finite_loss("the loss became " + std::to_string(loss_value), iteration, lr,
+                            "Lower optimizer.lr in the experiments file or check the data", s.options.results_dir);
     }
     s.optimizer->step();
     ++iteration;

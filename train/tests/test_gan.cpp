@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <iostream>
 #include <sstream>
 
 using namespace memcnn;
@@ -111,6 +112,19 @@ TEST(GANRecipe, ShippedExperiments) {
     // The recipe round-trips (a checkpoint's recipe is read back through from_json).
     EXPECT_EQ(train::GANConfig::from_json(volume.to_json()).to_json(), volume.to_json());
   }
+  // The 2-D comparison the results report holds its parameter figure at the shipped sizes: the
+  // RevGAN (both directions) at most 0.6x the conventional pair.
+  auto generator_parameters = [&](const std::string& model) {
+    const auto config = train::GANConfig::from_json(train::experiment_for(experiments, model, "fashion-edges"));
+    int64_t count = 0;
+    for (const auto& p : train::GANNetworks(config, 2, 1, 1)->generator_parameters()) count += p.numel();
+    return count;
+  };
+  const int64_t revgan = generator_parameters("revgan2d");
+  const int64_t pair = generator_parameters("convgan2d");
+  std::cout << "[figure] shipped 2-D generators: RevGAN " << revgan << " parameters, conventional pair " << pair
+            << ", ratio " << static_cast<double>(revgan) / static_cast<double>(pair) << std::endl;
+  EXPECT_LE(static_cast<double>(revgan), 0.6 * static_cast<double>(pair));
 }
 
 TEST(GANRecipe, ConstantThenLinearDecayToZero) {

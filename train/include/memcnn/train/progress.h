@@ -37,6 +37,12 @@ void print_progress(std::ostream& out, const std::string& line, bool live, bool 
 /// The line a trainer stopped by request ends with: where its checkpoint is and how to continue.
 void print_interrupted(std::ostream& out, int64_t iteration, const std::string& results_dir);
 
+/// Stops a run whose loss is no longer finite: throws a std::runtime_error that says `what` ("the
+/// loss became nan"), at which iteration and learning rate, `remedy` ("Lower lr in the experiments
+/// file"), and that the last checkpoint in `results_dir` is kept.
+[[noreturn]] void throw_non_finite_loss(const std::string& what, int64_t iteration, double lr,
+                                        const std::string& remedy, const std::string& results_dir);
+
 /// Asks the running trainer to checkpoint and stop after its current step (async-signal-safe).
 void request_stop();
 /// Withdraws a stop request (before a new run, or after a stop has been handled).
