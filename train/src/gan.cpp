@@ -6,6 +6,7 @@
 #include "memcnn/train/resume.h"
 
 #include <memcnn/memory.h>
+#include <memcnn/models/resnet.h>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
@@ -488,7 +489,7 @@ GANSummary GANTrainer::run() {
   auto& s = *state_;
   const auto& c = s.config;
   GANSummary summary;
-  for (const auto& p : s.networks->generator_parameters()) summary.generator_parameters += p.numel();
+  summary.generator_parameters = models::count_parameters(*s.networks->generator);
   for (const auto& p : s.networks->discriminator_parameters()) summary.discriminator_parameters += p.numel();
   s.out << "[memcnn-train] " << s.title() << ": " << s.task.description << "; generator "
         << summary.generator_parameters << " parameters, discriminators " << summary.discriminator_parameters

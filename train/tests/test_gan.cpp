@@ -6,6 +6,7 @@
 #include "helpers.h"
 
 #include <memcnn/memory.h>
+#include <memcnn/models/resnet.h>
 #include <memcnn/train/gan.h>
 #include <memcnn/train/progress.h>
 
@@ -116,9 +117,7 @@ TEST(GANRecipe, ShippedExperiments) {
   // RevGAN (both directions) at most 0.6x the conventional pair.
   auto generator_parameters = [&](const std::string& model) {
     const auto config = train::GANConfig::from_json(train::experiment_for(experiments, model, "fashion-edges"));
-    int64_t count = 0;
-    for (const auto& p : train::GANNetworks(config, 2, 1, 1)->generator_parameters()) count += p.numel();
-    return count;
+    return models::count_parameters(*train::GANNetworks(config, 2, 1, 1)->generator);
   };
   const int64_t revgan = generator_parameters("revgan2d");
   const int64_t pair = generator_parameters("convgan2d");
