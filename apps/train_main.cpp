@@ -95,9 +95,7 @@ void apply_memory_budget(train::Trainer& trainer, const Arguments& args, const f
     const auto batch = trainer.training_batch(0);
     const auto images = batch.images.to(device), labels = batch.labels.to(device);
     auto step = [&] {
-      for (auto& p : copy->parameters()) {
-        if (p.grad().defined()) p.grad().zero_();
-      }
+      zero_gradients_in_place(copy->parameters());
       std::optional<Autocast> mixed;
       if (autocast == "bfloat16") mixed.emplace(device.type(), torch::kBFloat16);
       auto logits = copy->forward(images).to(torch::kFloat32);

@@ -4,6 +4,7 @@
 
 #include "test_util.h"
 
+#include <memcnn/memory.h>
 #include <memcnn/memory_plan.h>
 
 #include <gtest/gtest.h>
@@ -57,9 +58,7 @@ Batch make_batch(int64_t batch, int64_t size, torch::Dtype dtype) {
 // Forward and backward with gradients zeroed in place (they stay allocated between steps).
 std::function<void()> training_step(ChainNet& net, const Batch& batch) {
   return [net, batch]() mutable {
-    for (auto& p : net->parameters()) {
-      if (p.grad().defined()) p.grad().zero_();
-    }
+    memcnn::zero_gradients_in_place(net->parameters());
     torch::nn::functional::cross_entropy(net->forward(batch.images), batch.labels).backward();
   };
 }

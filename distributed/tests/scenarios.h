@@ -103,11 +103,6 @@ inline std::vector<torch::Tensor> gradients_of(const Model& model) {
   return grads;
 }
 
-inline void zero_gradients(Model& model) {
-  for (auto& p : model.module->parameters())
-    if (p.grad().defined()) p.grad().zero_();
-}
-
 // ---- A backward that throws midway ----
 
 // The identity, whose backward throws when asked: the layers above it have delivered their

@@ -311,11 +311,7 @@ struct CppModel {
     loss.backward();
     return loss.item<double>();
   }
-  void zero_grad() {
-    for (auto& p : model->parameters()) {
-      if (p.grad().defined()) p.mutable_grad().zero_();
-    }
-  }
+  void zero_grad() { memcnn::zero_gradients_in_place(model->parameters()); }
   int64_t parameter_count() const { return memcnn::models::count_parameters(*model); }
 };
 

@@ -490,7 +490,8 @@ GANSummary GANTrainer::run() {
   const auto& c = s.config;
   GANSummary summary;
   summary.generator_parameters = models::count_parameters(*s.networks->generator);
-  for (const auto& p : s.networks->discriminator_parameters()) summary.discriminator_parameters += p.numel();
+  summary.discriminator_parameters =
+      models::count_parameters(*s.networks->discriminator_a) + models::count_parameters(*s.networks->discriminator_b);
   s.out << "[memcnn-train] " << s.title() << ": " << s.task.description << "; generator "
         << summary.generator_parameters << " parameters, discriminators " << summary.discriminator_parameters
         << ", device " << s.options.device << ", batch " << c.batch_size << ", " << c.max_iterations
